@@ -1,0 +1,40 @@
+# fewshot developer commands. `make test` works on a fresh machine: it builds .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The torch pair this project is tested with; on the dev/CI machines pip takes it from local disk.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+
+.PHONY: install test test-slow test-realdata lint demo cuda-check bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-slow: install
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check fewshot tests benchmarks
+
+demo: install
+	$(VENV)/bin/fewshot train --preset demo --name demo --outdir runs
+	$(VENV)/bin/fewshot sample runs --seeds 0-15 --grid 4x4 --outdir runs/demo-samples
+
+cuda-check: install
+	$(PY) -m fewshot.cuda.build --check-cuda
+
+bench: install
+	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -1,0 +1,116 @@
+"""Checkpoint commands: convert official pickles to bundles, inspect a checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from .app import PANEL_CHECKPOINTS, app
+
+
+@app.command(
+    rich_help_panel=PANEL_CHECKPOINTS,
+    epilog="[bold]Example[/bold]: fewshot convert network-snapshot-000100.pkl snapshot.safetensors",
+)
+def convert(
+    src: Path = typer.Argument(..., help="An official stylegan2-ada-pytorch .pkl (snapshot or published network)."),
+    dst: Path = typer.Argument(..., help="Where to write the safetensors bundle."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it exists."),
+) -> None:
+    """Convert an official pickle to a safetensors bundle, without running code from the pickle."""
+    from ..checkpoint import convert_pickle, detect_format
+    from ..errors import FewshotError
+
+    if not src.exists():
+        raise FewshotError(f"no such file: {src}")
+    if dst.exists() and not overwrite:
+        raise FewshotError(f"{dst} exists", hint="pass --overwrite to replace it")
+    if detect_format(src) != "pickle":
+        raise FewshotError(f"{src} is not a pickle (fewshot convert reads official .pkl files)")
+    convert_pickle(src, dst)
+    typer.echo(f"wrote {dst}")
+
+
+def _format_count(n: int) -> str:
+    return f"{n:,}"
+
+
+def _describe_spec(class_name: str, kw: dict) -> str:
+    if class_name == "Generator":
+        syn = kw.get("synthesis_kwargs", {})
+        mapping = kw.get("mapping_kwargs", {})
+        return (
+            f"z_dim={kw.get('z_dim')} c_dim={kw.get('c_dim')} w_dim={kw.get('w_dim')} "
+            f"mapping_layers={mapping.get('num_layers', 8)} channel_base={syn.get('channel_base', 32768)} "
+            f"channel_max={syn.get('channel_max', 512)} architecture={syn.get('architecture', 'skip')} "
+            f"num_fp16_res={syn.get('num_fp16_res', 0)} conv_clamp={syn.get('conv_clamp')}"
+        )
+    return (
+        f"c_dim={kw.get('c_dim')} channel_base={kw.get('channel_base', 32768)} "
+        f"channel_max={kw.get('channel_max', 512)} architecture={kw.get('architecture', 'resnet')} "
+        f"mbstd_group_size={(kw.get('epilogue_kwargs') or {}).get('mbstd_group_size', 4)} "
+        f"freeze_layers={(kw.get('block_kwargs') or {}).get('freeze_layers', 0)}"
+    )
+
+
+@app.command(
+    rich_help_panel=PANEL_CHECKPOINTS,
+    epilog="[bold]Example[/bold]: fewshot info runs/00000-obama_100/best.safetensors",
+)
+def info(
+    ckpt: Path = typer.Argument(..., help="A fewshot bundle or an official pickle."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """Show architecture, resolution, parameter counts and provenance (bundles: header only)."""
+    from ..checkpoint import detect_format, read_header
+    from ..errors import FewshotError
+
+    if not ckpt.exists():
+        raise FewshotError(f"no such checkpoint: {ckpt}")
+    kind = detect_format(ckpt)
+    if kind == "safetensors":
+        header = read_header(ckpt)
+        nets = {
+            name: {"class": spec.class_name, "init_kwargs": spec.init_kwargs, "params": header.num_params(name)}
+            for name, spec in header.specs.items()
+        }
+        result = {
+            "path": str(ckpt), "format": f"fewshot bundle v{header.format_version}",
+            "written_by": f"fewshot {header.fewshot_version}", "networks": nets,
+            "provenance": header.provenance, "training": header.training or {},
+        }
+    elif kind == "pickle":
+        from ..checkpoint import bundle_from_pickle
+
+        bundle, training = bundle_from_pickle(ckpt)
+        nets = {
+            name: {
+                "class": spec.class_name, "init_kwargs": spec.init_kwargs,
+                "params": sum(t.numel() for t in bundle.networks[name].state_dict().values()),
+            }
+            for name, spec in bundle.specs.items()
+        }
+        result = {
+            "path": str(ckpt), "format": "stylegan2-ada-pytorch pickle (read safely)", "networks": nets,
+            "provenance": bundle.provenance, "training": training,
+        }
+    else:
+        raise FewshotError(f"{ckpt} is not a checkpoint (neither a fewshot bundle nor an official pickle)")
+
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(f"{result['path']}  [{result['format']}]")
+    for name, net in result["networks"].items():
+        kw = net["init_kwargs"]
+        res = kw.get("img_resolution")
+        typer.echo(f"  {name:6s} {net['class']:13s} {res}x{res}x{kw.get('img_channels')}  "
+                   f"{_format_count(net['params'])} tensor values")
+        typer.echo(f"         {_describe_spec(net['class'], kw)}")
+    if result["provenance"]:
+        typer.echo("  provenance: " + ", ".join(f"{k}={v}" for k, v in result["provenance"].items()))
+    training = result.get("training") or {}
+    if "augment_p" in training:
+        typer.echo(f"  augment p: {training['augment_p']:.4f}")
