@@ -53,3 +53,68 @@ def ops_choice() -> str:
 
         raise FewshotError(f"FEWSHOT_OPS must be one of {', '.join(OPS_CHOICES)}, got {value!r}")
     return value
+
+
+# --- Hub and frozen-network weights (fewshot.hub, fewshot.weights) ---------------------------------
+
+
+def weights_env_var(name: str) -> str:
+    """The variable that points at a weights file: ``inception-v3-fid`` -> ``FEWSHOT_WEIGHTS_INCEPTION_V3_FID``."""
+    return "FEWSHOT_WEIGHTS_" + "".join(ch if ch.isalnum() else "_" for ch in name.upper())
+
+
+def weights_env_path(name: str) -> Path | None:
+    """The file named by ``FEWSHOT_WEIGHTS_<NAME>``, or None when unset."""
+    value = os.environ.get(weights_env_var(name))
+    return Path(value).expanduser() if value else None
+
+
+def checkpoint_registry_override() -> Path | None:
+    """``FEWSHOT_CHECKPOINT_REGISTRY``: a TOML file whose entries add to / replace the built-in checkpoint names."""
+    value = os.environ.get("FEWSHOT_CHECKPOINT_REGISTRY")
+    return Path(value).expanduser() if value else None
+
+
+def weights_registry_override() -> Path | None:
+    """``FEWSHOT_WEIGHTS_REGISTRY``: a TOML file whose entries add to / replace the built-in weights names."""
+    value = os.environ.get("FEWSHOT_WEIGHTS_REGISTRY")
+    return Path(value).expanduser() if value else None
+
+
+def hf_endpoint() -> str | None:
+    """``HF_ENDPOINT`` (read per call, so a changed value is honoured after huggingface_hub was imported)."""
+    value = os.environ.get("HF_ENDPOINT")
+    return value.rstrip("/") if value else None
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache, following huggingface_hub's own rules (HF_HUB_CACHE, HF_HOME, XDG)."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.path.expandvars(os.environ[var])).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.path.expandvars(os.environ["HF_HOME"])).expanduser() / "hub"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "huggingface" / "hub"
+
+
+def clip_cache_dir() -> Path:
+    """Where OpenAI's ``clip`` and older open_clip put the OpenAI ``.pt`` files (``~/.cache/clip``)."""
+    return Path.home() / ".cache" / "clip"
+
+
+def distributed_env() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) as set by torchrun; (0, 1, 0) for a single process."""
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    return rank, world, local
+
+
+def cuda_home() -> Path | None:
+    """The CUDA toolkit for building the CUDA ops: ``$CUDA_HOME``/``$CUDA_PATH``, else /usr/local/cuda if present."""
+    for name in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(name):
+            return Path(os.environ[name]).expanduser()
+    default = Path("/usr/local/cuda")
+    return default if default.is_dir() else None

@@ -14,6 +14,7 @@ def register_commands() -> None:
         return
     _REGISTERED = True
     from . import checkpoints  # noqa: F401
+    from . import hub  # noqa: F401
 
 
 __all__ = ["app", "main", "register_commands"]

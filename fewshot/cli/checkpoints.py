@@ -15,7 +15,9 @@ from .app import PANEL_CHECKPOINTS, app
     epilog="[bold]Example[/bold]: fewshot convert network-snapshot-000100.pkl snapshot.safetensors",
 )
 def convert(
-    src: Path = typer.Argument(..., help="An official stylegan2-ada-pytorch .pkl (snapshot or published network)."),
+    src: str = typer.Argument(
+        ..., help="An official stylegan2-ada-pytorch .pkl, or a name / hf://... / URL (fetched and converted)."
+    ),
     dst: Path = typer.Argument(..., help="Where to write the safetensors bundle."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it exists."),
 ) -> None:
@@ -23,10 +25,17 @@ def convert(
     from ..checkpoint import convert_pickle, detect_format
     from ..errors import FewshotError
 
-    if not src.exists():
-        raise FewshotError(f"no such file: {src}")
     if dst.exists() and not overwrite:
         raise FewshotError(f"{dst} exists", hint="pass --overwrite to replace it")
+    if not Path(src).exists():  # a name, hf:// reference or URL: the hub resolves and converts it
+        import shutil
+
+        from ..hub import resolve_checkpoint
+
+        shutil.copyfile(resolve_checkpoint(src), dst)
+        typer.echo(f"wrote {dst}")
+        return
+    src = Path(src)
     if detect_format(src) != "pickle":
         raise FewshotError(f"{src} is not a pickle (fewshot convert reads official .pkl files)")
     convert_pickle(src, dst)
@@ -60,15 +69,18 @@ def _describe_spec(class_name: str, kw: dict) -> str:
     epilog="[bold]Example[/bold]: fewshot info runs/00000-obama_100/best.safetensors",
 )
 def info(
-    ckpt: Path = typer.Argument(..., help="A fewshot bundle or an official pickle."),
+    ckpt: str = typer.Argument(..., help="A fewshot bundle, an official pickle, a name, hf://org/repo/file[@rev] or a URL."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Show architecture, resolution, parameter counts and provenance (bundles: header only)."""
     from ..checkpoint import detect_format, read_header
     from ..errors import FewshotError
 
-    if not ckpt.exists():
-        raise FewshotError(f"no such checkpoint: {ckpt}")
+    if not Path(ckpt).exists():  # a name, hf:// reference or URL: resolved (and converted) through the hub
+        from ..hub import resolve_checkpoint
+
+        ckpt = resolve_checkpoint(ckpt)
+    ckpt = Path(ckpt)
     kind = detect_format(ckpt)
     if kind == "safetensors":
         header = read_header(ckpt)
