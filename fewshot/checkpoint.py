@@ -177,11 +177,27 @@ def _read_safetensors_header(path: Path) -> tuple[dict[str, Any], dict[str, str]
             if size > MAX_HEADER_BYTES or size > path.stat().st_size - 8:
                 raise FewshotError(f"{path}: not a safetensors file (or truncated header)")
             header = json.loads(fh.read(size))
+            file_size = os.fstat(fh.fileno()).st_size
     except OSError as exc:
         raise FewshotError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise FewshotError(f"{path}: not a safetensors file (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise FewshotError(f"{path}: not a safetensors file (header is not a JSON object)")
     metadata = header.pop("__metadata__", {}) or {}
+    # The header says where each tensor's bytes end; a file shorter than that was cut off
+    # (an interrupted copy or download). Checking sizes costs no tensor reads.
+    try:
+        data_end = max((int(info["data_offsets"][1]) for info in header.values()), default=0)
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise FewshotError(f"{path}: not a safetensors file (damaged tensor table)") from None
+    if 8 + size + data_end > file_size:
+        raise FewshotError(
+            f"{path}: file is truncated ({file_size:,} bytes, the header promises {8 + size + data_end:,})",
+            hint="download or copy it again",
+        )
+    if not isinstance(metadata, dict):
+        raise FewshotError(f"{path}: bundle metadata is damaged")
     return header, metadata
 
 
@@ -287,7 +303,7 @@ def detect_format(path: str | Path) -> str:
 
 def bundle_from_pickle(path: str | Path) -> tuple[Bundle, dict[str, Any]]:
     """Import an official pickle into networks; returns the bundle and its training extras."""
-    from .nets import build_network
+    from .nets import build_network, named_init_kwargs
     from .official_pickle import import_official_pickle
 
     path = Path(path)
@@ -295,7 +311,7 @@ def bundle_from_pickle(path: str | Path) -> tuple[Bundle, dict[str, Any]]:
     networks: dict[str, nn.Module] = {}
     specs: dict[str, NetworkSpec] = {}
     for name, record in imported.networks.items():
-        init_kwargs = record.init_kwargs
+        init_kwargs = named_init_kwargs(record.class_name, record.init_args, record.init_kwargs)
         net = build_network(record.class_name, init_kwargs)
         load_state_strict(net, record.state_dict(), f"{path}:{name}")
         networks[name] = net.eval().requires_grad_(False)

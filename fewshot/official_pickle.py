@@ -32,7 +32,12 @@ class PersistentRecord:
 
     @property
     def init_kwargs(self) -> dict[str, Any]:
-        return _plain(self.state.get("_init_kwargs", {}))
+        return _plain(self.state.get("_init_kwargs") or {})
+
+    @property
+    def init_args(self) -> list[Any]:
+        """Positional constructor arguments (official training passes none; hand-built networks may)."""
+        return _plain(list(self.state.get("_init_args") or ()))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Parameters and persistent buffers, keyed as ``Module.state_dict`` keys them."""
@@ -124,6 +129,10 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
     ("_codecs", "encode"): _codecs_encode,
+    # Protocol-3 pickles (Python 3.7, which the official code targets) spell sets as a call of
+    # builtins.set; every nn.Module state holds one (_non_persistent_buffers_set). Inert constructors.
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
 }
 
 _TF_ERA = {("dnnlib.tflib.network", "Network"), ("dnnlib.tflib.network", "_Network")}
