@@ -1,0 +1,447 @@
+"""fewshot.hub: references -> local bundles, with loopback servers instead of the network.
+
+The server binds 127.0.0.1 only, answers a bounded number of requests and shuts itself down after
+a deadline, so a failing test can never leave it running or reach outside the machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import make_tiny_D, make_tiny_G
+
+from fewshot.errors import FewshotError
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+MAX_REQUESTS = 200
+DEADLINE_S = 120.0
+
+
+@dataclass
+class LoopbackServer:
+    """Serves ``files`` (URL path -> bytes) plainly and under the Hub's ``/{repo}/resolve/{rev}/{file}`` route."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    hub_files: dict[tuple[str, str], bytes] = field(default_factory=dict)  # (repo_id, filename) -> bytes
+    cut_first_gets: int = 0  # this many GETs stop after half the body (a dropped connection)
+    requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range)
+    url: str = ""
+
+    def gets(self, path: str) -> list[str | None]:
+        return [rng for method, p, rng in self.requests if method == "GET" and p == path]
+
+
+@pytest.fixture
+def loopback_server() -> Iterator[LoopbackServer]:
+    state = LoopbackServer()
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:  # keep test output clean
+            pass
+
+        def _lookup(self) -> tuple[bytes | None, dict[str, str]]:
+            path = self.path.split("?")[0]
+            match = re.fullmatch(r"/(?:(datasets|spaces)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
+            if match:
+                body = state.hub_files.get((match.group(2), match.group(4)))
+                if body is None:
+                    return None, {"X-Error-Code": "EntryNotFound"}
+                etag = hashlib.sha256(body).hexdigest()
+                return body, {"X-Repo-Commit": COMMIT, "ETag": f'"{etag}"', "X-Linked-Etag": f'"{etag}"'}
+            return state.files.get(path), {}
+
+        def _respond(self, with_body: bool) -> None:
+            with lock:
+                state.requests.append((self.command, self.path.split("?")[0], self.headers.get("Range")))
+                too_many = len(state.requests) > MAX_REQUESTS
+                cut = False
+                if with_body and state.cut_first_gets > 0:
+                    state.cut_first_gets -= 1
+                    cut = True
+            body, headers = self._lookup()
+            if too_many or body is None:
+                self.send_response(503 if too_many else 404)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            start, status = 0, 200
+            rng = self.headers.get("Range")
+            if rng and (m := re.fullmatch(r"bytes=(\d+)-", rng)):
+                start, status = int(m.group(1)), 206
+                if start >= len(body):
+                    self.send_response(416)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+            payload = body[start:]
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            if status == 206:
+                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+            if not with_body:
+                return
+            if cut:
+                self.wfile.write(payload[: len(payload) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(payload)
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._respond(True)
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self._respond(False)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    watchdog = threading.Timer(DEADLINE_S, server.shutdown)  # stops itself even if the test hangs
+    watchdog.daemon = True
+    watchdog.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield state
+    finally:
+        watchdog.cancel()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def hub_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every cache under tmp_path; no offline flags, proxies or endpoint from the outer environment."""
+    for var in ("FEWSHOT_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", "HF_HUB_CACHE",
+                "HUGGINGFACE_HUB_CACHE", "FEWSHOT_CHECKPOINT_REGISTRY", "FEWSHOT_WEIGHTS_REGISTRY", "HF_TOKEN",
+                "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("FEWSHOT_HOME", str(tmp_path / "fewshot_home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    return tmp_path
+
+
+def tiny_bundle_bytes(tmp_path: Path, training: dict | None = None, name: str = "tiny.safetensors") -> tuple[Path, bytes]:
+    from fewshot.checkpoint import save_bundle
+
+    path = tmp_path / name
+    G = make_tiny_G(0).eval()
+    save_bundle(path, {"G": G, "G_ema": G, "D": make_tiny_D(0)}, provenance={"note": "test"}, training=training)
+    return path, path.read_bytes()
+
+
+def tiny_pickle_bytes(tmp_path: Path) -> bytes:
+    from official_format import make_official_pickle
+
+    G = make_tiny_G(1).eval()
+    path = make_official_pickle(tmp_path / "snap.pkl", G=G, D=make_tiny_D(1), G_ema=G, augment_p=0.25)
+    return path.read_bytes()
+
+
+def write_registry(path: Path, entries: dict[str, dict]) -> Path:
+    lines = []
+    for name, table in entries.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# --- plain URLs ---------------------------------------------------------------------------------------
+
+
+def test_url_download_interrupted_midway_then_resumed(hub_env: Path, loopback_server: LoopbackServer) -> None:
+    from fewshot.hub import download_url, url_cache_path
+
+    _, body = tiny_bundle_bytes(hub_env)
+    loopback_server.files["/nets/tiny.safetensors"] = body
+    loopback_server.cut_first_gets = 1
+    url = loopback_server.url + "/nets/tiny.safetensors"
+
+    with pytest.raises(FewshotError, match="interrupted") as info:
+        download_url(url, attempts=1, progress=False)
+    assert "again to resume" in (info.value.hint or "")
+    dest = url_cache_path(url)
+    part = dest.with_name(dest.name + ".part")
+    assert not dest.exists() and part.stat().st_size == len(body) // 2
+
+    path = download_url(url, sha256=hashlib.sha256(body).hexdigest(), progress=False)
+    assert path == dest and path.read_bytes() == body and not part.exists()
+    assert loopback_server.gets("/nets/tiny.safetensors") == [None, f"bytes={len(body) // 2}-"]
+
+
+def test_url_download_retries_within_one_call(hub_env: Path, loopback_server: LoopbackServer) -> None:
+    from fewshot.hub import download_url
+
+    _, body = tiny_bundle_bytes(hub_env)
+    loopback_server.files["/a/tiny.safetensors"] = body
+    loopback_server.cut_first_gets = 2  # 1/2 then 1/4 more arrive, the third request finishes
+    path = download_url(loopback_server.url + "/a/tiny.safetensors", progress=False)
+    assert path.read_bytes() == body
+    ranges = loopback_server.gets("/a/tiny.safetensors")
+    assert ranges[0] is None and len(ranges) == 3 and all(r and r.startswith("bytes=") for r in ranges[1:])
+
+
+def test_corrupted_download_is_rejected_and_removed(hub_env: Path, loopback_server: LoopbackServer,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from fewshot.hub import resolve_checkpoint, url_cache_path
+
+    _, body = tiny_bundle_bytes(hub_env)
+    good = hashlib.sha256(body).hexdigest()
+    corrupted = body[:-10] + b"\0" * 10
+    loopback_server.files["/c/tiny.safetensors"] = corrupted
+    url = loopback_server.url + "/c/tiny.safetensors"
+    registry = write_registry(hub_env / "reg.toml", {"tinynet": {"url": url, "sha256": good, "resolution": 32}})
+    monkeypatch.setenv("FEWSHOT_CHECKPOINT_REGISTRY", str(registry))
+    with pytest.raises(FewshotError, match="sha256 mismatch"):
+        resolve_checkpoint("tinynet")
+    dest = url_cache_path(url)
+    assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
+
+    # Served correctly now: accepted. Then the cached copy is damaged on disk: noticed, removed, refetched.
+    loopback_server.files["/c/tiny.safetensors"] = body
+    assert resolve_checkpoint("tinynet") == dest
+    dest.write_bytes(corrupted)
+    assert resolve_checkpoint("tinynet") == dest and dest.read_bytes() == body
+    assert len(loopback_server.gets("/c/tiny.safetensors")) == 3
+
+
+def test_registry_name_resolves_then_works_offline(hub_env: Path, loopback_server: LoopbackServer,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from fewshot.checkpoint import load_bundle
+    from fewshot.hub import checkpoint_registry, resolve_checkpoint
+
+    _, body = tiny_bundle_bytes(hub_env)
+    loopback_server.files["/r/ffhq-tiny.safetensors"] = body
+    url = loopback_server.url + "/r/ffhq-tiny.safetensors"
+    # The override replaces the built-in ffhq256 entry: the real name resolves against the loopback server.
+    registry = write_registry(hub_env / "reg.toml", {"ffhq256": {"url": url, "resolution": 32, "config": "paper256"}})
+    monkeypatch.setenv("FEWSHOT_CHECKPOINT_REGISTRY", str(registry))
+    assert checkpoint_registry()["ffhq256"].url == url and "metfaces" in checkpoint_registry()
+
+    path = resolve_checkpoint("ffhq256")
+    assert path.read_bytes() == body and load_bundle(path).generator.img_resolution == 32
+    monkeypatch.setenv("FEWSHOT_OFFLINE", "1")
+    assert resolve_checkpoint("ffhq256") == path
+    assert len(loopback_server.requests) == 1
+
+    with pytest.raises(FewshotError, match="downloads are off") as info:
+        resolve_checkpoint("afhqdog")  # a real entry never downloaded: the error says where the file goes
+    assert "afhqdog.pkl" in (info.value.hint or "")
+
+
+def test_official_pickle_downloaded_is_converted_once_and_found_offline(
+    hub_env: Path, loopback_server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fewshot.checkpoint import load_bundle, read_header
+    from fewshot.hub import resolve_checkpoint
+
+    pkl = tiny_pickle_bytes(hub_env)
+    loopback_server.files["/p/network-snapshot-000100.pkl"] = pkl
+    url = loopback_server.url + "/p/network-snapshot-000100.pkl"
+
+    path = resolve_checkpoint(url)
+    digest = hashlib.sha256(pkl).hexdigest()
+    assert path.name == f"{digest}.safetensors" and path.parent.name == "converted"
+    header = read_header(path)
+    assert header.provenance["source_sha256"] == digest and header.training["augment_p"] == pytest.approx(0.25)
+    assert set(load_bundle(path).networks) == {"G", "G_ema", "D"}
+    stamp = path.stat().st_mtime_ns
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import fewshot.checkpoint as checkpoint_module
+
+    def no_second_conversion(*args: object, **kwargs: object) -> None:
+        raise AssertionError("converted twice")
+
+    monkeypatch.setattr(checkpoint_module, "convert_pickle", no_second_conversion)
+    assert resolve_checkpoint(url) == path and path.stat().st_mtime_ns == stamp
+    assert len(loopback_server.gets("/p/network-snapshot-000100.pkl")) == 1
+
+
+def test_local_paths_and_bad_references(hub_env: Path) -> None:
+    from fewshot.hub import resolve_checkpoint
+
+    bundle, _ = tiny_bundle_bytes(hub_env)
+    assert resolve_checkpoint(str(bundle)) == bundle
+    junk = hub_env / "notes.txt"
+    junk.write_text("not a network")
+    with pytest.raises(FewshotError, match="not a checkpoint"):
+        resolve_checkpoint(str(junk))
+    with pytest.raises(FewshotError, match="unknown checkpoint reference") as info:
+        resolve_checkpoint("ffhq-256")
+    assert "ffhq256" in (info.value.hint or "")
+    with pytest.raises(FewshotError, match="no such checkpoint file"):
+        resolve_checkpoint("runs/missing.safetensors")
+    with pytest.raises(FewshotError, match="incomplete hf://"):
+        resolve_checkpoint("hf://org/repo")
+
+
+# --- hf:// ----------------------------------------------------------------------------------------------
+
+
+def test_hf_reference_downloads_through_hub_routes(hub_env: Path, loopback_server: LoopbackServer,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from fewshot.hub import parse_hf_ref, resolve_checkpoint
+
+    _, body = tiny_bundle_bytes(hub_env)
+    loopback_server.hub_files[("someone/tiny-gan", "nets/tiny.safetensors")] = body
+    monkeypatch.setenv("HF_ENDPOINT", loopback_server.url)
+
+    ref = f"hf://someone/tiny-gan/nets/tiny.safetensors@{COMMIT}"
+    assert parse_hf_ref(ref).revision == COMMIT and parse_hf_ref(ref).filename == "nets/tiny.safetensors"
+    path = resolve_checkpoint(ref)
+    assert path.read_bytes() == body
+    assert str(hub_env / "hf_home" / "hub" / "models--someone--tiny-gan" / "snapshots" / COMMIT) in str(path)
+    assert any(p == f"/someone/tiny-gan/resolve/{COMMIT}/nets/tiny.safetensors" for _, p, _ in loopback_server.requests)
+
+    with pytest.raises(FewshotError):
+        resolve_checkpoint("hf://someone/tiny-gan/missing.pkl")
+
+
+def test_hf_offline_uses_prepopulated_cache_with_pinned_revisions(hub_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fewshot.hub import resolve_checkpoint
+
+    _, body = tiny_bundle_bytes(hub_env)
+    repo = hub_env / "hf_home" / "hub" / "models--org--gan"
+    blob = repo / "blobs" / hashlib.sha256(body).hexdigest()
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(body)
+    snapshot = repo / "snapshots" / COMMIT / "G.safetensors"
+    snapshot.parent.mkdir(parents=True)
+    snapshot.symlink_to(blob)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # would fail loudly if anything were fetched
+
+    assert resolve_checkpoint(f"hf://org/gan/G.safetensors@{COMMIT}").read_bytes() == body
+    assert resolve_checkpoint("hf://org/gan/G.safetensors").read_bytes() == body  # main -> refs/main
+    other = "fedcba9876543210fedcba9876543210fedcba98"
+    with pytest.raises(FewshotError, match="not in the Hugging Face cache") as info:
+        resolve_checkpoint(f"hf://org/gan/G.safetensors@{other}")
+    assert "fewshot download" in (info.value.hint or "")
+
+
+# --- CLI ------------------------------------------------------------------------------------------------
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from fewshot.cli import app, register_commands
+
+    register_commands()
+    result = CliRunner().invoke(app, list(args))
+    if result.exception and not isinstance(result.exception, (SystemExit, FewshotError)):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def test_cli_download_and_info_accept_references(hub_env: Path, loopback_server: LoopbackServer,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    pkl = tiny_pickle_bytes(hub_env)
+    loopback_server.files["/x/snap.pkl"] = pkl
+    registry = write_registry(hub_env / "reg.toml", {"tinysnap": {"url": loopback_server.url + "/x/snap.pkl"}})
+    monkeypatch.setenv("FEWSHOT_CHECKPOINT_REGISTRY", str(registry))
+
+    code, out = _cli("download", "tinysnap")
+    assert code == 0 and out.splitlines()[0].endswith(".safetensors") and "converted from the official pickle" in out
+    code, out = _cli("info", "tinysnap", "--json")
+    assert code == 0 and json.loads(out)["format"].startswith("fewshot bundle")
+    code, out = _cli("download", "--list")
+    assert code == 0 and "tinysnap" in out and "ffhq256" in out
+
+
+# --- push -----------------------------------------------------------------------------------------------
+
+
+def _front_matter(card: str) -> dict:
+    head = card.split("---\n")[1]
+    return {line.split(": ", 1)[0]: json.loads(line.split(": ", 1)[1]) for line in head.strip().splitlines()}
+
+
+def test_push_dry_run_writes_card_config_grid_and_bundle(hub_env: Path) -> None:
+    from PIL import Image
+
+    run = hub_env / "runs" / "00000-obama"
+    run.mkdir(parents=True)
+    training = {"base": "ffhq256", "preset": "ada", "data_size": 100, "metrics": {"fid5k_train": 41.5}}
+    tiny_bundle_bytes(run, training=training, name="best.safetensors")
+    (run / "config.json").write_text(json.dumps({"preset": "ada", "data": {"size": 100}}))
+    (run / "metrics.jsonl").write_text('{"kimg": 10, "results": {"kid": 0.012}}\n')
+
+    out = hub_env / "upload"
+    code, text = _cli("push", str(run), "--repo", "me/obama-gan", "--dry-run", str(out), "--seeds", "0-5")
+    assert code == 0, text
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "best.safetensors", "config.json", "samples.png"]
+    front = _front_matter((out / "README.md").read_text())
+    assert front["license"] == "other" and front["license_name"] == "nvidia-source-code-license-nc"
+    assert front["fewshot_base"] == "ffhq256" and front["fewshot_preset"] == "ada" and front["fewshot_data_size"] == 100
+    assert front["fewshot_metrics"] == {"fid5k_train": 41.5, "kid": 0.012}
+    assert front["library_name"] == "fewshot"
+    config = json.loads((out / "config.json").read_text())
+    assert config["networks"]["G_ema"]["init_kwargs"]["img_resolution"] == 32
+    assert Image.open(out / "samples.png").size == (4 * 32, 2 * 32)
+
+    code, text = _cli("push", str(run), "--repo", "me/obama-gan", "--dry-run", str(out))
+    assert code != 0  # refuses to write into a non-empty folder
+    code, text = _cli("push", str(run), "--repo", "not-a-repo", "--dry-run", str(hub_env / "o2"))
+    assert code != 0
+
+
+def test_push_uploads_through_hfapi(hub_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    calls: list[tuple[str, dict]] = []
+
+    class RecordingApi:
+        def __init__(self, **kwargs: object) -> None:
+            calls.append(("init", dict(kwargs)))
+
+        def create_repo(self, repo_id: str, **kwargs: object) -> str:
+            calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, **kwargs: object) -> None:
+            folder = Path(str(kwargs["folder_path"]))
+            calls.append(("upload_folder", {**kwargs, "files": sorted(p.name for p in folder.iterdir())}))
+            shutil.copy(folder / "README.md", hub_env / "uploaded_card.md")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    bundle, _ = tiny_bundle_bytes(hub_env, training={"base": "hf://someone/base-gan/G.pkl"})
+    code, text = _cli("push", str(bundle), "--repo", "me/gan", "--private", "--seeds", "1")
+    assert code == 0, text
+    names = [c[0] for c in calls]
+    assert names == ["init", "create_repo", "upload_folder"]
+    assert calls[1][1]["private"] is True and calls[1][1]["repo_id"] == "me/gan"
+    assert calls[2][1]["repo_id"] == "me/gan"
+    assert calls[2][1]["files"] == ["README.md", "config.json", "samples.png", "tiny.safetensors"]
+    assert _front_matter((hub_env / "uploaded_card.md").read_text())["base_model"] == "someone/base-gan"
+
+    monkeypatch.setenv("FEWSHOT_OFFLINE", "1")
+    code, text = _cli("push", str(bundle), "--repo", "me/gan")
+    assert code != 0 and len(calls) == 3
