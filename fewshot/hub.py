@@ -252,7 +252,7 @@ def download_url(
     if offline:
         raise FewshotError(
             f"{url} is not in the cache and downloads are off (FEWSHOT_OFFLINE / HF_HUB_OFFLINE)",
-            hint=f"expected at {dest}; download it where there is network and copy it there",
+            hint=f"download it where there is network and copy it to {dest}, or pass the downloaded file's local path",
         )
     part = dest.with_name(dest.name + ".part")
     last_error = ""
