@@ -633,15 +633,13 @@ def sample_grid(bundle_path: Path, out: Path, seeds: list[int], psi: float = 1.0
         raise FewshotError("no seeds for the sample grid")
     bundle = load_bundle(bundle_path, names=tuple(generators[:1]))
     G = bundle.generator
-    tiles = []
-    with torch.no_grad():
-        for seed in seeds:
-            z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).float()
-            c = torch.zeros(1, G.c_dim)
-            if G.c_dim:
-                c[0, seed % G.c_dim] = 1  # one class per tile, cycling through the labels
-            img = G(z, c, truncation_psi=psi, noise_mode="const")
-            tiles.append((img * 127.5 + 128).clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy())
+    z = torch.from_numpy(np.concatenate([np.random.RandomState(seed).randn(1, G.z_dim) for seed in seeds])).float()
+    c = torch.zeros(len(seeds), G.c_dim)
+    if G.c_dim:
+        c[torch.arange(len(seeds)), torch.tensor([seed % G.c_dim for seed in seeds])] = 1  # cycle through labels
+    with torch.no_grad():  # one batch: the per-seed latents are the official ones either way
+        images = G(z, c, truncation_psi=psi, noise_mode="const")
+    tiles = list((images * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
     h, w, ch = tiles[0].shape
     columns = min(columns, len(tiles))
     rows = -(-len(tiles) // columns)
