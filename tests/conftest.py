@@ -12,6 +12,10 @@ import pytest
 import torch
 from torch import nn
 
+# Test tensors are tiny: a second intra-op thread buys nothing, and when the CPU is shared
+# (CI runners, parallel jobs) OpenMP spin-waiting made a 32 px generator forward ~15x slower.
+torch.set_num_threads(1)
+
 TINY_G_KWARGS: dict[str, Any] = dict(
     z_dim=32, c_dim=0, w_dim=32, img_resolution=32, img_channels=3,
     mapping_kwargs={"num_layers": 2}, synthesis_kwargs={"channel_base": 512, "channel_max": 64},

@@ -225,3 +225,11 @@ def make_tf_pickle(path: str | Path) -> Path:
     with _fake_official_modules(), path.open("wb") as fh:
         pickle.dump(tuple(_TFNetwork(n) for n in ("G", "D", "Gs")), fh, protocol=2)
     return path
+
+
+def dump_official(path: str | Path, data: Any, protocol: int = OFFICIAL_PROTOCOL) -> Path:
+    """Pickle any structure (e.g. hand-edited ``PersistentObject`` records) with the official globals."""
+    path = Path(path)
+    with _fake_official_modules(), path.open("wb") as fh:
+        pickle.dump(data, fh, protocol=protocol)
+    return path

@@ -1,0 +1,307 @@
+"""Safetensors bundles and the safe import of official stylegan2-ada-pytorch pickles."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_D, make_tiny_G
+from official_format import (
+    dump_official,
+    make_malicious_pickle,
+    make_official_pickle,
+    make_tf_pickle,
+    to_persistent,
+)
+
+from fewshot import checkpoint
+from fewshot.checkpoint import (
+    FORMAT_VERSION,
+    convert_pickle,
+    load_bundle,
+    load_checkpoint,
+    read_header,
+    save_bundle,
+    sha256_file,
+)
+from fewshot.errors import FewshotError
+
+
+def g_out(G, seed=0):
+    z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return G(z, None, truncation_psi=0.7, noise_mode="const")
+
+
+def d_out(D, seed=0):
+    img = torch.randn(4, 3, D.img_resolution, D.img_resolution, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return D(img, None)
+
+
+def rewrite_metadata(path: Path, **changes: str | None) -> None:
+    """Edit a safetensors file's string metadata in place (None deletes a key)."""
+    raw = path.read_bytes()
+    (size,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + size])
+    meta = header.setdefault("__metadata__", {})
+    for key, value in changes.items():
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
+    new_header = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(new_header)) + new_header + raw[8 + size:])
+
+
+@pytest.fixture
+def nets():
+    return make_tiny_G(1).eval(), make_tiny_G(2).eval(), make_tiny_D(3).eval()
+
+
+@pytest.fixture
+def bundle_path(tmp_path, nets):
+    G, G_ema, D = nets
+    return save_bundle(
+        tmp_path / "b.safetensors", {"G": G, "G_ema": G_ema, "D": D},
+        provenance={"source": "unit-test"}, training={"kimg": 12, "augment_p": 0.25},
+        state_tensors={"opt.G.exp_avg": torch.arange(6.0)},
+    )
+
+
+# ---------------------------------------------------------------------------------------------- bundles
+
+def test_bundle_round_trip_rebuilds_networks_from_the_header(bundle_path, nets):
+    G, G_ema, D = nets
+    bundle = load_bundle(bundle_path, with_state=True)
+    assert set(bundle.networks) == {"G", "G_ema", "D"}
+    assert torch.equal(g_out(bundle.networks["G"]), g_out(G))
+    assert torch.equal(g_out(bundle.networks["G_ema"]), g_out(G_ema))
+    assert torch.equal(d_out(bundle.networks["D"]), d_out(D))
+    assert bundle.generator is bundle.networks["G_ema"]
+    assert bundle.specs["G"].init_kwargs == G.init_kwargs
+    assert bundle.provenance == {"source": "unit-test"}
+    assert bundle.training == {"kimg": 12, "augment_p": 0.25}
+    assert torch.equal(bundle.state_tensors["opt.G.exp_avg"], torch.arange(6.0))
+    for name, net in bundle.networks.items():  # loaded networks are ready for inference
+        assert not net.training and not any(p.requires_grad for p in net.parameters()), name
+    for key, value in G.state_dict().items():  # buffers too (w_avg, noise_const)
+        assert torch.equal(bundle.networks["G"].state_dict()[key], value), key
+
+
+def test_bundle_subset_and_missing_network(bundle_path):
+    only_g = load_bundle(bundle_path, names=("G",))
+    assert set(only_g.networks) == {"G"} and only_g.generator is only_g.networks["G"]
+    assert load_bundle(bundle_path, names=("G",)).state_tensors == {}
+    with pytest.raises(FewshotError, match="no network 'X'"):
+        load_bundle(bundle_path, names=("X",))
+    d_only = save_bundle(bundle_path.with_name("d.safetensors"), {"D": make_tiny_D()})
+    with pytest.raises(FewshotError, match="no generator"):
+        _ = load_bundle(d_only).generator
+
+
+def test_read_header_reads_no_tensor_data(bundle_path, nets, monkeypatch):
+    G = nets[0]
+    header_size = struct.unpack("<Q", bundle_path.read_bytes()[:8])[0]
+    # Overwrite every tensor byte: the header must still read the same.
+    raw = bytearray(bundle_path.read_bytes())
+    raw[8 + header_size:] = b"\xff" * (len(raw) - 8 - header_size)
+    bundle_path.write_bytes(bytes(raw))
+    import safetensors
+    import safetensors.torch
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("read_header touched tensor data")
+
+    monkeypatch.setattr(safetensors.torch, "load_file", refuse)
+    monkeypatch.setattr(safetensors, "safe_open", refuse)
+    header = read_header(bundle_path)
+    assert header.format_version == FORMAT_VERSION
+    assert header.specs["G"].class_name == "Generator" and header.specs["D"].class_name == "Discriminator"
+    assert header.num_params("G") == sum(v.numel() for v in G.state_dict().values())
+    assert header.tensor_shapes["G.synthesis.b4.const"] == [64, 4, 4]
+    assert header.training == {"kimg": 12, "augment_p": 0.25}
+
+
+def test_atomic_write_keeps_the_previous_file_on_failure(tmp_path, nets, monkeypatch):
+    path = save_bundle(tmp_path / "ckpt.safetensors", {"G": nets[0]})
+    before = path.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", disk_full)
+    with pytest.raises(OSError):
+        save_bundle(path, {"G": nets[1], "D": nets[2]})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.safetensors"]  # no temp file left behind
+    monkeypatch.undo()
+    save_bundle(path, {"G": nets[1]})
+    assert torch.equal(g_out(load_bundle(path).generator), g_out(nets[1]))
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+def test_bad_inputs_give_one_clear_error(tmp_path, bundle_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, not a checkpoint\n")
+    empty = tmp_path / "empty.pkl"
+    empty.write_bytes(b"")
+    cut_bundle = tmp_path / "cut.safetensors"
+    cut_bundle.write_bytes(bundle_path.read_bytes()[:-100])
+    pkl = make_official_pickle(tmp_path / "snap.pkl", G=make_tiny_G(), D=make_tiny_D(), G_ema=make_tiny_G())
+    cut_pickle = tmp_path / "cut.pkl"
+    cut_pickle.write_bytes(pkl.read_bytes()[: len(pkl.read_bytes()) // 2])
+    torch_zip = tmp_path / "model.pt"
+    torch.save({"g_ema": {"w": torch.zeros(2)}}, torch_zip)
+    cases = {
+        text: "not a checkpoint",
+        empty: "not a checkpoint",
+        cut_bundle: "truncated",
+        cut_pickle: "not a readable network pickle",
+        torch_zip: "torch.save archive",
+        make_tf_pickle(tmp_path / "tf.pkl"): "TensorFlow",
+        tmp_path: "folder",
+        tmp_path / "missing.pkl": "no such checkpoint",
+    }
+    for path, message in cases.items():
+        with pytest.raises(FewshotError, match=message):
+            load_checkpoint(path)
+    with pytest.raises(FewshotError, match="truncated"):
+        read_header(cut_bundle)
+    with pytest.raises(FewshotError, match="not a safetensors file"):
+        read_header(text)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"format_version": "99"}, "format version '99' is not supported"),
+    ({"format_version": "one"}, "not supported"),
+    ({"networks": "{not json"}, "metadata is damaged"),
+    ({"networks": json.dumps({"G": {"class": "Generator"}})}, "metadata is damaged"),
+    ({"networks": json.dumps({"G": {"class": "Unet", "init_kwargs": {}}})}, "unknown network class"),
+    ({"format": None}, "not a fewshot checkpoint bundle"),
+])
+def test_damaged_or_foreign_metadata(bundle_path, changes, message):
+    rewrite_metadata(bundle_path, **changes)
+    with pytest.raises(FewshotError, match=message):
+        load_checkpoint(bundle_path)
+
+
+def test_weights_that_do_not_fit_the_stored_architecture(bundle_path, nets):
+    spec = {"G": {"class": "Generator", "init_kwargs": {**nets[0].init_kwargs, "w_dim": 16}}}
+    rewrite_metadata(bundle_path, networks=json.dumps(spec))
+    with pytest.raises(FewshotError, match="weights do not fit"):
+        load_bundle(bundle_path)
+    spec = {"G": {"class": "Generator", "init_kwargs": {**nets[0].init_kwargs, "img_resolution": 33}}}
+    rewrite_metadata(bundle_path, networks=json.dumps(spec))
+    with pytest.raises(FewshotError, match="cannot build Generator"):
+        load_bundle(bundle_path)
+
+
+# ---------------------------------------------------------------------------------------------- official pickles
+
+@pytest.mark.parametrize("protocol", [3, 4])
+def test_official_snapshot_imports_with_identical_outputs(tmp_path, protocol):
+    G, G_ema, D = make_tiny_G(1).eval(), make_tiny_G(2).eval(), make_tiny_D(3).eval()
+    src = make_official_pickle(tmp_path / "network-snapshot-000100.pkl", G=G, D=D, G_ema=G_ema, augment_p=0.375,
+                               protocol=protocol)
+    bundle = load_checkpoint(src)
+    assert set(bundle.networks) == {"G", "D", "G_ema"}
+    assert torch.equal(g_out(bundle.networks["G"]), g_out(G))
+    assert torch.equal(g_out(bundle.networks["G_ema"]), g_out(G_ema))
+    assert torch.equal(d_out(bundle.networks["D"]), d_out(D))
+    assert bundle.training["augment_p"] == pytest.approx(0.375)
+    assert bundle.training["training_set_kwargs"]["path"] == "~/datasets/tiny.zip"
+
+    dst = convert_pickle(src, tmp_path / "snap.safetensors")
+    converted = load_bundle(dst)
+    assert torch.equal(g_out(converted.networks["G_ema"]), g_out(G_ema))
+    assert torch.equal(d_out(converted.networks["D"]), d_out(D))
+    assert converted.training["augment_p"] == pytest.approx(0.375)
+    assert converted.provenance["source"] == src.name
+    assert converted.provenance["source_sha256"] == sha256_file(src)
+    assert "converted_at" in converted.provenance
+    assert converted.specs["G"].init_kwargs == G.init_kwargs
+
+
+def test_published_network_file_and_numpy_scalars(tmp_path):
+    G_ema = make_tiny_G(4, synthesis_kwargs={"channel_base": 512, "channel_max": 64, "conv_clamp": 256}).eval()
+    src = make_official_pickle(
+        tmp_path / "published.pkl", G_ema=G_ema, snapshot=False,
+        training_set_kwargs={"max_size": np.int64(100), "xflip": np.bool_(True), "ratio": np.float32(0.5)},
+    )
+    bundle = load_checkpoint(src)
+    assert set(bundle.networks) == {"G_ema"}
+    assert torch.equal(g_out(bundle.generator), g_out(G_ema))
+    assert bundle.specs["G_ema"].init_kwargs["synthesis_kwargs"]["conv_clamp"] == 256
+    dst = convert_pickle(src, tmp_path / "published.safetensors")
+    assert read_header(dst).training["training_set_kwargs"] == {"max_size": 100, "xflip": True, "ratio": 0.5}
+
+
+def test_frozen_discriminator_layers_import(tmp_path):
+    D = make_tiny_D(5, block_kwargs={"freeze_layers": 6}).eval()
+    src = make_official_pickle(tmp_path / "freezed.pkl", G=make_tiny_G(), D=D, G_ema=make_tiny_G())
+    imported = load_checkpoint(src, names=("D",)).networks["D"]
+    assert torch.equal(d_out(imported), d_out(D))
+    buffers = {name for name, _ in imported.named_buffers()}
+    assert {"b32.fromrgb.weight", "b32.skip.weight", "b16.conv0.bias", "b16.conv1.weight"} <= buffers
+    assert "b16.skip.weight" not in buffers
+    assert imported.init_kwargs["block_kwargs"] == {"freeze_layers": 6}
+
+
+def test_positional_constructor_args_are_named(tmp_path):
+    G = make_tiny_G(6).eval()
+    record = to_persistent(G, init_kwargs={k: v for k, v in G.init_kwargs.items() if k.endswith("_kwargs")})
+    record.state["_init_args"] = (32, 0, 32, 32, 3)
+    src = dump_official(tmp_path / "positional.pkl", {"G_ema": record})
+    bundle = load_checkpoint(src)
+    assert bundle.specs["G_ema"].init_kwargs == G.init_kwargs
+    assert torch.equal(g_out(bundle.generator), g_out(G))
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, hidden):
+    marker = tmp_path / "pwned"
+    src = make_malicious_pickle(tmp_path / "evil.pkl", marker, G=make_tiny_G() if hidden else None)
+    with pytest.raises(FewshotError, match=r"posix\.system") as info:
+        load_checkpoint(src)
+    assert "allow-list" in str(info.value)
+    with pytest.raises(FewshotError):
+        convert_pickle(src, tmp_path / "out.safetensors")
+    assert not marker.exists()
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_pickles_that_are_not_networks(tmp_path):
+    cases = {
+        "list.pkl": ([1, 2, 3], "expected a dict of networks"),
+        "nothing.pkl": ({"training_set_kwargs": None}, "no G, D or G_ema"),
+        "wrong.pkl": ({"G": 5}, "not a persistent network object"),
+    }
+    for name, (data, message) in cases.items():
+        with pytest.raises(FewshotError, match=message):
+            load_checkpoint(dump_official(tmp_path / name, data))
+    other = to_persistent(torch.nn.Linear(2, 2), class_name="AugmentPipe")
+    with pytest.raises(FewshotError, match="not a StyleGAN2 network"):
+        load_checkpoint(dump_official(tmp_path / "aug.pkl", {"G": other}))
+
+
+def test_sha256_file_matches_hashlib(tmp_path):
+    import hashlib
+
+    path = tmp_path / "blob"
+    path.write_bytes(os.urandom(3 * (1 << 20) + 17))
+    assert sha256_file(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_torch_zip_detected_by_magic(tmp_path):
+    path = tmp_path / "x.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("a", "b")
+    assert checkpoint.detect_format(path) == "torch-zip"
