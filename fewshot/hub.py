@@ -148,7 +148,8 @@ def cached_sha256(path: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     digest = sha256_of(path)
-    write_hash_record(path, digest)
+    if path.resolve().is_relative_to(settings.home_dir().resolve()):  # never litter user folders or the HF cache
+        write_hash_record(path, digest)
     return digest
 
 

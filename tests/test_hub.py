@@ -287,6 +287,12 @@ def test_local_paths_and_bad_references(hub_env: Path) -> None:
 
     bundle, _ = tiny_bundle_bytes(hub_env)
     assert resolve_checkpoint(str(bundle)) == bundle
+    pkl = hub_env / "user" / "snap.pkl"
+    pkl.parent.mkdir()
+    pkl.write_bytes(tiny_pickle_bytes(hub_env))
+    converted = resolve_checkpoint(str(pkl))
+    assert converted.parent.name == "converted" and resolve_checkpoint(str(pkl)) == converted
+    assert sorted(p.name for p in pkl.parent.iterdir()) == ["snap.pkl"]  # nothing written beside the user's file
     junk = hub_env / "notes.txt"
     junk.write_text("not a network")
     with pytest.raises(FewshotError, match="not a checkpoint"):
