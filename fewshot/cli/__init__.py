@@ -15,6 +15,7 @@ def register_commands() -> None:
     _REGISTERED = True
     from . import checkpoints  # noqa: F401
     from . import hub  # noqa: F401
+    from . import generate  # noqa: F401
 
 
 __all__ = ["app", "main", "register_commands"]

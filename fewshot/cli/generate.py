@@ -1,0 +1,284 @@
+"""Generation commands: ``fewshot sample``, ``fewshot interpolate``, ``fewshot mix``.
+
+Cheap checks (seed lists, psi, formats, output paths) run before the checkpoint is loaded, so a
+typo costs nothing; torch and the networks are imported inside the command bodies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .app import PANEL_GENERATE, app
+
+CKPT_HELP = "A .safetensors bundle, an official .pkl, a run folder (its best or last checkpoint), or a hub reference."
+DEVICE_HELP = "auto (CUDA when available), cpu or cuda."
+NOISE_HELP = "const (the stored noise, reproducible), random, or none."
+PSI_HELP = "Truncation psi around the average w: 1 = none, 0.7 typical, 0 = the average image. Range [-2, 2]."
+BATCH_HELP = "Images per forward pass."
+CLASS_HELP = "Class index, for conditional generators."
+
+
+def _echo_written(what: str, path: Path) -> None:
+    typer.echo(f"wrote {what} {path}")
+
+
+def _refuse_existing(path: Path, overwrite: bool) -> None:
+    from ..errors import FewshotError
+
+    if path.exists() and not overwrite:
+        raise FewshotError(f"{path} exists", hint="pass --overwrite to replace it")
+
+
+@app.command(
+    rich_help_panel=PANEL_GENERATE,
+    epilog=(
+        "[bold]Examples[/bold]\n\n"
+        "  fewshot sample runs/00000-obama/best.safetensors --seeds 0-63 --psi 0.7\n\n"
+        "  fewshot sample G.safetensors --n 5000 --outdir fid5k --batch 32\n\n"
+        "  fewshot sample ffhq256.pkl --grid 4x8 --grid-only --outdir sheet"
+    ),
+)
+def sample(
+    ckpt: str = typer.Argument(..., help=CKPT_HELP),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Seeds, e.g. 0-63,100 (default 0-15, or as many as the grid)."),
+    n: Optional[int] = typer.Option(None, "--n", help="Sample seeds 0..N-1 (instead of --seeds)."),
+    psi: float = typer.Option(1.0, "--psi", help=PSI_HELP),
+    trunc_cutoff: Optional[int] = typer.Option(None, "--trunc-cutoff", help="Truncate only the first K ws (coarse layers)."),
+    trunc_z: Optional[float] = typer.Option(
+        None, "--trunc-z", help="BigGAN truncation: redraw z components beyond this threshold (deterministic per seed)."
+    ),
+    noise_mode: str = typer.Option("const", "--noise-mode", help=NOISE_HELP),
+    outdir: Path = typer.Option(Path("samples"), "--outdir", help="Folder for seed0042.png files and grid.png."),
+    grid: Optional[str] = typer.Option(None, "--grid", help="Also write grid.png of the first ROWSxCOLS seeds, e.g. 8x8."),
+    grid_only: bool = typer.Option(False, "--grid-only", help="Write only the grid, no per-seed files."),
+    batch: int = typer.Option(16, "--batch", help=BATCH_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    image_format: str = typer.Option("png", "--format", help="png or jpg."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files (default: keep them, skip their seeds)."),
+    class_idx: Optional[int] = typer.Option(None, "--class", help=CLASS_HELP),
+) -> None:
+    """Images for seeds, exactly as the official generate.py draws them (same seed, same picture)."""
+    from ..errors import FewshotError
+    from ..generate import (
+        IMAGE_FORMATS,
+        NOISE_MODES,
+        check_choice,
+        check_psi,
+        ensure_writable_dir,
+        load_generator,
+        parse_grid,
+        parse_seeds,
+        resolve_device,
+        sample_to_folder,
+    )
+
+    image_format = check_choice(image_format.lower().replace("jpeg", "jpg"), IMAGE_FORMATS, "image format")
+    check_choice(noise_mode, NOISE_MODES, "noise mode")
+    check_psi(psi)
+    grid_shape = parse_grid(grid) if grid is not None else None
+    if grid_only and grid_shape is None:
+        raise FewshotError("--grid-only needs --grid ROWSxCOLS")
+    if seeds is not None and n is not None:
+        raise FewshotError("give either --seeds or --n, not both")
+    if n is not None:
+        if n < 1:
+            raise FewshotError(f"--n must be at least 1, got {n}")
+        seed_list = list(range(n))
+    elif seeds is not None:
+        seed_list = parse_seeds(seeds)
+    else:
+        seed_list = list(range(grid_shape.cells if grid_shape else 16))
+    if grid_shape is not None and grid_shape.cells > len(seed_list):
+        raise FewshotError(
+            f"a {grid_shape.rows}x{grid_shape.cols} grid needs {grid_shape.cells} seeds, but only {len(seed_list)} were given"
+        )
+    if batch < 1:
+        raise FewshotError(f"--batch must be at least 1, got {batch}")
+    torch_device = resolve_device(device)
+    ensure_writable_dir(outdir)
+
+    G = load_generator(ckpt, torch_device)
+    report = sample_to_folder(
+        G, seed_list, outdir, psi=psi, trunc_cutoff=trunc_cutoff, trunc_z=trunc_z, noise_mode=noise_mode,
+        grid=grid_shape, write_files=not grid_only, batch_size=batch, fmt=image_format, overwrite=overwrite,
+        class_idx=class_idx,
+    )
+    if not grid_only:
+        kept = f" (kept {len(report.kept)} existing; --overwrite replaces them)" if report.kept else ""
+        typer.echo(f"wrote {len(report.written)} images to {outdir}{kept}")
+    if report.grid is not None:
+        typer.echo(f"kept existing grid {report.grid}" if report.grid_kept else f"wrote grid {report.grid}")
+
+
+@app.command(
+    rich_help_panel=PANEL_GENERATE,
+    epilog=(
+        "[bold]Examples[/bold]\n\n"
+        "  fewshot interpolate G.safetensors --seeds 1,7,9 --loop --out walk.gif\n\n"
+        "  fewshot interpolate G.safetensors --seeds 0-15 --grid 2x2 --space z --out walk.mp4\n\n"
+        "  fewshot interpolate G.safetensors --seeds 3,4 --steps 8 --out strip.png"
+    ),
+)
+def interpolate(
+    ckpt: str = typer.Argument(..., help=CKPT_HELP),
+    seeds: str = typer.Option(..., "--seeds", help="Keyframe seeds in order, e.g. 1,7,9 (with --grid: a run per tile)."),
+    out: str = typer.Option(..., "--out", help="walk.gif, walk.mp4 (needs the video extra), a .png strip, or a folder/ for frames."),
+    steps: int = typer.Option(60, "--steps", help="Frames from one keyframe to the next."),
+    space: str = typer.Option("w", "--space", help="Interpolate in w (after mapping) or z."),
+    method: Optional[str] = typer.Option(None, "--method", help="lerp or slerp (default: slerp in z, lerp in w)."),
+    loop: bool = typer.Option(False, "--loop", help="Return to the first seed, seamlessly."),
+    psi: float = typer.Option(1.0, "--psi", help=PSI_HELP),
+    trunc_cutoff: Optional[int] = typer.Option(None, "--trunc-cutoff", help="Truncate only the first K ws."),
+    grid: Optional[str] = typer.Option(None, "--grid", help="ROWSxCOLS walks side by side; seeds split evenly over tiles."),
+    fps: float = typer.Option(30.0, "--fps", help="Frames per second (GIF delays round to 10 ms)."),
+    strip: bool = typer.Option(False, "--strip", help="Also write all frames side by side as one PNG (NAME-strip.png)."),
+    noise_mode: str = typer.Option("const", "--noise-mode", help=NOISE_HELP),
+    batch: int = typer.Option(16, "--batch", help=BATCH_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    class_idx: Optional[int] = typer.Option(None, "--class", help=CLASS_HELP),
+) -> None:
+    """A latent walk through seeds, as a looping GIF, an MP4, numbered PNG frames or a strip."""
+    from ..errors import FewshotError
+    from ..generate import (
+        METHODS,
+        NOISE_MODES,
+        SPACES,
+        animation_kind,
+        check_choice,
+        check_psi,
+        ensure_writable_dir,
+        iter_walk_frames,
+        load_generator,
+        parse_grid,
+        parse_seeds,
+        resolve_device,
+        save_image,
+        strip_image,
+        strip_path_for,
+        walk_frame_count,
+        write_frames,
+        write_gif,
+        write_mp4,
+    )
+
+    seed_list = parse_seeds(seeds)
+    check_choice(space, SPACES, "latent space")
+    if method is not None:
+        check_choice(method, METHODS, "interpolation method")
+    check_choice(noise_mode, NOISE_MODES, "noise mode")
+    check_psi(psi)
+    if steps < 1:
+        raise FewshotError(f"--steps must be at least 1, got {steps}")
+    if not (0 < fps <= 240):
+        raise FewshotError(f"--fps must be between 0 and 240, got {fps}")
+    grid_shape = parse_grid(grid) if grid is not None else None
+    tiles = grid_shape.cells if grid_shape else 1
+    if len(seed_list) % tiles or len(seed_list) < 2 * tiles:
+        raise FewshotError(
+            f"{'a ' + grid + ' walk' if grid else 'a walk'} needs a multiple of {tiles} seeds and at least "
+            f"{2 * tiles} (two keyframes per tile), got {len(seed_list)}"
+        )
+    num_frames = walk_frame_count(len(seed_list) // tiles, steps, loop)
+    if num_frames > 100_000:
+        raise FewshotError(f"this walk would have {num_frames} frames; lower --steps or the number of seeds")
+
+    kind = animation_kind(out)
+    out_path = Path(out)
+    if kind == "frames":
+        if out_path.is_dir() and any(out_path.glob("frame*.png")) and not overwrite:
+            raise FewshotError(f"{out_path} already holds frames", hint="pass --overwrite to replace them")
+        ensure_writable_dir(out_path)
+    else:
+        _refuse_existing(out_path, overwrite)
+        ensure_writable_dir(out_path.parent)
+    if kind == "mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError:
+            raise FewshotError(
+                "writing MP4 needs imageio-ffmpeg, which is not installed",
+                hint="pip install 'fewshot[video]', or write a .gif or a frames folder",
+            ) from None
+    strip_path = out_path if kind == "png" else (strip_path_for(out_path, kind) if strip else None)
+    if strip_path is not None and strip_path != out_path:
+        _refuse_existing(strip_path, overwrite)
+    torch_device = resolve_device(device)
+
+    G = load_generator(ckpt, torch_device)
+    frames = iter_walk_frames(
+        G, seed_list, steps=steps, space=space, method=method, loop=loop, psi=psi, trunc_cutoff=trunc_cutoff,
+        grid=grid_shape, noise_mode=noise_mode, batch_size=batch, class_idx=class_idx, progress=num_frames > 64,
+    )
+    # GIFs and strips need every frame at once; MP4s and frame folders are written as frames arrive.
+    if kind in ("gif", "png") or strip_path is not None:
+        frames = list(frames)
+    if kind == "gif":
+        _echo_written(f"{num_frames}-frame GIF", write_gif(frames, out_path, fps))
+    elif kind == "mp4":
+        _echo_written(f"{num_frames}-frame MP4", write_mp4(frames, out_path, fps))
+    elif kind == "frames":
+        written = write_frames(frames, out_path)
+        typer.echo(f"wrote {len(written)} frames to {out_path}")
+    if strip_path is not None:
+        _echo_written(f"{num_frames}-frame strip", save_image(strip_image(frames), strip_path))
+
+
+@app.command(
+    rich_help_panel=PANEL_GENERATE,
+    epilog=(
+        "[bold]Examples[/bold]\n\n"
+        "  fewshot mix G.safetensors --rows 85,100,75 --cols 55,821,1789 --styles 0-6 --out mix.png\n\n"
+        "  fewshot mix G.safetensors --rows 1,2 --cols 3,4 --styles 8-13 --out fine.png"
+    ),
+)
+def mix(
+    ckpt: str = typer.Argument(..., help=CKPT_HELP),
+    rows: str = typer.Option(..., "--rows", help="Row seeds (their ws are the base), e.g. 85,100."),
+    cols: str = typer.Option(..., "--cols", help="Column seeds (they lend the chosen layers), e.g. 55,821."),
+    styles: str = typer.Option("0-6", "--styles", help="Layers taken from the column seed (0 = coarsest)."),
+    out: Path = typer.Option(Path("mix.png"), "--out", help="The sheet, .png or .jpg."),
+    psi: float = typer.Option(1.0, "--psi", help=PSI_HELP),
+    noise_mode: str = typer.Option("const", "--noise-mode", help=NOISE_HELP),
+    batch: int = typer.Option(16, "--batch", help=BATCH_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing sheet."),
+    class_idx: Optional[int] = typer.Option(None, "--class", help=CLASS_HELP),
+) -> None:
+    """The style-mixing sheet of the official style_mixing.py: rows x columns of mixed images."""
+    from ..errors import FewshotError
+    from ..generate import (
+        NOISE_MODES,
+        check_choice,
+        check_psi,
+        ensure_writable_dir,
+        image_format,
+        load_generator,
+        parse_seeds,
+        parse_styles,
+        resolve_device,
+        save_image,
+        style_mix_sheet,
+    )
+
+    row_seeds, col_seeds = parse_seeds(rows), parse_seeds(cols)
+    if len(row_seeds) * len(col_seeds) > 4096:
+        raise FewshotError(f"{len(row_seeds)} x {len(col_seeds)} cells is too many for one sheet (at most 4096)")
+    check_choice(noise_mode, NOISE_MODES, "noise mode")
+    check_psi(psi)
+    if batch < 1:
+        raise FewshotError(f"--batch must be at least 1, got {batch}")
+    image_format(out)
+    _refuse_existing(out, overwrite)
+    ensure_writable_dir(out.parent)
+    torch_device = resolve_device(device)
+
+    G = load_generator(ckpt, torch_device)
+    style_layers = parse_styles(styles, G.num_ws)
+    sheet = style_mix_sheet(
+        G, row_seeds, col_seeds, style_layers, psi=psi, noise_mode=noise_mode, batch_size=batch, class_idx=class_idx
+    )
+    _echo_written(f"{len(row_seeds)}x{len(col_seeds)} style-mixing sheet", save_image(sheet, out))
