@@ -1,0 +1,382 @@
+"""Reg-DGM: the energy, its two estimators, the frozen extractor, λ = 0, and weights in the upstream format."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fewshot.errors import FewshotError
+from fewshot.regularizers import REGULARIZERS, NullRegularizer, RegDGM, build_regularizer
+from fewshot.regularizers.extractors import EXTRACTORS, ExtractorSpec, build_extractor, register_extractor
+from fewshot.regularizers.reg_dgm import upsample_factor
+
+TOY = "toy-test"
+RES = 16
+
+
+def make_toy_extractor() -> nn.Module:
+    # BatchNorm and Dropout make train/eval mode visible in the output; 6 features.
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, stride=2, padding=1),
+        nn.BatchNorm2d(4),
+        nn.Tanh(),
+        nn.Dropout(0.5),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16, 6),
+    )
+    with torch.no_grad():  # running stats away from the defaults, so train-mode BN would differ
+        net[1].running_mean.uniform_(-0.5, 0.5)
+        net[1].running_var.uniform_(0.5, 2.0)
+    return net
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The CI box has 2 cores shared with other jobs: intra-op threads on tiny tensors only spin and wait.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def toy_spec():
+    calls = []
+
+    def build(weights_file):
+        calls.append(weights_file)
+        return make_toy_extractor()
+
+    register_extractor(ExtractorSpec(TOY, build, feature_dim=6, min_input_size=RES), replace=True)
+    yield calls  # every build of the toy extractor, to show when none happens
+    EXTRACTORS.pop(TOY, None)
+
+
+def real_set(n: int = 24, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    # Channel-dependent ranges, so the per-channel normalisation matters.
+    imgs = torch.randint(0, 256, (n, 3, RES, RES), generator=g)
+    imgs[:, 1] = imgs[:, 1] // 2 + 100
+    return imgs.to(torch.uint8)
+
+
+def direct_features(net: nn.Module, images_pm1: torch.Tensor, reals_u8: torch.Tensor) -> torch.Tensor:
+    """f((x − mean)/std) with the data-set statistics computed the plain way (official code)."""
+    reals = reals_u8.float() / 127.5 - 1
+    mean = reals.transpose(0, 1).reshape(3, -1).mean(dim=1).view(1, 3, 1, 1)
+    std = reals.transpose(0, 1).reshape(3, -1).std(dim=1).view(1, 3, 1, 1)
+    return net.eval()((images_pm1 - mean) / std)
+
+
+def fakes(n: int = 5, seed: int = 2) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, RES, RES, generator=g) * 2 - 1
+
+
+def test_registry_names():
+    assert {"reg-dgm", "none"} <= set(REGULARIZERS)
+    for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "clip", "clip-vit-b32", "facenet"):
+        assert name in EXTRACTORS
+    assert EXTRACTORS["resnet18"].feature_dim == 1000 and EXTRACTORS["clip"].feature_dim == 2048
+    assert EXTRACTORS["facenet"].feature_dim == 8631
+
+
+def test_mean_estimator_matches_direct_computation(toy_spec):
+    reals = real_set()
+    reg = build_regularizer("reg-dgm", model=TOY, lam=0.7, estimator="mean", real_images=reals, mirror=True)
+    assert isinstance(reg, RegDGM) and not reg.requires_real_batch
+    x = fakes()
+    net = make_toy_extractor()
+    reals_pm1 = reals.float() / 127.5 - 1
+    with torch.no_grad():
+        f_fake = direct_features(net, x, reals)
+        # mirror=True: the data set the loop trains on includes the horizontal flips.
+        f_real = direct_features(net, torch.cat([reals_pm1, reals_pm1.flip(3)]), reals)
+        expected = ((f_fake[:, None, :] - f_real[None, :, :]) ** 2).mean(dim=2).mean(dim=1)  # E_{x'} (1/d)‖·‖²
+        loss = reg.generator_loss(x)
+    torch.testing.assert_close(loss, 0.7 * expected.mean(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(reg.feature_mean, f_real.mean(dim=0), rtol=1e-5, atol=1e-6)
+    stats = reg.stats()
+    assert stats["reg_energy"] == pytest.approx(float(expected.mean()), rel=1e-5)
+    assert stats["reg_loss"] == pytest.approx(0.7 * stats["reg_energy"])
+
+
+def test_paired_estimator_is_the_official_mse(toy_spec):
+    reals = real_set()
+    reg = build_regularizer("reg-dgm", model=TOY, lam=2.0, estimator="paired", real_images=reals)
+    assert reg.requires_real_batch
+    x = fakes(4)
+    batch_u8 = reals[:4]
+    batch = batch_u8.float() / 127.5 - 1
+    net = make_toy_extractor()
+    with torch.no_grad():
+        expected = F.mse_loss(direct_features(net, x, reals), direct_features(net, batch, reals))
+        assert torch.allclose(reg.generator_loss(x, batch), 2.0 * expected, rtol=1e-5)
+        # uint8 reals are accepted and mean the same images
+        assert torch.allclose(reg.generator_loss(x, batch_u8), 2.0 * expected, rtol=1e-5)
+
+
+def test_paired_and_mean_have_same_expectation_and_mean_has_lower_variance(toy_spec):
+    reals = real_set(n=32)
+    kwargs = dict(model=TOY, lam=1.0, real_images=reals, mirror=False)
+    reg_mean = build_regularizer("reg-dgm", estimator="mean", **kwargs)
+    reg_paired = build_regularizer("reg-dgm", estimator="paired", **kwargs)
+    reals_pm1 = reals.float() / 127.5 - 1
+    batch, draws = 4, 2000
+
+    # Exact expectation over the partner: pairing fixed fakes with every real in turn averages to `mean`,
+    # value and gradient (the identity E‖f(x) − f(x')‖² = ‖f(x) − μ‖² + tr Σ).
+    fixed = fakes(batch, seed=5).requires_grad_(True)
+    paired_all = torch.stack([reg_paired.generator_loss(fixed, reals_pm1[[j] * batch]) for j in range(32)]).mean()
+    (grad_p,) = torch.autograd.grad(paired_all, fixed)
+    loss_m = reg_mean.generator_loss(fixed)
+    (grad_m,) = torch.autograd.grad(loss_m, fixed)
+    torch.testing.assert_close(paired_all, loss_m, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grad_p, grad_m, rtol=1e-4, atol=1e-8)
+
+    # Monte Carlo over a training run: fresh fakes and random real batches each step (features batched).
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(draws * batch, 3, RES, RES, generator=g) * 2 - 1
+    idx = torch.randint(0, reals.shape[0], (draws * batch,), generator=g)
+    with torch.no_grad():
+        paired_values = reg_paired.energy(x, reals_pm1[idx]).view(draws, batch).mean(dim=1)
+        mean_values = reg_mean.energy(x).view(draws, batch).mean(dim=1)
+    diff = paired_values - mean_values
+    assert diff.mean().abs() < 4 * diff.std() / draws**0.5  # same expectation
+    # 2000 draws estimate each variance to ~3%; here the real partner roughly doubles it.
+    assert mean_values.var() < 0.8 * paired_values.var()  # lower variance
+
+
+def test_extractor_gets_no_updates_and_gradient_reaches_generator(toy_spec):
+    from fewshot.nets import Generator
+
+    torch.manual_seed(0)
+    G = Generator(32, 0, 32, 32, 3, mapping_kwargs={"num_layers": 2}, synthesis_kwargs={"channel_base": 512, "channel_max": 64})
+    reals = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    reg = build_regularizer("reg-dgm", model=TOY, lam=1.0, estimator="paired", real_images=reals, min_input_size=16)
+    reg.train()  # a loop that calls .train() on everything must not switch f's BatchNorm/Dropout on
+    assert not reg.extractor.training
+    before = {k: v.clone() for k, v in reg.extractor.state_dict().items()}
+    opt = torch.optim.Adam(G.parameters(), lr=1e-2)
+    g_before = [p.detach().clone() for p in G.parameters()]
+    z = torch.randn(4, 32)
+    img = G(z, torch.zeros(4, 0))
+    img.retain_grad()
+    loss = reg.generator_loss(img, reals[:4].float() / 127.5 - 1)
+    loss.backward()
+    opt.step()
+    assert img.grad is not None and img.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in reg.extractor.parameters())
+    for k, v in reg.extractor.state_dict().items():
+        assert torch.equal(v, before[k]), k  # weights and BN running stats bit-identical
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(g_before, G.parameters(), strict=True))
+    # deterministic in eval mode despite Dropout: the same fakes give the same loss twice
+    x = fakes(2, seed=9)
+    with torch.no_grad():
+        assert torch.equal(reg.generator_loss(x, x), reg.generator_loss(x, x))
+
+
+def test_lambda_zero_is_a_noop_that_builds_nothing(toy_spec):
+    reg = build_regularizer("reg-dgm", model=TOY, lam=0.0, real_images=None)
+    assert isinstance(reg, NullRegularizer) and not reg.requires_real_batch
+    assert toy_spec == []  # no extractor built, no weights resolved
+    x = fakes(3).requires_grad_(True)
+    loss = reg.generator_loss(x)
+    assert loss.shape == () and float(loss) == 0.0
+    assert reg.stats() == {} and list(reg.parameters()) == []
+    # λ = 0 with an extractor whose package is absent or weights unknown: still nothing is touched
+    assert isinstance(build_regularizer("reg-dgm", model="facenet", lam=0), NullRegularizer)
+    assert isinstance(build_regularizer("none"), NullRegularizer)
+
+
+def test_normalize_divides_by_the_feature_scale(toy_spec):
+    reals = real_set()
+    plain = build_regularizer("reg-dgm", model=TOY, lam=1.0, real_images=reals, mirror=False)
+    normed = build_regularizer("reg-dgm", model=TOY, lam=1.0, real_images=reals, mirror=False, normalize=True)
+    x = fakes()
+    with torch.no_grad():
+        scale = normed.stats()["reg_feature_scale"]
+        assert scale > 0
+        torch.testing.assert_close(normed.generator_loss(x), plain.generator_loss(x) / scale)
+        # On the training set itself the normalised energy averages exactly 2, whatever the extractor.
+        on_reals = normed.energy(reals.float() / 127.5 - 1)
+    assert float(on_reals.mean()) == pytest.approx(2.0, rel=1e-4)
+    # paired + normalize: the scale comes from the same data pass
+    paired = build_regularizer("reg-dgm", model=TOY, lam=1.0, real_images=reals, mirror=False, normalize=True,
+                               estimator="paired")
+    assert paired.stats()["reg_feature_scale"] == pytest.approx(scale)
+
+
+def test_resize_rule_follows_the_official_code():
+    assert upsample_factor(32, 224) == 8  # official: 32 px ×8 nearest
+    assert upsample_factor(64, 224) == 4
+    assert upsample_factor(128, 224) == 2
+    assert upsample_factor(256, 224) == 1  # official: no resize at >= 256 px
+    assert upsample_factor(1024, 224) == 1
+    assert upsample_factor(32, 160) == 8
+
+
+def test_preprocess_is_normalise_then_nearest_upsample(toy_spec):
+    reals = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    reg = build_regularizer("reg-dgm", model=TOY, lam=1.0, real_images=reals, estimator="paired", min_input_size=224)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    out = reg.preprocess(x)
+    assert out.shape == (2, 3, 256, 256)
+    expected = ((x - reg.channel_mean) / reg.channel_std).repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)
+    torch.testing.assert_close(out, expected)
+
+
+def test_bad_input_gives_one_clear_error(toy_spec, tmp_path):
+    reals = real_set()
+    cases = [
+        lambda: build_regularizer("reg-foo"),
+        lambda: build_regularizer("reg-dgm", model="resnet9000", lam=1.0, real_images=reals),
+        lambda: build_regularizer("reg-dgm", model=TOY, lam=1.0, estimator="median", real_images=reals),
+        lambda: build_regularizer("reg-dgm", model=TOY, lam=-1.0, real_images=reals),
+        lambda: build_regularizer("reg-dgm", model=TOY, lam=1.0, real_images=None),
+        lambda: build_regularizer("reg-dgm", model=TOY, lam=1.0, real_images=reals.float()),
+        lambda: build_regularizer("reg-dgm", model=TOY, lam=1.0, real_images=reals[:, :1]),
+        lambda: build_regularizer("reg-dgm", model=TOY, lam=1.0, real_images=reals, lamda=3),
+        lambda: build_regularizer("reg-dgm", model="resnet18", lam=1.0, real_images=reals,
+                                  weights_path=tmp_path / "nope.pth"),
+    ]
+    for case in cases:
+        with pytest.raises(FewshotError):
+            case()
+    paired = build_regularizer("reg-dgm", model=TOY, lam=1.0, estimator="paired", real_images=reals)
+    with pytest.raises(FewshotError, match="needs the real batch"):
+        paired.generator_loss(fakes(2))
+    with pytest.raises(FewshotError, match="as many reals"):
+        paired.generator_loss(fakes(2), fakes(3))
+    with pytest.raises(FewshotError, match="shape"):
+        paired.generator_loss(torch.zeros(2, 1, RES, RES), torch.zeros(2, 1, RES, RES))
+    corrupt = tmp_path / "resnet18-f37072fd.pth"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(FewshotError, match="cannot read"):
+        build_extractor("resnet18", weights_path=corrupt)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real architectures from locally created weights in the upstream file format
+
+
+@pytest.fixture(scope="module")
+def resnet18_file(tmp_path_factory):
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18()
+    with torch.no_grad():  # non-trivial BN statistics, so eval-mode use is checked too
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("weights") / "resnet18-f37072fd.pth"
+    torch.save(model.state_dict(), path)  # what torchvision publishes: a plain state_dict
+    return path, model.eval()
+
+
+def test_resnet18_from_upstream_file_matches_torchvision(resnet18_file):
+    path, reference = resnet18_file
+    extractor, spec = build_extractor("resnet18", weights_path=path)
+    assert not extractor.training and all(not p.requires_grad for p in extractor.parameters())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(extractor(x), reference(x))
+    assert extractor(x).shape == (2, spec.feature_dim)
+
+
+def test_wrong_architecture_file_is_refused(tmp_path):
+    import torchvision
+
+    path = tmp_path / "resnet34.pth"
+    torch.save(torchvision.models.resnet34().state_dict(), path)
+    with pytest.raises(FewshotError, match="not a torchvision resnet18"):
+        build_extractor("resnet18", weights_path=path)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fewshot.weights") is None, reason="fewshot.weights not present")
+def test_resnet18_loads_offline_through_the_weights_registry(resnet18_file, tmp_path, monkeypatch):
+    path, reference = resnet18_file
+    torch_home = tmp_path / "torch"
+    cached = torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(path.read_bytes())
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    monkeypatch.setenv("FEWSHOT_HOME", str(tmp_path / "fewshot-home"))
+    monkeypatch.setenv("FEWSHOT_OFFLINE", "1")
+    monkeypatch.delenv("FEWSHOT_WEIGHTS_RESNET18", raising=False)
+
+    # Our random file cannot carry torchvision's hash: the registry refuses it, offline, with a clear error ...
+    monkeypatch.delenv("FEWSHOT_WEIGHTS_REGISTRY", raising=False)
+    with pytest.raises(FewshotError):
+        build_regularizer("reg-dgm", model="resnet18", lam=1.0, real_images=real_set(n=2))
+
+    # ... and, registered with its own hash under the upstream file name, it is found in $TORCH_HOME's cache.
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    registry = tmp_path / "weights.toml"
+    registry.write_text(
+        '[resnet18]\nfilename = "resnet18-f37072fd.pth"\nurl = "https://download.pytorch.org/models/resnet18-f37072fd.pth"\n'
+        f'sha256 = "{digest}"\nlibrary_caches = ["torch_hub"]\n'
+    )
+    monkeypatch.setenv("FEWSHOT_WEIGHTS_REGISTRY", str(registry))
+    extractor, _ = build_extractor("resnet18")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(extractor(x), reference(x))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("open_clip") is None, reason="open_clip not installed (fewshot[clip])")
+def test_clip_rn50_average_pooled_visual_tower(tmp_path):
+    import open_clip
+
+    torch.manual_seed(0)
+    visual = open_clip.create_model("RN50", pretrained=None).visual.eval()
+    path = tmp_path / "clip-rn50.pt"
+    torch.save({f"visual.{k}": v for k, v in visual.state_dict().items()}, path)  # open_clip state_dict layout
+    extractor, spec = build_extractor("clip", weights_path=path)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        trunk = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(x)))))
+        expected = trunk.mean(dim=(2, 3))  # average pooling in place of attention pooling, as official
+        out = extractor(x)
+    assert out.shape == (2, spec.feature_dim) == (2, 2048)
+    torch.testing.assert_close(out, expected)
+
+
+def test_missing_optional_package_names_the_extra(monkeypatch, tmp_path):
+    import sys
+
+    # None in sys.modules makes `import open_clip` fail as if the package were not installed.
+    monkeypatch.setitem(sys.modules, "open_clip", None)
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"")
+    with pytest.raises(FewshotError, match=r"fewshot\[clip\]"):
+        build_extractor("clip", weights_path=weights)
+    with pytest.raises(FewshotError, match="--no-deps facenet-pytorch"):
+        build_extractor("facenet", weights_path=weights)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("facenet_pytorch") is None, reason="facenet-pytorch not installed")
+def test_facenet_from_upstream_file(tmp_path):
+    try:
+        from facenet_pytorch import InceptionResnetV1
+    except ImportError as exc:
+        pytest.skip(f"facenet-pytorch not importable: {exc}")
+    torch.manual_seed(0)
+    reference = InceptionResnetV1(pretrained=None, classify=True, num_classes=8631).eval()
+    path = tmp_path / "20180402-114759-vggface2.pt"
+    torch.save(reference.state_dict(), path)
+    extractor, spec = build_extractor("facenet", weights_path=path)
+    x = torch.randn(1, 3, 160, 160)
+    with torch.no_grad():
+        assert torch.equal(extractor(x), reference(x))
+    assert spec.feature_dim == 8631
