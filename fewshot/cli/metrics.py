@@ -1,0 +1,102 @@
+"""``fewshot metrics``: FID / KID / precision-recall / IS of a checkpoint against real images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from .app import PANEL_TRAIN, app
+
+
+@app.command(
+    name="metrics",
+    rich_help_panel=PANEL_TRAIN,
+    epilog="[bold]Examples[/bold]\n\n"
+    "  fewshot metrics runs/00000-obama/best.safetensors --data ./obama_100\n\n"
+    "  fewshot metrics G.safetensors --data ./obama_100 --metrics fid,kid,pr,is --n 5000 --json metrics.json\n\n"
+    "  fewshot metrics ffhq256 --data ./faces_1k --ref ./ffhq_full.zip --psi 0.7",
+)
+def metrics_command(
+    ckpt: str = typer.Argument(..., help="A fewshot bundle, an official .pkl, or a run folder."),
+    data: Path = typer.Option(..., "--data", help="The training images (folder or zip)."),
+    ref: Path | None = typer.Option(None, "--ref", help="Compare against this set instead of --data (folder or zip)."),
+    metrics: str = typer.Option("fid,kid", "--metrics", help="Comma-separated: fid, kid, pr, is."),
+    n: int = typer.Option(5000, "--n", help="Number of generated images (few-shot protocol: 5000)."),
+    psi: float = typer.Option(1.0, "--psi", help="Truncation psi for the generated images."),
+    batch: int = typer.Option(64, "--batch", help="Images per generator / extractor batch."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the result (with its protocol) here."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the generated latents and noise."),
+    kid_subset: int = typer.Option(1000, "--kid-subset", help="Largest KID subset (capped by the smaller set)."),
+    inception_weights: Path | None = typer.Option(
+        None, "--inception-weights", help="pt_inception-2015-12-05-6726825d.pth, if not in the weights cache."),
+    vgg_weights: Path | None = typer.Option(
+        None, "--vgg-weights", help="vgg16-397923af.pth, if not in the weights cache (for pr)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the real-set features (and do not save them)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Measure a generator: FID, KID, precision/recall and IS, computed in memory (no image dumps)."""
+    from ..errors import FewshotError
+    from ..generate import resolve_device
+    from ..metrics import compute_metrics, parse_metrics
+    from ..metrics.images import load_real_images
+
+    names = parse_metrics(metrics)  # bad names fail before anything heavy loads
+    if n < 2:
+        raise FewshotError(f"--n must be at least 2, got {n}")
+    if batch < 1:
+        raise FewshotError(f"--batch must be at least 1, got {batch}")
+    torch_device = resolve_device(device)
+    generator = _load_generator(ckpt, torch_device)
+    source = ref if ref is not None else data
+    if ref is None and not data.exists():
+        raise FewshotError(f"--data {data} does not exist")
+    real, notes = load_real_images(source, int(generator.img_resolution), progress=not quiet)
+    weights = {k: v for k, v in (("inception-v3-fid", inception_weights), ("vgg16", vgg_weights)) if v is not None}
+    result = compute_metrics(
+        generator, real, metrics=names, n_fake=n, psi=psi, batch_size=batch, device=torch_device,
+        weights_paths=weights, seed=seed, progress=not quiet, kid_subset_size=kid_subset, use_cache=not no_cache,
+        notes=notes,
+    )
+    result["protocol"]["checkpoint"] = str(ckpt)
+    result["protocol"]["real_source"] = str(source)
+    for line in _summary_lines(result):
+        typer.echo(line)
+    if json_out is not None:
+        from ..checkpoint import atomic_write_bytes
+
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(json_out, (json.dumps(result, indent=2) + "\n").encode())
+        typer.echo(f"wrote {json_out}")
+
+
+def _load_generator(ckpt: str, device):  # -> nn.Module; torch stays out of module import time
+    try:
+        from ..generate import load_generator
+    except ImportError:
+        load_generator = None
+    if load_generator is not None:
+        return load_generator(ckpt, device=device)
+    from ..checkpoint import load_checkpoint
+
+    return load_checkpoint(ckpt, device=str(device)).generator.eval().requires_grad_(False)
+
+
+def _summary_lines(result: dict) -> list[str]:
+    proto = result["protocol"]
+    lines = [f"{proto['n_fake']} generated vs {proto['n_real']} real images at {proto['resolution']}px, "
+             f"psi {proto['psi']:g}, {proto['seconds']:.1f} s"]
+    if "fid" in result:
+        lines.append(f"  FID        {result['fid']:.4f}")
+    if "kid" in result:
+        lines.append(f"  KID        {result['kid']:.6f} ± {result['kid_std']:.6f}  "
+                     f"(subset {proto['kid_subset_size']}, {proto['kid_subsets']} subsets)")
+    if "precision" in result:
+        lines.append(f"  precision  {result['precision']:.4f}")
+        lines.append(f"  recall     {result['recall']:.4f}  (k={proto['pr_k']})")
+    if "is" in result:
+        lines.append(f"  IS         {result['is']:.4f} ± {result['is_std']:.4f}  ({proto['is_splits']} splits)")
+    lines.extend(f"  note: {note}" for note in proto["notes"])
+    return lines
