@@ -16,7 +16,9 @@ def register_commands() -> None:
     from . import checkpoints  # noqa: F401
     from . import hub  # noqa: F401
     from . import generate  # noqa: F401
+    from . import train  # noqa: F401
     from . import metrics  # noqa: F401
+    from . import doctor  # noqa: F401
 
 
 __all__ = ["app", "main", "register_commands"]

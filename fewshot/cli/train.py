@@ -1,0 +1,146 @@
+"""``fewshot train`` and ``fewshot presets``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .app import PANEL_TRAIN, app
+
+TRAIN_EPILOG = """[bold]Examples[/bold]
+
+  fewshot train ./obama_100 --preset reg-ada --base ffhq256
+
+  fewshot train ./flowers --preset ada --base G.safetensors --kimg 500 --batch 16
+
+  fewshot train demo --preset demo            (tiny CPU run on built-in images)
+
+  fewshot train ./sketches --preset adafm --base ffhq256 --dry-run
+
+  fewshot train --resume latest               (continue the newest run exactly)
+
+  fewshot train ./data --preset ada --set ada_target=0.7 --set snap=10
+
+  torchrun --nproc_per_node 2 -m fewshot train ./data --preset ada   (or: --gpus 2)
+"""
+
+_OPT = "Options (override the preset)"
+
+
+@app.command(rich_help_panel=PANEL_TRAIN, epilog=TRAIN_EPILOG)
+def train(
+    data: Optional[str] = typer.Argument(None, help="Image folder or .zip (or 'demo'). Not needed with --resume."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Recipe from presets/ (see `fewshot presets`)."),
+    base: Optional[str] = typer.Option(None, "--base", help="Checkpoint to fine-tune from (name, hf://, URL, path)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="'latest', a run folder, or a snapshot file."),
+    kimg: Optional[float] = typer.Option(None, "--kimg", help="Train until this many thousand images.", rich_help_panel=_OPT),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Total batch size.", rich_help_panel=_OPT),
+    batch_gpu: Optional[int] = typer.Option(None, "--batch-gpu", help="Chunk per device step (gradient accumulation).", rich_help_panel=_OPT),
+    gamma: Optional[float] = typer.Option(None, "--gamma", help="R1 weight.", rich_help_panel=_OPT),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of G and D.", rich_help_panel=_OPT),
+    aug: Optional[str] = typer.Option(None, "--aug", help="none | ada | diffaug | apa | ada+apa", rich_help_panel=_OPT),
+    aug_p: Optional[float] = typer.Option(None, "--aug-p", help="Initial augmentation probability.", rich_help_panel=_OPT),
+    transfer: Optional[str] = typer.Option(None, "--transfer", help="finetune | freezed | general-part | adafm", rich_help_panel=_OPT),
+    freeze_d: Optional[int] = typer.Option(
+        None, "--freeze-d",
+        help="Freeze the N D blocks nearest the input (official --freezed counts layers: 4 for the first block, 3 per later block).",
+        rich_help_panel=_OPT),
+    general: Optional[str] = typer.Option(None, "--general", help="G,D blocks of the general part (GmDn), e.g. 2,2.", rich_help_panel=_OPT),
+    specific: Optional[str] = typer.Option(None, "--specific", help="finetune | reinit the specific part.", rich_help_panel=_OPT),
+    r1_fake: Optional[bool] = typer.Option(None, "--r1-fake/--no-r1-fake", help="Gradient penalty on fakes too.", rich_help_panel=_OPT),
+    reg_lambda: Optional[float] = typer.Option(None, "--reg-lambda", help="Reg-DGM weight (0 = off).", rich_help_panel=_OPT),
+    reg_model: Optional[str] = typer.Option(None, "--reg-model", help="Reg-DGM extractor: resnet18..152, clip, facenet.", rich_help_panel=_OPT),
+    reg_estimator: Optional[str] = typer.Option(None, "--reg-estimator", help="mean | paired", rich_help_panel=_OPT),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Image size when training from scratch.", rich_help_panel=_OPT),
+    mirror: Optional[bool] = typer.Option(None, "--mirror/--no-mirror", help="Random x-flips of the data.", rich_help_panel=_OPT),
+    crop: Optional[str] = typer.Option(None, "--crop", help="center | pad", rich_help_panel=_OPT),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="e.g. fid,kid (tracked during training).", rich_help_panel=_OPT),
+    metrics_every: Optional[int] = typer.Option(None, "--metrics-every", help="Ticks between metric evaluations.", rich_help_panel=_OPT),
+    snap: Optional[int] = typer.Option(None, "--snap", help="Ticks between snapshots.", rich_help_panel=_OPT),
+    tick_kimg: Optional[float] = typer.Option(None, "--tick-kimg", help="kimg per tick (log line).", rich_help_panel=_OPT),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed.", rich_help_panel=_OPT),
+    outdir: Optional[str] = typer.Option(None, "--outdir", help="Where run folders go (default runs/).", rich_help_panel=_OPT),
+    name: Optional[str] = typer.Option(None, "--name", help="Run name (folder suffix).", rich_help_panel=_OPT),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda", rich_help_panel=_OPT),
+    allow_partial: Optional[bool] = typer.Option(None, "--allow-partial", help="Train even if base tensors do not fit.", rich_help_panel=_OPT),
+    set_values: list[str] = typer.Option([], "--set", help="Any config key: --set key=value (repeatable).", rich_help_panel=_OPT),
+    gpus: int = typer.Option(1, "--gpus", help="Processes to launch (torchrun) for data parallelism."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and what trains, then exit."),
+    aug_preview: Optional[Path] = typer.Option(None, "--aug-preview", help="Write a grid of augmented reals to this PNG and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Fine-tune (or train) a StyleGAN2 on a small image set; writes a resumable run folder."""
+    from ..config import resolve_config
+    from ..errors import FewshotError
+
+    overrides = dict(
+        data=data, base=base, kimg=kimg, batch=batch, batch_gpu=batch_gpu, gamma=gamma, lr=lr, aug=aug,
+        aug_p=aug_p, transfer=transfer, freeze_d=freeze_d, general=general, specific=specific, r1_fake=r1_fake,
+        reg_lambda=reg_lambda, reg_model=reg_model, reg_estimator=reg_estimator, resolution=resolution,
+        mirror=mirror, crop=crop, metrics=metrics, metrics_every=metrics_every, snap=snap, tick_kimg=tick_kimg,
+        seed=seed, outdir=outdir, name=name, device=device, allow_partial=allow_partial,
+    )
+    for item in set_values:
+        if "=" not in item:
+            raise FewshotError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key.strip().replace("-", "_")] = value.strip()
+    if gpus > 1:
+        _launch(gpus)
+        return
+    if resume is None and not data and not (preset and preset == "demo"):
+        raise FewshotError("give a data folder or zip (or --resume)", hint="fewshot train ./images --preset ada")
+    if preset == "demo" and not data:
+        overrides["data"] = "demo"
+    if resume is not None:
+        # The snapshot carries the config; only the length of training may change.
+        cfg = resolve_config(None, {"outdir": outdir or "runs", "name": name, "device": device or "auto"})
+    else:
+        cfg = resolve_config(preset, overrides)
+
+    from ..train.loop import TrainingInterrupted
+    from ..train.loop import train as run_training
+
+    try:
+        run_training(cfg, resume=resume, dry_run=dry_run, aug_preview=aug_preview, progress=not quiet,
+                     echo=typer.echo, kimg_override=kimg if resume is not None else None)
+    except TrainingInterrupted as exc:
+        where = f"snapshot {exc.snapshot}" if exc.snapshot else "no snapshot"
+        typer.echo(f"stopped by signal {exc.signum}; wrote {where}; continue with --resume latest", err=True)
+        raise typer.Exit(130 if exc.signum == 2 else 143) from None
+
+
+def _launch(gpus: int) -> None:
+    """Re-run this command under torchrun with one process per device."""
+    import subprocess
+
+    args = [a for a in sys.argv[1:]]
+    cleaned: list[str] = []
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a == "--gpus":
+            skip = True
+            continue
+        if a.startswith("--gpus="):
+            continue
+        cleaned.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+           "-m", "fewshot", *cleaned, "--set", f"gpus={gpus}"]
+    raise typer.Exit(subprocess.call(cmd))
+
+
+@app.command(rich_help_panel=PANEL_TRAIN, epilog="[bold]Example[/bold]: fewshot presets")
+def presets() -> None:
+    """List the training presets with one-line descriptions."""
+    from ..config import list_presets, preset_description
+
+    names = list_presets()
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        typer.echo(f"{name.ljust(width)}  {preset_description(name)}")

@@ -1,0 +1,331 @@
+"""Training configuration: defaults <- preset file(s) <- command-line overrides, resolved once.
+
+A preset is a TOML file in ``presets/`` (or any path) with a ``description`` and any of the
+:class:`TrainConfig` fields; ``extends = "other"`` inherits another preset first. The result is
+one frozen :class:`TrainConfig`, written to the run folder as ``config.toml`` and into every
+checkpoint, so a run can be read and resumed without outside knowledge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from .errors import FewshotError
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+DATA_FILES = ("checkpoints", "weights")  # registries that live beside the presets
+
+# Hyper-parameter families of the official configs (batch, R1 gamma, lr, ema_kimg, mapping layers, ramp-up).
+# "auto" derives its values from the resolution as the official `auto` config does.
+ARCH_SPECS: dict[str, dict[str, Any]] = {
+    "paper256": dict(batch=64, gamma=1.0, lr=0.0025, ema_kimg=20.0, map_layers=8, ema_rampup=None, channel_base=16384),
+    "paper512": dict(batch=64, gamma=0.5, lr=0.0025, ema_kimg=20.0, map_layers=8, ema_rampup=None, channel_base=32768),
+    "paper1024": dict(batch=32, gamma=2.0, lr=0.002, ema_kimg=10.0, map_layers=8, ema_rampup=None, channel_base=32768),
+    "stylegan2": dict(batch=32, gamma=10.0, lr=0.002, ema_kimg=10.0, map_layers=8, ema_rampup=None, channel_base=32768),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a training run. ``None`` means 'derive it' (from the spec, the base or the data)."""
+
+    # What to train on and from.
+    data: str = ""  # folder, zip, or "demo" (built-in procedural images)
+    base: str | None = None  # checkpoint reference to fine-tune from; None = from scratch
+    allow_partial: bool = False  # accept a base whose tensors do not all fit
+    resolution: int | None = None  # scratch only; a base decides its own
+    crop: str = "center"  # center | pad
+    mirror: bool = True  # random x-flips of the training images
+    max_images: int | None = None
+
+    # Network shape for training from scratch (a base checkpoint overrides all of these).
+    cfg: str = "auto"  # auto | paper256 | paper512 | paper1024 | stylegan2
+    z_dim: int = 512
+    w_dim: int = 512
+    map_layers: int | None = None
+    channel_base: int | None = None
+    channel_max: int = 512
+    num_fp16_res: int = 4
+    conv_clamp: float | None = 256
+    mbstd_group: int | None = None
+
+    # Optimisation (official semantics; None = from cfg).
+    kimg: float = 200.0
+    batch: int | None = None
+    batch_gpu: int | None = None
+    gamma: float | None = None  # R1 weight
+    r1_interval: int = 16
+    pl_weight: float = 2.0  # path-length regularisation weight (0 disables)
+    pl_interval: int = 4
+    pl_batch_shrink: int = 2
+    pl_decay: float = 0.01
+    style_mixing: float = 0.9
+    lr: float | None = None  # both G and D
+    lr_g: float | None = None
+    lr_d: float | None = None
+    ema_kimg: float | None = None
+    ema_rampup: float | None = -1.0  # -1 = from cfg; None/0 = no ramp-up
+
+    # Augmentation.
+    aug: str = "ada"  # none | ada | diffaug | apa | ada+apa
+    aug_p: float = 0.0
+    ada_target: float = 0.6
+    ada_kimg: float | None = None  # None = 500, or 100 when fine-tuning
+    ada_interval: int = 4
+    aug_pipeline: str = "bgc"
+    diffaug_policy: str = "color,translation,cutout"
+
+    # Transfer.
+    transfer: str = "finetune"  # finetune | freezed | general-part | adafm
+    freeze_d: int = 0
+    general: tuple[int, int] | None = None  # None = the method's default for the resolution
+    specific: str = "finetune"
+    adafm_start_kimg: float = 0.0
+    r1_fake: bool = False
+
+    # Reg-DGM.
+    reg_lambda: float = 0.0
+    reg_model: str = "resnet18"
+    reg_estimator: str = "mean"
+    reg_normalize: bool = False
+
+    # Run bookkeeping.
+    outdir: str = "runs"
+    name: str | None = None
+    tick_kimg: float = 4.0
+    snap: int = 50  # ticks between snapshots
+    keep: int = 3  # snapshots kept besides final/best
+    seed: int = 0
+    sample_grid: tuple[int, int] = (8, 4)
+    metrics: tuple[str, ...] = ()
+    metrics_every: int = 0  # ticks; 0 = only at the end when metrics are set
+    metrics_n: int = 5000
+    best_metric: str = "fid"
+
+    # Devices.
+    device: str = "auto"  # auto | cpu | cuda
+    gpus: int = 1
+    tf32: bool = False
+    deterministic: bool = False
+
+    # Provenance (filled in by resolve_config).
+    preset: str = ""
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def to_toml(self) -> str:
+        lines = [f"# fewshot resolved training config (preset: {self.preset or 'none'})"]
+        for key, value in self.to_dict().items():
+            if value is None:
+                lines.append(f"# {key} = (derived)")
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "crop": ("center", "pad"),
+    "cfg": ("auto", *ARCH_SPECS),
+    "aug": ("none", "ada", "diffaug", "apa", "ada+apa"),
+    "transfer": ("finetune", "freezed", "general-part", "adafm"),
+    "specific": ("finetune", "reinit"),
+    "reg_estimator": ("mean", "paired"),
+    "device": ("auto", "cpu", "cuda"),
+    "best_metric": ("fid", "kid"),
+}
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Convert a preset or command-line value to the field's type, or fail with a clear message."""
+    if key not in FIELD_TYPES:
+        raise FewshotError(f"unknown config key {key!r}", hint=f"known keys: {', '.join(sorted(FIELD_TYPES))}")
+    kind = FIELD_TYPES[key]
+    try:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and "None" in kind):
+            if "None" not in kind:
+                raise ValueError("may not be empty")
+            return None
+        if kind.startswith("bool"):
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if kind.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError("expected an integer")
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+        if kind.startswith("tuple[int, int]"):
+            text = str(value).upper()
+            if not isinstance(value, (list, tuple)) and text.startswith("G") and "D" in text:  # G4D2
+                value = text[1:].split("D")
+            parts = value if isinstance(value, (list, tuple)) else str(value).replace("x", ",").split(",")
+            if len(parts) != 2:
+                raise ValueError("expected two integers like 2,1")
+            return (int(parts[0]), int(parts[1]))
+        if kind.startswith("tuple[str"):
+            parts = value if isinstance(value, (list, tuple)) else [p for p in str(value).split(",") if p.strip()]
+            return tuple(str(p).strip() for p in parts)
+        value = str(value)
+    except (TypeError, ValueError) as exc:
+        raise FewshotError(f"bad value for {key}: {value!r} ({exc})") from None
+    if key in CHOICES and value not in CHOICES[key]:
+        raise FewshotError(f"bad value for {key}: {value!r}", hint=f"choose from {', '.join(CHOICES[key])}")
+    return value
+
+
+def preset_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.exists():
+        return path
+    candidate = PRESETS_DIR / f"{name_or_path}.toml"
+    if candidate.exists():
+        return candidate
+    raise FewshotError(f"unknown preset {name_or_path!r}", hint=f"available: {', '.join(list_presets())}")
+
+
+def list_presets() -> list[str]:
+    """Names of the training presets shipped in presets/ (files with a description)."""
+    names = []
+    for path in sorted(PRESETS_DIR.glob("*.toml")):
+        if path.stem in DATA_FILES:
+            continue
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError:
+            continue
+        if "description" in data:
+            names.append(path.stem)
+    return names
+
+
+def read_preset(name_or_path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A preset's values with its ``extends`` chain applied (parents first)."""
+    path = preset_path(name_or_path)
+    if path.stem in _seen:
+        raise FewshotError(f"preset {path.stem!r} extends itself")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise FewshotError(f"preset {path} is not valid TOML: {exc}") from None
+    parent = data.pop("extends", None)
+    values: dict[str, Any] = read_preset(parent, (*_seen, path.stem)) if parent else {}
+    values.pop("description", None)
+    values.update(data)
+    return values
+
+
+def preset_description(name: str) -> str:
+    data = tomllib.loads(preset_path(name).read_text())
+    return str(data.get("description", ""))
+
+
+def resolve_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """defaults <- preset <- overrides, each value checked and converted."""
+    values: dict[str, Any] = {}
+    description = ""
+    if preset:
+        values.update(read_preset(preset))
+        description = preset_description(preset)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+    converted = {key: coerce(key, value) for key, value in values.items()}
+    converted["preset"] = preset or ""
+    converted["description"] = description
+    cfg = TrainConfig(**converted)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    if cfg.kimg <= 0:
+        raise FewshotError("kimg must be positive")
+    if cfg.batch is not None and cfg.batch < 1:
+        raise FewshotError("batch must be at least 1")
+    if cfg.batch is not None and cfg.batch_gpu is not None and cfg.batch % (cfg.batch_gpu * max(cfg.gpus, 1)):
+        raise FewshotError(f"batch {cfg.batch} is not a multiple of batch_gpu {cfg.batch_gpu} x gpus {cfg.gpus}")
+    if cfg.resolution is not None and (cfg.resolution < 8 or cfg.resolution & (cfg.resolution - 1)):
+        raise FewshotError(f"resolution must be a power of two >= 8, got {cfg.resolution}")
+    if cfg.tick_kimg <= 0:
+        raise FewshotError("tick_kimg must be positive")
+    if not 0 <= cfg.aug_p <= 1:
+        raise FewshotError("aug_p must lie in [0, 1]")
+    if cfg.reg_lambda < 0:
+        raise FewshotError("reg_lambda must be >= 0")
+    if cfg.gpus < 1:
+        raise FewshotError("gpus must be at least 1")
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """Hyper-parameters after the cfg family and the resolution are known."""
+
+    batch: int
+    batch_gpu: int
+    gamma: float
+    lr_g: float
+    lr_d: float
+    ema_kimg: float
+    ema_rampup: float | None
+    map_layers: int
+    channel_base: int
+    mbstd_group: int
+    ada_kimg: float
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def derive_hyper(cfg: TrainConfig, resolution: int, fine_tuning: bool, world_size: int = 1) -> Hyper:
+    """Fill every ``None`` of ``cfg`` from its cfg family, as the official train.py does."""
+    if cfg.cfg == "auto":
+        batch = cfg.batch or max(min(4096 // resolution, 32), 1) * world_size
+        spec = dict(
+            gamma=0.0002 * resolution**2 / batch, lr=0.0025, ema_kimg=batch * 10 / 32, map_layers=2,
+            ema_rampup=0.05, channel_base=16384 if resolution < 512 else 32768,
+        )
+    else:
+        spec = dict(ARCH_SPECS[cfg.cfg])
+        batch = cfg.batch or spec.pop("batch")
+    batch_gpu = cfg.batch_gpu or max(batch // world_size, 1)
+    if batch % (batch_gpu * world_size):
+        raise FewshotError(f"batch {batch} is not a multiple of batch_gpu {batch_gpu} x {world_size} processes")
+    lr = cfg.lr if cfg.lr is not None else spec["lr"]
+    rampup = spec["ema_rampup"] if cfg.ema_rampup == -1.0 else (cfg.ema_rampup or None)
+    return Hyper(
+        batch=batch,
+        batch_gpu=batch_gpu,
+        gamma=cfg.gamma if cfg.gamma is not None else spec["gamma"],
+        lr_g=cfg.lr_g if cfg.lr_g is not None else lr,
+        lr_d=cfg.lr_d if cfg.lr_d is not None else lr,
+        ema_kimg=cfg.ema_kimg if cfg.ema_kimg is not None else spec["ema_kimg"],
+        ema_rampup=rampup,
+        map_layers=cfg.map_layers or spec["map_layers"],
+        channel_base=cfg.channel_base or spec["channel_base"],
+        mbstd_group=cfg.mbstd_group or min(batch_gpu, 4),
+        ada_kimg=cfg.ada_kimg if cfg.ada_kimg is not None else (100.0 if fine_tuning else 500.0),
+    )

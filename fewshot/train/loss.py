@@ -1,0 +1,138 @@
+"""StyleGAN2 losses by phase, with the official semantics.
+
+- Gmain: non-saturating ``softplus(-D(aug(G(z))))`` (+ a regularizer such as Reg-DGM).
+- Greg: path-length regularisation on half the batch (lazy, every ``pl_interval`` steps).
+- Dmain: ``softplus(D(aug(G(z)))) + softplus(-D(aug(x)))``.
+- Dreg: R1 ``(gamma/2) * ||grad_x D(aug(x))||^2`` on un-augmented reals through the augmentation
+  (and on fakes too when the transfer method asks for it), lazily every ``r1_interval`` steps.
+
+Each call accumulates gradients for one chunk of the batch, scaled by ``gain`` (the phase
+interval, so a lazily applied regulariser keeps its strength).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
+
+
+@dataclass
+class LossWeights:
+    r1_gamma: float
+    pl_weight: float
+    pl_batch_shrink: int = 2
+    pl_decay: float = 0.01
+    style_mixing: float = 0.9
+    r1_fake: bool = False
+
+
+class StyleGAN2Loss(nn.Module):
+    """Holds the nets it differentiates through and the path-length running mean (resumable buffer)."""
+
+    def __init__(self, G: nn.Module, D: nn.Module, augment: nn.Module, weights: LossWeights,
+                 regularizer: nn.Module | None = None) -> None:
+        super().__init__()
+        # Plain attributes (not submodules): the loss must not own or save the networks.
+        object.__setattr__(self, "G", G)
+        object.__setattr__(self, "D", D)
+        object.__setattr__(self, "augment", augment)
+        object.__setattr__(self, "regularizer", regularizer)
+        self.weights = weights
+        self.register_buffer("pl_mean", torch.zeros([]))
+
+    # -- network passes ---------------------------------------------------------------------------
+    def run_G(self, z: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        ws = self.G.mapping(z, c)
+        if self.weights.style_mixing > 0:
+            # With probability style_mixing, ws after a random cutoff come from a second latent.
+            cutoff = torch.empty([], dtype=torch.int64, device=ws.device).random_(1, ws.shape[1])
+            mix = torch.rand([], device=ws.device) < self.weights.style_mixing
+            cutoff = torch.where(mix, cutoff, torch.full_like(cutoff, ws.shape[1]))
+            ws2 = self.G.mapping(torch.randn_like(z), c, skip_w_avg_update=True)
+            keep = torch.arange(ws.shape[1], device=ws.device) < cutoff
+            ws = torch.where(keep[None, :, None], ws, ws2)
+        img = self.G.synthesis(ws)
+        return img, ws
+
+    def run_D(self, img: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        return self.D(self.augment(img), c)
+
+    # -- one phase, one chunk ---------------------------------------------------------------------
+    def accumulate_gradients(
+        self, phase: str, real_img: torch.Tensor, real_c: torch.Tensor | None, gen_z: torch.Tensor,
+        gen_c: torch.Tensor | None, gain: float,
+    ) -> dict[str, torch.Tensor]:
+        """Backpropagate the loss of ``phase`` on one chunk; returns detached values for the log."""
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}")
+        w = self.weights
+        stats: dict[str, torch.Tensor] = {}
+
+        if phase == "Gmain":
+            gen_img, _ = self.run_G(gen_z, gen_c)
+            self.augment.remember_fakes(gen_img)
+            gen_logits = self.run_D(gen_img, gen_c)
+            loss = F.softplus(-gen_logits).mean()
+            stats["loss_G"] = loss.detach()
+            if self.regularizer is not None:
+                reg = self.regularizer.generator_loss(gen_img, real_images=real_img)
+                stats["loss_reg"] = reg.detach()
+                loss = loss + reg
+            loss.mul(gain).backward()
+
+        elif phase == "Greg" and w.pl_weight != 0:
+            batch = max(gen_z.shape[0] // w.pl_batch_shrink, 1)
+            gen_img, gen_ws = self.run_G(gen_z[:batch], gen_c[:batch] if gen_c is not None else None)
+            pl_noise = torch.randn_like(gen_img) / math.sqrt(gen_img.shape[2] * gen_img.shape[3])
+            (pl_grads,) = torch.autograd.grad((gen_img * pl_noise).sum(), gen_ws, create_graph=True)
+            pl_lengths = pl_grads.square().sum(2).mean(1).sqrt()
+            pl_mean = self.pl_mean.lerp(pl_lengths.mean(), w.pl_decay)
+            self.pl_mean.copy_(pl_mean.detach())
+            pl_penalty = (pl_lengths - pl_mean).square()
+            stats["pl_penalty"] = pl_penalty.mean().detach()
+            # Tie the loss to the image so every synthesis parameter is in the graph.
+            (gen_img[:, 0, 0, 0] * 0 + pl_penalty * w.pl_weight).mean().mul(gain).backward()
+
+        elif phase == "Dmain":
+            with torch.no_grad():
+                gen_img, _ = self.run_G(gen_z, gen_c)
+            self.augment.remember_fakes(gen_img)
+            gen_logits = self.run_D(gen_img, gen_c)
+            loss_gen = F.softplus(gen_logits).mean()
+            loss_gen.mul(gain).backward()
+
+            real = self.augment.replace_reals(real_img.detach())
+            real_logits = self.run_D(real, real_c)
+            self.augment.accumulate(real_logits.detach())
+            loss_real = F.softplus(-real_logits).mean()
+            loss_real.mul(gain).backward()
+            stats["loss_D"] = (loss_gen + loss_real).detach()
+            stats["D_real"] = real_logits.detach().mean()
+            stats["D_fake"] = gen_logits.detach().mean()
+
+        elif phase == "Dreg" and w.r1_gamma != 0:
+            real = self.augment.replace_reals(real_img.detach()).requires_grad_(True)
+            real_logits = self.run_D(real, real_c)
+            self.augment.accumulate(real_logits.detach())
+            (r1_grads,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+            r1_penalty = r1_grads.square().sum([1, 2, 3])
+            loss = real_logits * 0 + (r1_penalty * (w.r1_gamma / 2)).unsqueeze(1)
+            stats["r1_penalty"] = r1_penalty.mean().detach()
+            if w.r1_fake:
+                with torch.no_grad():
+                    gen_img, _ = self.run_G(gen_z, gen_c)
+                fake = gen_img.detach().requires_grad_(True)
+                fake_logits = self.run_D(fake, gen_c)
+                (r1_fake_grads,) = torch.autograd.grad(fake_logits.sum(), fake, create_graph=True)
+                r1_fake_penalty = r1_fake_grads.square().sum([1, 2, 3])
+                loss = loss + fake_logits * 0 + (r1_fake_penalty * (w.r1_gamma / 2)).unsqueeze(1)
+                stats["r1_fake_penalty"] = r1_fake_penalty.mean().detach()
+            loss.mean().mul(gain).backward()
+
+        return stats
