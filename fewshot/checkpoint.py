@@ -22,13 +22,14 @@ import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import FewshotError
+
+if TYPE_CHECKING:  # torch loads lazily: reading a header (`fewshot info`) must stay instant
+    import torch
+    from torch import nn
 
 FORMAT_NAME = "fewshot.bundle"
 FORMAT_VERSION = 1
@@ -280,6 +281,8 @@ def load_state_strict(net: nn.Module, state: dict[str, torch.Tensor], where: str
         if wrong:
             parts.append(f"wrong shape {len(wrong)} (e.g. {'; '.join(wrong[:3])})")
         raise FewshotError(f"{where}: weights do not fit the architecture: {'; '.join(parts)}")
+    import torch
+
     with torch.no_grad():
         for key, value in own.items():
             value.copy_(state[key].to(value.dtype))

@@ -255,6 +255,21 @@ def test_frozen_discriminator_layers_import(tmp_path):
     assert imported.init_kwargs["block_kwargs"] == {"freeze_layers": 6}
 
 
+@pytest.mark.parametrize("g_arch,d_arch", [("orig", "skip"), ("resnet", "orig")])
+def test_other_architectures_and_labels_import(tmp_path, g_arch, d_arch):
+    G = make_tiny_G(7, c_dim=4, synthesis_kwargs={"channel_base": 512, "channel_max": 64, "architecture": g_arch})
+    D = make_tiny_D(8, c_dim=4, architecture=d_arch, mapping_kwargs={"num_layers": 2})
+    src = make_official_pickle(tmp_path / "cond.pkl", G=G.eval(), D=D.eval(), G_ema=G)
+    bundle = load_checkpoint(src)
+    z, c = torch.randn(4, 32), torch.eye(4)
+    img = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(bundle.generator(z, c, noise_mode="const"), G(z, c, noise_mode="const"))
+        assert torch.equal(bundle.networks["D"](img, c), D(img, c))
+    assert "mapping.embed.weight" in bundle.generator.state_dict()
+    assert "mapping.fc1.weight" in bundle.networks["D"].state_dict()
+
+
 def test_positional_constructor_args_are_named(tmp_path):
     G = make_tiny_G(6).eval()
     record = to_persistent(G, init_kwargs={k: v for k, v in G.init_kwargs.items() if k.endswith("_kwargs")})

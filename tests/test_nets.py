@@ -146,6 +146,41 @@ def test_frozen_discriminator_layers_are_buffers_with_the_same_names():
     assert set(D.state_dict()) == set(make_tiny_D(perturb=False).state_dict())
 
 
+@pytest.mark.parametrize("arch", ["orig", "resnet"])
+def test_generator_architectures_layout(arch):
+    G = make_tiny_G(synthesis_kwargs={"channel_base": 512, "channel_max": 64, "architecture": arch})
+    keys = set(G.state_dict())
+    torgb = {k.split(".")[1] for k in keys if ".torgb." in k}
+    assert torgb == {"b32"}  # only the last block has ToRGB outside 'skip'
+    skips = {k for k in keys if ".skip." in k}
+    assert skips == ({f"synthesis.b{r}.skip.{n}" for r in (8, 16, 32) for n in ("weight", "resample_filter")}
+                     if arch == "resnet" else set())
+    assert G.num_ws == 8  # num_ws still counts the last ToRGB
+    with torch.no_grad():
+        assert G(torch.randn(2, 32), None, noise_mode="const").shape == (2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("arch", ["orig", "skip"])
+def test_discriminator_architectures_layout(arch):
+    D = make_tiny_D(architecture=arch)
+    keys = set(D.state_dict())
+    fromrgb = {k.split(".")[0] for k in keys if ".fromrgb." in k}
+    assert fromrgb == ({"b32", "b16", "b8", "b4"} if arch == "skip" else {"b32"})
+    assert not any(".skip." in k for k in keys)
+    with torch.no_grad():
+        assert D(torch.randn(4, 3, 32, 32), None).shape == (4, 1)
+
+
+def test_conditional_networks_layout():
+    G = make_tiny_G(c_dim=5)
+    D = make_tiny_D(c_dim=5, mapping_kwargs={"num_layers": 2})
+    assert list(G.state_dict()["mapping.embed.weight"].shape) == [32, 5]
+    assert list(G.state_dict()["mapping.fc0.weight"].shape) == [32, 64]  # z and embedded c are concatenated
+    assert list(D.state_dict()["mapping.embed.weight"].shape) == [64, 5]  # cmap_dim = channels at 4x4
+    assert list(D.state_dict()["b4.out.weight"].shape) == [64, 64]
+    assert "mapping.w_avg" not in D.state_dict()
+
+
 # ----------------------------------------------------------------------------------------------
 # Independent per-layer definitions.
 
