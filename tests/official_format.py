@@ -112,7 +112,9 @@ def _is_plain(value: Any) -> bool:
     return False
 
 
-def to_persistent(module: nn.Module, class_name: str | None = None, init_kwargs: dict | None = None) -> PersistentObject:
+def to_persistent(
+    module: nn.Module, class_name: str | None = None, init_kwargs: dict | None = None
+) -> PersistentObject:
     """Mirror ``module.__dict__`` into the official persistent-object state, recursively."""
     state: dict[str, Any] = {}
     for key, value in module.__dict__.items():

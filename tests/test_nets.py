@@ -216,7 +216,8 @@ def dense(x, weight, bias, lr_mul=1.0):
 
 
 def upsampling_conv(x, weight):
-    """G conv0: transposed conv, stride 2, weight not flipped (zero-insert + true convolution), then FIR pad 1, gain 4."""
+    """G conv0: transposed conv, stride 2, weight not flipped (= zero-insert + true convolution),
+    then the FIR filter with padding 1 and gain 4."""
     k = weight.shape[-1]
     y = F.conv2d(F.pad(zero_insert(x, trailing=False), [k - 1] * 4), weight.flip([2, 3]))
     return depthwise(y, fir_filter() * 4, (1, 1, 1, 1))
