@@ -113,6 +113,23 @@ def _rotate(theta: torch.Tensor) -> torch.Tensor:
     return _mat3(cos, -sin, zero, sin, cos, zero)
 
 
+def _reflect_index(size: int, pad: int, device: torch.device) -> torch.Tensor:
+    """Indices of a reflect padding (edge not repeated) by ``pad``, repeating the mirror as often as needed."""
+    index = torch.arange(-pad, size + pad, device=device)
+    if size == 1:
+        return torch.zeros_like(index)
+    period = 2 * (size - 1)
+    index = index.remainder(period)
+    return torch.where(index > size - 1, period - index, index)
+
+
+def _reflect_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Like ``F.pad(mode='reflect')`` but also for ``pad >= size`` (index_select is twice differentiable)."""
+    rows = _reflect_index(x.shape[2], pad, x.device)
+    cols = _reflect_index(x.shape[3], pad, x.device)
+    return x.index_select(2, rows).index_select(3, cols)
+
+
 def _const3(rows: list[list[float]], device: torch.device) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32, device=device)
 
@@ -174,8 +191,12 @@ class AdaPipeline(torch.nn.Module):
             flip = self._gate(torch.floor(rand(batch) * 2), m["xflip"] * p, 0.0)
             inv = inv @ _scale(1 - 2 * flip, torch.ones_like(flip))
         if m["rotate90"] > 0:
-            quarter = self._gate(torch.floor(rand(batch) * 4), m["rotate90"] * p, 0.0)
-            inv = inv @ _rotate(quarter * (math.pi / 2))
+            quarter = self._gate(torch.floor(rand(batch) * 4), m["rotate90"] * p, 0.0).long()
+            # Exact cosines/sines of quarter turns, so these stay recognisable as pixel blits.
+            cos = torch.tensor([1.0, 0.0, -1.0, 0.0], device=device)[quarter]
+            sin = torch.tensor([0.0, 1.0, 0.0, -1.0], device=device)[quarter]
+            zero = torch.zeros_like(cos)
+            inv = inv @ _mat3(cos, -sin, zero, sin, cos, zero)
         if m["xint"] > 0:
             shift = self._gate((rand(batch, 2) * 2 - 1) * k["xint_max"], m["xint"] * p, 0.0)
             inv = inv @ _translate(-torch.round(shift[:, 0] * width), -torch.round(shift[:, 1] * height))
@@ -206,7 +227,58 @@ class AdaPipeline(torch.nn.Module):
         inv = self._geometry_matrix(batch, width, height, p, device)
         eye = torch.eye(3, device=device)
         if bool((inv == eye).all()):
-            return images  # every sample drew the identity: skip the (near-lossless) resampling
+            return images  # every sample drew the identity: nothing to do
+
+        # Flips, quarter turns and integer shifts map pixel centres onto pixel centres: move those
+        # pixels exactly. (Resampling would blur flipped/turned images slightly, because the sym6
+        # filter is not symmetric.) Only the other samples go through the resampling path.
+        blit, source_index = self._blit_indices(inv, width, height)
+        if bool(blit.all()):
+            return self._apply_blit(images, source_index)
+        if not bool(blit.any()):
+            return self._resample(images, inv)
+        out = self._apply_blit(images, source_index)
+        others = (~blit).nonzero().flatten()
+        return out.index_copy(0, others, self._resample(images.index_select(0, others), inv.index_select(0, others)))
+
+    @staticmethod
+    def _blit_indices(inv: torch.Tensor, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which samples are pure pixel permutations, and for each output pixel its flat source index.
+
+        Out-of-image sources are reflected (no edge repeat), as the resampling path's padding does.
+        """
+        device = inv.device
+        cx, cy = (width - 1) / 2, (height - 1) / 2
+        ys, xs = torch.meshgrid(torch.arange(height, device=device, dtype=torch.float32) - cy,
+                                torch.arange(width, device=device, dtype=torch.float32) - cx, indexing="ij")
+        centred = torch.stack([xs.flatten(), ys.flatten(), torch.ones_like(xs.flatten())])  # [3, HW]
+        source = (inv @ centred)[:, :2, :] + torch.tensor([cx, cy], device=device).view(1, 2, 1)  # [B, 2, HW]
+        rounded = source.round()
+        blit = ((source - rounded).abs() < 1e-4).flatten(1).all(dim=1)
+        blit &= ((inv[:, :2, :2].round() - inv[:, :2, :2]).abs() < 1e-6).flatten(1).all(dim=1)
+
+        def reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+            if size == 1:
+                return torch.zeros_like(index)
+            period = 2 * (size - 1)
+            index = index.remainder(period)
+            return torch.where(index > size - 1, period - index, index)
+
+        sx = reflect(rounded[:, 0].long(), width)
+        sy = reflect(rounded[:, 1].long(), height)
+        return blit, sy * width + sx  # [B, HW]
+
+    @staticmethod
+    def _apply_blit(images: torch.Tensor, source_index: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = images.shape
+        index = source_index[:, None, :].expand(batch, channels, -1)
+        # gather is linear in the images, so first and second derivatives are exact.
+        return images.reshape(batch, channels, height * width).gather(2, index).reshape(batch, channels, height, width)
+
+    def _resample(self, images: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
+        """Apply general inverse transforms: reflect-pad, 2x wavelet upsampling, bilinear sampling, downsampling."""
+        batch, channels, height, width = images.shape
+        device = images.device
 
         # Pad enough (reflecting the image) that every output pixel and the filter taps around it
         # read real content; the amount is the extent of the transformed corners plus the filter.
@@ -321,7 +393,7 @@ class AdaPipeline(torch.nn.Module):
         taps = taps[:, None, :].expand(batch, channels, -1).reshape(batch * channels, 1, -1)
         half = self.filter_bank.shape[1] // 2
         x = images.reshape(1, batch * channels, height, width)
-        x = F.pad(x, [half] * 4, mode="reflect")
+        x = _reflect_pad(x, half)  # the bank is 43 taps wide: wider than small images
         x = F.conv2d(x, taps[:, :, None, :], groups=batch * channels)  # horizontal pass
         x = F.conv2d(x, taps[:, :, :, None], groups=batch * channels)  # vertical pass
         return x.reshape(batch, channels, height, width)
