@@ -26,12 +26,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 PERSISTENCE_VERSION = 6  # torch_utils/persistence.py `_version` in stylegan2-ada-pytorch
 FAKE_MODULE_SRC = "# stand-in for training/networks.py: a real snapshot embeds the module source here\n"
 OFFICIAL_PROTOCOL = 3  # the default pickle protocol of Python 3.7, which the official code targets
+# The official layers compute these gains with np.sqrt, so a real snapshot holds numpy float64 scalars.
+NUMPY_FLOAT_ATTRS = ("weight_gain", "act_gain")
 
 
 class EasyDict(dict):
@@ -132,6 +135,8 @@ def to_persistent(
             state[key] = collections.OrderedDict()  # hook tables: empty in a saved snapshot
         elif key == "init_kwargs":
             continue  # ours; the official record is _init_kwargs below
+        elif key in NUMPY_FLOAT_ATTRS and isinstance(value, float):
+            state[key] = np.float64(value)
         elif _is_plain(value):
             state[key] = value
     state["_init_args"] = ()
@@ -186,10 +191,7 @@ def make_official_pickle(
         data["augment_pipe"] = _augment_pipe(augment_p)
     elif snapshot:
         data["augment_pipe"] = None
-    path = Path(path)
-    with _fake_official_modules(), path.open("wb") as fh:
-        pickle.dump(data, fh, protocol=protocol)
-    return path
+    return dump_official(path, data, protocol=protocol)
 
 
 class _RunsShell:
@@ -230,8 +232,16 @@ def make_tf_pickle(path: str | Path) -> Path:
 
 
 def dump_official(path: str | Path, data: Any, protocol: int = OFFICIAL_PROTOCOL) -> Path:
-    """Pickle any structure (e.g. hand-edited ``PersistentObject`` records) with the official globals."""
+    """Pickle any structure (e.g. hand-edited ``PersistentObject`` records) with the official globals.
+
+    Official snapshots were written with numpy 1.x, whose scalars pickle as
+    ``numpy.core.multiarray.scalar``; numpy 2 writes ``numpy._core...``. Protocol <= 3 names globals
+    as plain text lines, so the 1.x spelling is restored by a byte replacement there.
+    """
+    with _fake_official_modules():
+        raw = pickle.dumps(data, protocol=protocol)
+    if protocol <= 3:
+        raw = raw.replace(b"cnumpy._core.multiarray\nscalar\n", b"cnumpy.core.multiarray\nscalar\n")
     path = Path(path)
-    with _fake_official_modules(), path.open("wb") as fh:
-        pickle.dump(data, fh, protocol=protocol)
+    path.write_bytes(raw)
     return path

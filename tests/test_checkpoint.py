@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
 import zipfile
 from pathlib import Path
 
@@ -228,6 +229,20 @@ def test_official_snapshot_imports_with_identical_outputs(tmp_path, protocol):
     assert converted.provenance["source_sha256"] == sha256_file(src)
     assert "converted_at" in converted.provenance
     assert converted.specs["G"].init_kwargs == G.init_kwargs
+
+
+def test_fixture_names_exactly_the_globals_of_an_official_snapshot(tmp_path):
+    import pickletools
+
+    src = make_official_pickle(tmp_path / "snap.pkl", G=make_tiny_G(), D=make_tiny_D(), G_ema=make_tiny_G(),
+                               augment_p=0.5)
+    names = {arg.replace(" ", ".") for op, arg, _ in pickletools.genops(src.read_bytes()) if op.name == "GLOBAL"}
+    assert names == {
+        "collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
+        "torch.storage._load_from_bytes", "numpy.core.multiarray.scalar", "numpy.dtype", "dnnlib.util.EasyDict",
+        "torch_utils.persistence._reconstruct_persistent_obj", "builtins.set",
+    }
+    assert not {"dnnlib", "dnnlib.util", "torch_utils", "torch_utils.persistence"} & set(sys.modules)
 
 
 def test_published_network_file_and_numpy_scalars(tmp_path):
