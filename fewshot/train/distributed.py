@@ -93,3 +93,18 @@ def broadcast_path(path: Path | None, dist: DistInfo) -> Path | None:
 def barrier(dist: DistInfo) -> None:
     if dist.enabled:
         tdist.barrier()
+
+
+def params_in_sync(modules: list[nn.Module], dist: DistInfo) -> bool:
+    """Whether every rank holds the same weights (a float64 checksum compared across ranks)."""
+    if not dist.enabled:
+        return True
+    total = torch.zeros([], dtype=torch.float64)
+    for module in modules:
+        for p in module.parameters():
+            total += p.detach().double().cpu().sum() + p.detach().double().cpu().square().sum()
+    if tdist.get_backend() == "nccl":  # nccl only moves device tensors
+        total = total.cuda()
+    gathered = [torch.zeros_like(total) for _ in range(dist.world_size)]
+    tdist.all_gather(gathered, total)
+    return all(bool(g == gathered[0]) for g in gathered)

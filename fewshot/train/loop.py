@@ -469,6 +469,10 @@ def train(
                 "lr_g": hyper.lr_g, "lr_d": hyper.lr_d, "pl_mean": round(float(loss.pl_mean), 5),
                 "mem_mb": _memory_mb(device), "time": round(state.elapsed_sec, 1),
             }
+            if dist.enabled:
+                record["ranks_in_sync"] = distributed.params_in_sync([G, D], dist)
+                if not record["ranks_in_sync"]:
+                    raise FewshotError("data-parallel ranks hold different weights; stopping")
             if is_main:
                 with (run_dir / "log.jsonl").open("a") as fh:
                     fh.write(json.dumps(record) + "\n")

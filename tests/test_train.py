@@ -1,0 +1,303 @@
+"""Training engine: config resolution, loss values, exact resume, signals, atomic snapshots, DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fewshot.checkpoint import load_bundle, save_bundle
+from fewshot.config import derive_hyper, resolve_config
+from fewshot.errors import FewshotError
+from fewshot.train.loop import lazy_opt_kwargs, train
+from fewshot.train.loss import LossWeights, StyleGAN2Loss
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = dict(
+    data="demo", resolution=32, z_dim=32, w_dim=32, map_layers=2, channel_base=256, channel_max=32,
+    num_fp16_res=0, conv_clamp=None, batch=4, mbstd_group=2, tick_kimg=0.008, snap=1, keep=10,
+    r1_interval=2, pl_interval=2, pl_weight=2.0, gamma=0.5, aug="ada", aug_p=0.3, ada_kimg=0.05,
+    sample_grid=(2, 2), device="cpu", max_images=16, seed=3,
+)
+TINY_SET = [f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in TINY.items() if k != "data"]
+
+
+@pytest.fixture
+def tiny_nets():
+    from conftest import make_tiny_D, make_tiny_G
+
+    G, D = make_tiny_G(), make_tiny_D()
+    G.requires_grad_(False)
+    D.requires_grad_(False)
+    return G, D
+
+
+def tiny_cfg(tmp_path: Path, **extra):
+    values = dict(TINY, outdir=str(tmp_path / "runs"), name="t")
+    values.update(extra)
+    return resolve_config(None, values)
+
+
+# ---- configuration ------------------------------------------------------------------------------
+
+
+def test_preset_extends_and_overrides_win():
+    cfg = resolve_config("demo", {"kimg": 7, "aug": "diffaug"})
+    assert cfg.resolution == 32 and cfg.kimg == 7.0 and cfg.aug == "diffaug"
+    assert cfg.ada_target == 0.6  # inherited from the ada preset through `extends`
+    assert cfg.preset == "demo" and cfg.description
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [({"aug": "magic"}, "bad value for aug"), ({"kimg": "lots"}, "bad value for kimg"),
+     ({"colour": 1}, "unknown config key"), ({"resolution": 48}, "power of two"),
+     ({"batch": 6, "batch_gpu": 4}, "multiple of batch_gpu")],
+)
+def test_bad_config_values_are_one_clear_error(overrides, message):
+    with pytest.raises(FewshotError, match=message):
+        resolve_config(None, overrides)
+
+
+def test_unknown_preset_lists_the_available_ones():
+    with pytest.raises(FewshotError) as err:
+        resolve_config("nonexistent", {})
+    assert "ada" in (err.value.hint or "")
+
+
+def test_auto_hyperparameters_follow_the_official_formulas():
+    cfg = resolve_config(None, {})
+    hyper = derive_hyper(cfg, 256, fine_tuning=True)
+    assert hyper.batch == 16 and hyper.map_layers == 2 and hyper.channel_base == 16384
+    assert math.isclose(hyper.gamma, 0.0002 * 256**2 / 16)
+    assert math.isclose(hyper.ema_kimg, 16 * 10 / 32) and hyper.ema_rampup == 0.05
+    assert hyper.ada_kimg == 100.0  # fine-tuning
+    assert derive_hyper(cfg, 256, fine_tuning=False).ada_kimg == 500.0
+    paper = derive_hyper(resolve_config(None, {"cfg": "paper256"}), 256, fine_tuning=True)
+    assert (paper.batch, paper.gamma, paper.lr_g, paper.ema_kimg, paper.map_layers) == (64, 1.0, 0.0025, 20.0, 8)
+
+
+def test_lazy_regularisation_scales_lr_and_betas():
+    kw = lazy_opt_kwargs(0.0025, 16)
+    c = 16 / 17
+    assert math.isclose(kw["lr"], 0.0025 * c)
+    assert kw["betas"][0] == 0.0 and math.isclose(kw["betas"][1], 0.99**c)
+
+
+# ---- loss ---------------------------------------------------------------------------------------
+
+
+class Identity(torch.nn.Module):
+    p = torch.zeros([])
+
+    def forward(self, x):
+        return x
+
+    def replace_reals(self, x):
+        return x
+
+    def remember_fakes(self, x):
+        pass
+
+    def accumulate(self, logits):
+        pass
+
+
+def test_loss_values_match_hand_computation(tiny_nets):
+    G, D = tiny_nets
+    loss = StyleGAN2Loss(G, D, Identity(), LossWeights(r1_gamma=2.0, pl_weight=0.0, style_mixing=0.0))
+    z = torch.randn(4, G.z_dim)
+    real = torch.rand(4, 3, 32, 32) * 2 - 1
+
+    torch.manual_seed(11)
+    expected_G = F.softplus(-D(G.synthesis(G.mapping(z, None)))).mean()
+    torch.manual_seed(11)
+    G.requires_grad_(True)  # as the loop does for the G phases
+    stats = loss.accumulate_gradients("Gmain", real, None, z, None, gain=1)
+    G.requires_grad_(False)
+    D.requires_grad_(True)
+    assert torch.allclose(stats["loss_G"], expected_G, atol=1e-6)
+
+    torch.manual_seed(12)
+    with torch.no_grad():
+        fake = G.synthesis(G.mapping(z, None, skip_w_avg_update=True))
+    expected_D = F.softplus(D(fake)).mean() + F.softplus(-D(real)).mean()
+    torch.manual_seed(12)
+    stats = loss.accumulate_gradients("Dmain", real, None, z, None, gain=1)
+    assert torch.allclose(stats["loss_D"], expected_D, atol=1e-5)
+
+    x = real.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x).sum(), x)
+    expected_r1 = grad.square().sum([1, 2, 3]).mean()
+    stats = loss.accumulate_gradients("Dreg", real, None, z, None, gain=16)
+    assert torch.allclose(stats["r1_penalty"], expected_r1, rtol=1e-5)
+
+
+def test_gmain_gradient_is_the_gradient_of_the_loss(tiny_nets):
+    G, D = tiny_nets
+    G.requires_grad_(True)
+    loss = StyleGAN2Loss(G, D, Identity(), LossWeights(r1_gamma=0.0, pl_weight=0.0, style_mixing=0.0))
+    z = torch.randn(2, G.z_dim)
+    torch.manual_seed(5)
+    loss.accumulate_gradients("Gmain", torch.zeros(2, 3, 32, 32), None, z, None, gain=4)
+    got = G.synthesis.b32.torgb.bias.grad.clone()
+    G.zero_grad(set_to_none=True)
+    torch.manual_seed(5)
+    (F.softplus(-D(G.synthesis(G.mapping(z, None, skip_w_avg_update=True)))).mean() * 4).backward()
+    assert torch.allclose(got, G.synthesis.b32.torgb.bias.grad, atol=1e-6)
+
+
+# ---- runs, resume, snapshots --------------------------------------------------------------------
+
+
+def _final_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "final.safetensors"))
+
+
+def test_resume_is_exact(tmp_path):
+    straight = train(tiny_cfg(tmp_path, kimg=0.016, name="straight"), progress=False, echo=lambda m: None)
+    first = train(tiny_cfg(tmp_path, kimg=0.008, name="split"), progress=False, echo=lambda m: None)
+    assert (first / "final.safetensors").exists()
+    resumed = train(tiny_cfg(tmp_path), resume=str(first), kimg_override=0.016, progress=False,
+                    echo=lambda m: None)
+    assert resumed == first
+
+    a, b = _final_tensors(straight), _final_tensors(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    log = [json.loads(line) for line in (resumed / "log.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in log] == [0.008, 0.016]
+    assert (resumed / "samples" / "reals.png").exists()
+    assert list((resumed / "samples").glob("fakes_*.png"))
+    # The snapshot carries p, optimiser moments and counters; its header alone rebuilds the nets.
+    snaps = sorted((resumed / "checkpoints").glob("snapshot-*.safetensors"))
+    bundle = load_bundle(snaps[-1], with_state=True)
+    assert bundle.training["progress"]["cur_nimg"] == 16
+    assert any(k.startswith("opt_G.") for k in bundle.state_tensors)
+    assert 0.0 <= bundle.training["augment_p"] <= 1.0
+
+
+def test_dry_run_prints_config_and_trainable_counts(tmp_path, capsys):
+    out: list[str] = []
+    assert train(tiny_cfg(tmp_path, transfer="freezed", freeze_d=1), dry_run=True, echo=out.append) is None
+    text = "\n".join(out)
+    assert "freeze_d = 1" in text and "trainable" in text
+    assert not (tmp_path / "runs").exists()
+
+
+def test_nonfinite_loss_stops_with_a_clear_message(tmp_path):
+    from fewshot.train.loop import Progress, _check_finite
+
+    with pytest.raises(FewshotError, match="diverged at 0.0 kimg.*loss_G"):
+        _check_finite({"loss_G": float("nan"), "loss_D": 0.5}, Progress(), None)
+
+
+def _write_bad_folder(folder: Path) -> None:
+    from PIL import Image
+
+    folder.mkdir()
+    gen = torch.Generator().manual_seed(0)
+    for i in range(6):
+        arr = (torch.rand(40, 48, 3, generator=gen) * 255).to(torch.uint8).numpy()
+        Image.fromarray(arr).save(folder / f"img{i}.png")
+    Image.fromarray(arr).convert("CMYK").save(folder / "cmyk.jpg")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (folder / "notes.png").write_text("this is text")
+
+
+def test_cli_train_on_messy_folder_survives_sigint_and_resumes(tmp_path):
+    """A corrupt JPEG, a text file and a CMYK image: trains; Ctrl-C writes a snapshot; resume finishes."""
+    data = tmp_path / "messy"
+    _write_bad_folder(data)
+    out = tmp_path / "runs"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    args = [sys.executable, "-m", "fewshot", "train", str(data), "--outdir", str(out), "--name", "messy",
+            "--quiet", "--kimg", "1000"] + [a for s in TINY_SET for a in ("--set", s) if not s.startswith("max_images")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 240
+    log = None
+    while time.time() < deadline:
+        logs = list(out.glob("*/log.jsonl"))
+        if logs and logs[0].read_text().strip():
+            log = logs[0]
+            break
+        if proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    assert log is not None, proc.communicate()[1]
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "--resume latest" in stderr
+    assert "skipped" in stdout.lower()  # the summary names the files it could not use
+    run = log.parent
+    snaps = list((run / "checkpoints").glob("snapshot-*.safetensors"))
+    assert snaps
+    done_nimg = load_bundle(sorted(snaps)[-1], with_state=True).training["progress"]["cur_nimg"]
+
+    resume = subprocess.run(
+        [sys.executable, "-m", "fewshot", "train", "--resume", "latest", "--outdir", str(out),
+         "--kimg", str((done_nimg + 4) / 1000), "--quiet"],
+        capture_output=True, text=True, env=env, timeout=240,
+    )
+    assert resume.returncode == 0, resume.stderr
+    assert (run / "final.safetensors").exists()
+    records = [json.loads(x) for x in log.read_text().splitlines()]
+    assert records[-1]["kimg"] == pytest.approx((done_nimg + 4) / 1000)
+
+
+_KILL_SCRIPT = """
+import sys, torch
+from fewshot.checkpoint import save_bundle
+from fewshot.nets import Generator
+G = Generator(64, 0, 64, 64, 3, mapping_kwargs={"num_layers": 2},
+              synthesis_kwargs={"channel_base": 8192, "channel_max": 256})
+i = 0
+print("ready", flush=True)
+while True:
+    with torch.no_grad():
+        G.mapping.w_avg.fill_(float(i))
+    save_bundle(sys.argv[1], {"G": G}, training={"i": i})
+    i += 1
+"""
+
+
+def test_sigkill_during_checkpoint_write_leaves_a_loadable_checkpoint(tmp_path, tiny_nets):
+    target = tmp_path / "ckpt.safetensors"
+    G, _ = tiny_nets
+    save_bundle(target, {"G": G}, training={"i": -1})
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(target)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(1.5)  # several multi-megabyte writes are in flight by now
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    bundle = load_bundle(target)  # whichever version is there, it is whole
+    i = bundle.training["i"]
+    assert i == -1 or float(bundle.networks["G"].mapping.w_avg[0]) == float(i)
+
+
+def test_two_gloo_processes_keep_identical_weights(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    out = tmp_path / "runs"
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            "-m", "fewshot", "train", "demo", "--outdir", str(out), "--name", "ddp", "--quiet", "--kimg", "0.016"]
+    args += [a for s in TINY_SET for a in ("--set", s)] + ["--set", "gpus=2"]
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = next(out.glob("*-ddp"))
+    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert records and all(r["ranks_in_sync"] for r in records)
+    assert (run / "final.safetensors").exists()
