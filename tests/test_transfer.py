@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -342,3 +344,11 @@ def test_names_parsing_and_defaults() -> None:
     assert (t.general_g, t.general_d) == (1, 1)
     for name in TRANSFERS:
         assert transfer_from_record(build_transfer(name).options).options == build_transfer(name).options
+
+
+def test_help_texts_import_without_torch() -> None:
+    code = (
+        "import sys; from fewshot.transfer import HELP, default_general; "
+        "assert 'torch' not in sys.modules, 'torch imported'; assert '3N+1' in HELP['freeze_d']"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

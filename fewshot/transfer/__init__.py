@@ -11,156 +11,33 @@ Usage by the trainer, right after building G, G_ema, D from the base and before 
 
 Options a method does not use must be left unset (None) or at their neutral value (freeze_d=0,
 specific="finetune", adafm_start_kimg=0); anything else is an error, not silently ignored.
+
+This package imports lazily: ``from fewshot.transfer.options import HELP`` (or ``fewshot.transfer.HELP``)
+does not import torch, so CLI modules can use the help texts at definition time.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib import import_module
 from typing import Any
 
-import torch
+from .options import HELP, TRANSFER_NAMES, default_general, official_freezed_count, parse_general
 
-from ..errors import FewshotError
-from . import adafm, finetune, freezed, general_part  # noqa: F401  (registration)
-from .base import (
-    ADAFM_BETA,
-    ADAFM_GAMMA,
-    AdaFMSynthesisLayer,
-    AdaFMToRGBLayer,
-    Transfer,
-    official_freezed_count,
-)
-from .general_part import default_general, parse_general
-from .registry import TRANSFERS
-
-# Values that mean "not set" for an option a method does not use.
-_NEUTRAL: dict[str, tuple[Any, ...]] = {
-    "freeze_d": (None, 0),
-    "general": (None,),
-    "specific": (None, "finetune"),
-    "adafm_start_kimg": (None, 0, 0.0),
-    "adafm_torgb": (None, True),
-    "r1_fake": (None, False),
-    "seed": (None,),
-}
-
-# Help texts for the CLI options (the train command owns the options; the facts live here).
-HELP: dict[str, str] = {
-    "transfer": "Transfer method: " + ", ".join(sorted(TRANSFERS)) + ".",
-    "freeze_d": (
-        "FreezeD: number of discriminator blocks nearest the input to freeze (b{res} downwards). "
-        "Official --freezed counts layers: N blocks = 3N+1 layers for the default resnet D "
-        "(4 in the first block: fromrgb, conv0, conv1, skip; 3 per later block), 3N for skip, 2N+1 for orig."
-    ),
-    "general": (
-        "General part as 'G,D' (or 'G4D2'): the G highest-resolution synthesis blocks (with ToRGB) and the "
-        "D discriminator blocks nearest the input are frozen. Default per resolution: "
-        + ", ".join(f"{r}px G{default_general(r)[0]}D{default_general(r)[1]}" for r in (32, 64, 128, 256, 512, 1024))
-        + "."
-    ),
-    "specific": "Specific part (mapping + low-resolution synthesis blocks): 'finetune' from the base or 'reinit' "
-    "(fresh seeded initialisation, as in the AdaFM paper).",
-    "adafm_start_kimg": "AdaFM: keep gamma=1, beta=0 until this many kimg (the specific part trains first).",
-    "r1_fake": "Gradient penalty on generated images as well as reals (the AdaFM paper's setting for ~25 images).",
+_LAZY = {
+    "TRANSFERS": "api", "build_transfer": "api", "transfer_from_record": "api", "load_transfer_bundle": "api",
+    "normalize_name": "api", "Transfer": "base", "AdaFMSynthesisLayer": "base", "AdaFMToRGBLayer": "base",
+    "ADAFM_GAMMA": "base", "ADAFM_BETA": "base",
 }
 
 
-def normalize_name(name: str) -> str:
-    key = str(name).strip().lower().replace("_", "-")
-    aliases = {"transfergan": "finetune", "freeze-d": "freezed", "generalpart": "general-part", "gmdn": "general-part"}
-    return aliases.get(key, key)
-
-
-def build_transfer(name: str, **options: Any) -> Transfer:
-    """Build a transfer method by name with its options (unknown or misplaced options are errors)."""
-    key = normalize_name(name)
-    if key not in TRANSFERS:
-        raise FewshotError(f"unknown transfer method {name!r}", hint=f"choose one of: {', '.join(sorted(TRANSFERS))}")
-    cls = TRANSFERS[key]
-    accepted: dict[str, Any] = {}
-    for option, value in options.items():
-        if option not in _NEUTRAL:
-            raise FewshotError(f"unknown transfer option {option!r}", hint=f"known: {', '.join(_NEUTRAL)}")
-        if option in cls.accepted_options:
-            if value is not None:
-                accepted[option] = value
-        elif value not in _NEUTRAL[option]:
-            raise FewshotError(
-                f"option {option}={value!r} has no effect with transfer {key!r}",
-                hint=f"{key} uses: {', '.join(cls.accepted_options)}; unset it or pick another transfer",
-            )
-    return cls(**accepted)
-
-
-def transfer_from_record(record: dict[str, Any]) -> Transfer:
-    """Rebuild a transfer from ``t.options`` (as stored in a training record)."""
-    record = dict(record)
-    if "name" not in record:
-        raise FewshotError("transfer record has no 'name'")
-    return build_transfer(record.pop("name"), **record)
-
-
-def load_transfer_bundle(
-    path: str | Path,
-    transfer: Transfer,
-    names: tuple[str, ...] | None = None,
-    device: str | torch.device = "cpu",
-    with_state: bool = False,
-):  # -> fewshot.checkpoint.Bundle
-    """Load a training bundle whose networks were adapted by ``transfer`` (resume path).
-
-    Builds each network from its stored ``init_kwargs``, applies the transfer (G / G_ema: generator
-    side, D: discriminator side) and only then loads the weights strictly, so AdaFM keys match.
-    The networks come back in train mode with their trainable parameters requiring grad.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from ..checkpoint import STATE_PREFIX, Bundle, load_state_strict, read_header
-    from ..nets import build_network
-
-    header = read_header(path)
-    try:
-        tensors = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError) as exc:
-        raise FewshotError(f"{path}: cannot read tensor data ({exc})") from None
-    wanted = names or tuple(header.specs)
-    networks = {}
-    for name in wanted:
-        if name not in header.specs:
-            raise FewshotError(f"{path}: no network {name!r} in this bundle (has: {', '.join(header.specs)})")
-        spec = header.specs[name]
-        net = build_network(spec.class_name, spec.init_kwargs)
-        if name == "D":
-            transfer.apply(None, net)
-        elif name == "G":
-            transfer.apply(net, None)
-        else:
-            transfer.apply_ema(net)
-        prefix = name + "."
-        load_state_strict(net, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
-                          f"{path}:{name}")
-        networks[name] = net.to(device)
-    state_tensors = (
-        {k[len(STATE_PREFIX):]: v.to(device) for k, v in tensors.items() if k.startswith(STATE_PREFIX)}
-        if with_state else {}
-    )
-    return Bundle(networks, {n: header.specs[n] for n in wanted}, header.provenance, header.training, state_tensors)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
-    "ADAFM_BETA",
-    "ADAFM_GAMMA",
-    "AdaFMSynthesisLayer",
-    "AdaFMToRGBLayer",
-    "HELP",
-    "TRANSFERS",
-    "Transfer",
-    "build_transfer",
-    "default_general",
-    "load_transfer_bundle",
-    "normalize_name",
-    "official_freezed_count",
-    "parse_general",
-    "transfer_from_record",
+    "ADAFM_BETA", "ADAFM_GAMMA", "AdaFMSynthesisLayer", "AdaFMToRGBLayer", "HELP", "TRANSFERS", "TRANSFER_NAMES",
+    "Transfer", "build_transfer", "default_general", "load_transfer_bundle", "normalize_name",
+    "official_freezed_count", "parse_general", "transfer_from_record",
 ]

@@ -32,6 +32,7 @@ from torch import nn
 from ..errors import FewshotError
 from ..nets import Discriminator, Generator
 from ..nets.generator import SynthesisLayer, ToRGBLayer
+from .options import default_general, official_freezed_count  # noqa: F401  (re-export)
 
 # Attribute names stored on an adapted network (plain Python attributes: deepcopy carries them).
 MARK_ATTR = "_fewshot_transfer"  # the JSON key of the transfer applied
@@ -78,18 +79,6 @@ ADAFM_CLASSES: dict[type[nn.Module], type[nn.Module]] = {
     ToRGBLayer: AdaFMToRGBLayer,
 }
 PLAIN_CLASSES: dict[type[nn.Module], type[nn.Module]] = {v: k for k, v in ADAFM_CLASSES.items()}
-
-
-def official_freezed_count(n_blocks: int, architecture: str = "resnet") -> int:
-    """The official ``--freezed`` layer count that freezes the ``n_blocks`` D blocks nearest the input.
-
-    Official layer indices: the first block has fromrgb, conv0, conv1 (+ skip in resnet); later
-    blocks conv0, conv1 (+ fromrgb in skip, + skip in resnet).
-    """
-    if n_blocks <= 0:
-        return 0
-    first, later = {"resnet": (4, 3), "skip": (3, 3), "orig": (3, 2)}[architecture]
-    return first + later * (n_blocks - 1)
 
 
 @dataclass(frozen=True)
@@ -189,8 +178,6 @@ class Transfer:
     # ---- the plan, resolved against concrete nets ----
 
     def g_general_count(self, G: Generator) -> int:
-        from .general_part import default_general
-
         n_blocks = len(G.synthesis.block_resolutions)
         g = self.general_g if self.general_g is not None else default_general(G.img_resolution)[0]
         if not 0 <= g <= n_blocks:

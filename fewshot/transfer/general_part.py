@@ -9,48 +9,11 @@ initialisation (``specific="reinit"``, the paper's setting). The rest of D is fi
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Sequence
 
-from ..errors import FewshotError
 from .base import Transfer
+from .options import default_general, parse_general  # noqa: F401  (re-export)
 from .registry import register_transfer
-
-
-def default_general(resolution: int) -> tuple[int, int]:
-    """Default (G blocks, D blocks) for a resolution.
-
-    Our rule, derived from the paper's finding that the filters nearest the image transfer and the
-    semantic (low-resolution) ones are target specific: every synthesis block above 16x16 is general
-    (at least one), so b4, b8, b16 and the mapping network adapt; in D the two blocks nearest the input
-    are general (one at 32 px, where D has only three blocks).
-    32: G1D1, 64: G2D2, 128: G3D2, 256: G4D2, 512: G5D2, 1024: G6D2.
-    """
-    n_g_blocks = int(math.log2(resolution)) - 1
-    n_d_blocks = int(math.log2(resolution)) - 2
-    g = min(max(n_g_blocks - 3, 1), n_g_blocks)
-    d = min(2 if resolution >= 64 else 1, n_d_blocks)
-    return g, d
-
-
-def parse_general(value: str | Sequence[int] | None) -> tuple[int, int] | None:
-    """``(g, d)``, ``[g, d]``, ``"g,d"`` or ``"GgDd"`` (e.g. ``"G4D2"``) -> ``(g, d)``; None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        match = re.fullmatch(r"[Gg](\d+)[Dd](\d+)", text) or re.fullmatch(r"(\d+)\s*,\s*(\d+)", text)
-        if not match:
-            raise FewshotError(f"general must look like 'G,D' (e.g. '4,2') or 'G4D2', got {value!r}")
-        return int(match.group(1)), int(match.group(2))
-    try:
-        g, d = value
-    except (TypeError, ValueError):
-        raise FewshotError(f"general must be two block counts (G, D), got {value!r}") from None
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in (g, d)):
-        raise FewshotError(f"general must be two whole numbers >= 0 (G blocks, D blocks), got {value!r}")
-    return g, d
 
 
 @register_transfer
