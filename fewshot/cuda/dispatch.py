@@ -1,15 +1,34 @@
 """The one point where the networks reach the elementwise/resampling ops.
 
 ``bias_act`` and ``upfirdn2d`` route to a compiled kernel when one is available for the
-tensor's device and the ops choice allows it, and to the plain-PyTorch reference otherwise.
+tensor's device and dtype and ``FEWSHOT_OPS`` allows it, and to the plain-PyTorch reference
+otherwise. The build happens on first use and is tried once per process (see :mod:`.build`).
 """
 
 from __future__ import annotations
+
+from types import ModuleType
 
 import torch
 
 from .bias_act_ref import bias_act_ref
 from .upfirdn2d_ref import Padding, Scale, upfirdn2d_ref
+
+# The CPU kernels are compiled for float32/float64 only (half precision on the CPU is rare and
+# would double the build time); CUDA kernels also take float16 and bfloat16.
+_KERNEL_DTYPES = {
+    "cpu": (torch.float32, torch.float64),
+    "cuda": (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+}
+
+
+def _kernel_module(x: torch.Tensor) -> ModuleType | None:
+    """The compiled module for ``x``, or None when the reference must run."""
+    from .build import compiled_module
+
+    if x.dtype not in _KERNEL_DTYPES.get(x.device.type, ()):
+        return None
+    return compiled_module(x.device.type)
 
 
 def bias_act(
@@ -22,7 +41,12 @@ def bias_act(
     clamp: float | None = None,
 ) -> torch.Tensor:
     """``clamp(act(x + b) * gain, -clamp, clamp)``; see :func:`bias_act_ref` for the definition."""
-    return bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+    module = _kernel_module(x)
+    if module is None:
+        return bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+    from .bias_act_compiled import bias_act_compiled
+
+    return bias_act_compiled(module, x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
 
 
 def upfirdn2d(
@@ -35,4 +59,10 @@ def upfirdn2d(
     gain: float = 1,
 ) -> torch.Tensor:
     """Upsample, pad, FIR-filter, downsample; see :func:`upfirdn2d_ref` for the definition."""
-    return upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+    # Gradients with respect to the filter are not compiled (the networks' filters are fixed buffers).
+    module = None if (f is not None and f.requires_grad) else _kernel_module(x)
+    if module is None:
+        return upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+    from .upfirdn2d_compiled import upfirdn2d_compiled
+
+    return upfirdn2d_compiled(module, x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)

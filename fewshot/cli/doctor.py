@@ -1,0 +1,63 @@
+"""``fewshot doctor``: versions, compilers, and the state of the compiled ops."""
+
+from __future__ import annotations
+
+import typer
+
+from .app import PANEL_SETUP, app
+
+
+@app.command(
+    rich_help_panel=PANEL_SETUP,
+    epilog="[bold]Examples[/bold]\n\n  fewshot doctor\n\n  fewshot doctor --no-build\n\n"
+    "  FEWSHOT_OPS=reference fewshot doctor",
+)
+def doctor(
+    build: bool = typer.Option(
+        True, "--build/--no-build", help="Build (or load from the cache) the compiled ops to report their state."
+    ),
+) -> None:
+    """Report torch/CUDA versions, compilers found, each compiled op's state and the ops cache folder."""
+    import shutil
+    import sys
+
+    import torch
+
+    from .. import settings
+    from ..cuda import build as ops_build
+
+    def line(label: str, value: str) -> None:
+        typer.echo(f"{label:<14} {value}")
+
+    line("python", sys.version.split()[0])
+    cuda_device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
+    line("torch", f"{torch.__version__} (built for CUDA {torch.version.cuda or 'none'}; {cuda_device})")
+    line("c++", shutil.which("c++") or "not found")
+    line("nvcc", ops_build._nvcc_version(settings.cuda_home()))
+    line("ninja", shutil.which("ninja") or "not found")
+    choice = settings.ops_choice()
+    line("FEWSHOT_OPS", choice)
+    line("ops cache", str(settings.ops_build_dir()))
+
+    kinds = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for kind in kinds:
+        if choice == "reference":
+            state = ops_build.BuildState(kind=kind, status="reference", reason="FEWSHOT_OPS=reference")
+        elif build:
+            state = ops_build.get_state(kind)
+        else:
+            state = ops_build.peek_state(kind) or ops_build.BuildState(kind=kind, reason="not built (--no-build)")
+        if state.status == "compiled":
+            how = "from cache" if state.from_cache else f"built in {state.seconds:.0f} s"
+            detail = f"compiled ({how}; {state.build_dir})"
+        elif state.status == "failed":
+            first = state.reason.splitlines()[0] if state.reason else "?"
+            detail = f"failed: {first} -> reference" if choice == "auto" else f"failed: {first}"
+        else:
+            detail = f"reference ({state.reason})" if state.reason else "reference"
+        for op in ops_build.OPS:
+            line(f"{op} [{kind}]", detail)
+        if state.status == "failed" and len(state.reason.splitlines()) > 1:
+            typer.echo("  " + "\n  ".join(state.reason.splitlines()[1:]))
+    if not torch.cuda.is_available():
+        line("ops [cuda]", "no CUDA device (check the CUDA build with `python -m fewshot.cuda.build --check-cuda`)")

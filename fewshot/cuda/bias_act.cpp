@@ -1,0 +1,51 @@
+// bias_act on the CPU: one pass over contiguous memory, at::parallel_for over flat ranges.
+// Inside a range, runs of `inner` elements share one bias value, so the innermost loop is a
+// plain elementwise loop the compiler can vectorize (the activation is a compile-time choice).
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include "ops_checks.h"
+
+namespace fewshot {
+
+at::Tensor bias_act_cpu(const at::Tensor& x_in, const at::Tensor& b_in, const at::Tensor& t_in, int64_t dim,
+                        int64_t act, int64_t order, double alpha, double gain, double clamp) {
+  TORCH_CHECK(x_in.device().is_cpu(), "bias_act_cpu: expected a CPU tensor");
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor b = b_in.defined() ? b_in.contiguous() : b_in;
+  const at::Tensor t = order > 0 ? t_in.contiguous() : t_in;
+  const BiasActShape shape = check_bias_act(x, b, t, dim, act, order);
+  at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+  if (shape.numel == 0) return y;
+
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bias_act_cpu", [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* bp = shape.has_bias ? b.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* tp = order > 0 ? t.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    const opmath_t a = opmath_t(alpha), g = opmath_t(gain), c = opmath_t(clamp);
+    with_act(act, order, [&](auto act_tag, auto order_tag) {
+      constexpr int ACT = decltype(act_tag)::value;
+      constexpr int ORDER = decltype(order_tag)::value;
+      at::parallel_for(0, shape.numel, 1 << 15, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end;) {
+          const int64_t run_end = std::min(end, (i / shape.inner + 1) * shape.inner);
+          const opmath_t bias = bp ? opmath_t(bp[bias_channel(i, shape.inner, shape.channels)]) : opmath_t(0);
+          if constexpr (ORDER == 0) {
+            for (int64_t k = i; k < run_end; ++k)
+              yp[k] = scalar_t(bias_act_element<ACT, 0, opmath_t>(opmath_t(xp[k]), bias, opmath_t(0), a, g, c));
+          } else {
+            for (int64_t k = i; k < run_end; ++k)
+              yp[k] = scalar_t(bias_act_element<ACT, ORDER, opmath_t>(opmath_t(xp[k]), bias, opmath_t(tp[k]), a, g, c));
+          }
+          i = run_end;
+        }
+      });
+    });
+  });
+  return y;
+}
+
+}  // namespace fewshot

@@ -1,0 +1,28 @@
+// Python bindings. Built twice: without FEWSHOT_CUDA for the CPU module, with it for the CUDA
+// module; both expose the same two functions so Python uses whichever module it loaded directly.
+#include <torch/extension.h>
+
+namespace fewshot {
+#ifdef FEWSHOT_CUDA
+at::Tensor bias_act_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t, double,
+                         double, double);
+at::Tensor upfirdn2d_cuda(const at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                          int64_t, int64_t, bool);
+#define FS_IMPL(name) name##_cuda
+#else
+at::Tensor bias_act_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t, double,
+                        double, double);
+at::Tensor upfirdn2d_cpu(const at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                         int64_t, int64_t, bool);
+#define FS_IMPL(name) name##_cpu
+#endif
+}  // namespace fewshot
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("bias_act", &fewshot::FS_IMPL(bias_act), "clamp(act(x + b) * gain) or its order-th derivative times t",
+        py::arg("x"), py::arg("b"), py::arg("t"), py::arg("dim"), py::arg("act"), py::arg("order"), py::arg("alpha"),
+        py::arg("gain"), py::arg("clamp"));
+  m.def("upfirdn2d", &fewshot::FS_IMPL(upfirdn2d), "upsample, pad, correlate with taps, downsample", py::arg("x"),
+        py::arg("f"), py::arg("upx"), py::arg("upy"), py::arg("downx"), py::arg("downy"), py::arg("px0"),
+        py::arg("px1"), py::arg("py0"), py::arg("py1"), py::arg("flip_filter"));
+}
