@@ -384,6 +384,7 @@ def train(
     state = Progress()
     if resume_state is not None:
         _restore(resume_state, opt_G, opt_D, augment, loss, data_gen, state)
+        transfer.on_kimg(state.cur_nimg / 1000)
     elif is_main:
         name = cfg.name or f"{Path(cfg.data).stem or cfg.data}-{cfg.preset or cfg.aug}"
         run_dir = new_run_dir(cfg.outdir, name)
