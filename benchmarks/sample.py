@@ -1,0 +1,99 @@
+"""Sampling throughput on the CPU: batched generation vs one seed per forward pass, with peak memory.
+
+Runs the 64 px default generator (``Generator(512, 0, 512, 64, 3)``: 8 mapping layers, channel_base
+32768, 27.0 M parameters) with random weights through :func:`fewshot.generate.iter_sample_batches`,
+the path ``fewshot sample`` uses, and prints images/s for each batch size and the peak resident
+memory of each phase (Linux: VmHWM, reset between phases through /proc/self/clear_refs).
+
+    .venv/bin/python benchmarks/sample.py [--images 64] [--batches 1,8,16,32] [--threads N] [--png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from fewshot import settings  # noqa: E402
+from fewshot.generate import encode_image, iter_sample_batches  # noqa: E402
+from fewshot.nets import Generator  # noqa: E402
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where it is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def run_phase(G: Generator, seeds: list[int], batch: int, encode_png: bool) -> tuple[float, float | None]:
+    """Seconds for all seeds at this batch size, and the phase's peak RSS in MiB."""
+    can_reset = reset_peak_rss()
+    start = time.perf_counter()
+    for _, images in iter_sample_batches(G, seeds, psi=0.7, noise_mode="const", batch_size=batch):
+        if encode_png:
+            for image in images:
+                encode_image(image.permute(1, 2, 0).numpy(), "png")
+    elapsed = time.perf_counter() - start
+    peak = _status_kib("VmHWM")
+    return elapsed, (peak / 1024 if peak is not None and can_reset else None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=64, help="images per phase")
+    parser.add_argument("--batches", default="1,8,16,32", help="batch sizes; 1 is the one-seed-at-a-time loop")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--png", action="store_true", help="also encode each image as PNG (as `fewshot sample` does)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batches = [int(b) for b in args.batches.split(",")]
+
+    torch.manual_seed(0)
+    G = Generator(512, 0, 512, 64, 3).eval().requires_grad_(False)
+    G.mapping.w_avg.normal_()
+    params = sum(p.numel() for p in G.parameters())
+    print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, ops {settings.ops_choice()}, no GPU used")
+    print(f"generator: 64 px default, {params:,} parameters; {args.images} images per phase, psi 0.7, const noise"
+          f"{', PNG encoding included' if args.png else ''}")
+    baseline_rss = _status_kib("VmRSS")
+    print(f"RSS after building G: {baseline_rss / 1024:.0f} MiB" if baseline_rss else "RSS: unavailable")
+
+    run_phase(G, list(range(4)), 4, False)  # warm-up: first-call allocations and kernel selection
+    seeds = list(range(args.images))
+    rates: dict[int, float] = {}
+    print(f"{'batch':>6} {'seconds':>9} {'images/s':>9} {'peak RSS MiB':>13} {'vs batch 1':>11}")
+    for batch in batches:
+        elapsed, peak = run_phase(G, seeds, batch, args.png)
+        rates[batch] = args.images / elapsed
+        speedup = f"{rates[batch] / rates[1]:.2f}x" if 1 in rates else "-"
+        peak_text = f"{peak:.0f}" if peak is not None else "n/a"
+        print(f"{batch:>6} {elapsed:>9.2f} {rates[batch]:>9.2f} {peak_text:>13} {speedup:>11}")
+    if 1 in rates and len(rates) > 1:
+        best = max((b for b in rates if b != 1), key=rates.get)
+        print(f"best batched: batch {best}, {rates[best]:.2f} images/s = {rates[best] / rates[1]:.2f}x the per-seed loop")
+
+
+if __name__ == "__main__":
+    main()
