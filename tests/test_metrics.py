@@ -36,6 +36,8 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("FEWSHOT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("FEWSHOT_OFFLINE", "1")
+    # A fresh FEWSHOT_HOME has no compiled ops: "auto" would rebuild them in every test (minutes).
+    monkeypatch.setenv("FEWSHOT_OPS", "reference")
     monkeypatch.setenv("FEWSHOT_WEIGHTS_REGISTRY", str(registry))
     for var in ("FEWSHOT_WEIGHTS_INCEPTION_V3_FID", "FEWSHOT_WEIGHTS_VGG16"):
         monkeypatch.delenv(var, raising=False)
@@ -105,6 +107,18 @@ def test_fid_equals_scipy_sqrtm_reference():
     ours = fid_from_features(real, fake)
     assert ours == pytest.approx(_scipy_fid(real, fake), rel=1e-6)
     assert ours > 1
+
+
+def test_fid_low_rank_route_equals_the_covariance_route():
+    from fewshot.metrics.scores import frechet_distance, gaussian_stats
+
+    rng = np.random.default_rng(6)
+    real = rng.normal(size=(30, 64)) * rng.uniform(0.5, 2, size=64)
+    fake = rng.normal(loc=0.2, size=(45, 64))
+    via_svd = fid_from_features(real, fake)  # min(N) < D: the n1 × n2 SVD route
+    via_eigh = frechet_distance(gaussian_stats(real), gaussian_stats(fake))
+    # eigh on the singular 64×64 product loses ~1e-8 to clipped tiny eigenvalues; the SVD route does not.
+    assert via_svd == pytest.approx(via_eigh, rel=1e-6)
 
 
 def test_fid_of_a_set_with_itself_is_zero_even_when_rank_deficient():

@@ -197,7 +197,10 @@ def compute_metrics(
         extractor_name, output, _ = _METRIC_FEATURES[name]
         key = (extractor_name, output)
         if name == "fid":
-            result["fid"] = scores.frechet_distance(real[key].stats, scores.gaussian_stats(fake[key]))
+            if real[key].features.shape[0] == real[key].num_images:  # all real features at hand
+                result["fid"] = scores.fid_from_features(real[key].features, fake[key])
+            else:
+                result["fid"] = scores.frechet_distance(real[key].stats, scores.gaussian_stats(fake[key]))
         elif name == "kid":
             kid = scores.kid_from_features(real[key].features, fake[key], num_subsets=kid_subsets,
                                            max_subset_size=kid_subset_size, seed=seed)

@@ -67,7 +67,28 @@ def frechet_distance(stats1: GaussianStats, stats2: GaussianStats) -> float:
 
 
 def fid_from_features(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor) -> float:
-    return frechet_distance(gaussian_stats(real), gaussian_stats(fake))
+    """FID between two feature sets, by the cheaper of two exact routes.
+
+    With ``A`` and ``B`` the centred features scaled by ``1/sqrt(n-1)`` (so ``sigma1 = AᵀA``,
+    ``sigma2 = BᵀB``), the non-zero eigenvalues of ``sigma1 sigma2`` are those of ``C Cᵀ`` with
+    ``C = A Bᵀ`` (``XY`` and ``YX`` share them), hence ``tr sqrt(sigma1 sigma2)`` is the sum of the
+    singular values of the ``n1 × n2`` matrix ``C``. When either set is smaller than the feature
+    size (the few-shot case: 100 reals, 2048-d) that SVD is far cheaper than two ``D × D``
+    eigendecompositions; otherwise :func:`frechet_distance` on the Gaussian fits is used.
+    """
+    x, y = _as_float64(real), _as_float64(fake)
+    if x.shape[1] != y.shape[1]:
+        raise FewshotError(f"feature sizes differ: {x.shape[1]} vs {y.shape[1]}")
+    if min(x.shape[0], y.shape[0]) < 2:
+        raise FewshotError(f"FID needs at least 2 feature vectors per set, got {x.shape[0]} and {y.shape[0]}")
+    if min(x.shape[0], y.shape[0]) >= x.shape[1]:
+        return frechet_distance(gaussian_stats(x), gaussian_stats(y))
+    mu_x, mu_y = x.mean(axis=0), y.mean(axis=0)
+    a = (x - mu_x) / np.sqrt(x.shape[0] - 1)
+    b = (y - mu_y) / np.sqrt(y.shape[0] - 1)
+    trace_sqrt = float(np.linalg.svd(a @ b.T, compute_uv=False).sum())
+    diff = mu_x - mu_y
+    return max(float(diff @ diff + (a * a).sum() + (b * b).sum()) - 2 * trace_sqrt, 0.0)
 
 
 def kid_subset_size(requested: int, n_real: int, n_fake: int) -> int:
