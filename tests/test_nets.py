@@ -27,6 +27,13 @@ PAPER256_D = dict(c_dim=0, img_resolution=256, img_channels=3, channel_base=1638
                   conv_clamp=256, epilogue_kwargs={"mbstd_group_size": 8})
 
 
+def assert_close(actual, expected, rtol=1.3e-6, atol=1e-5):
+    """Element-wise |a - e| <= atol + rtol * |e| (torch.testing's first call costs seconds of imports)."""
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    bad = (actual - expected).abs() > atol + rtol * expected.abs()
+    assert not bad.any(), f"max abs difference {(actual - expected).abs().max().item():.3g}"
+
+
 # ----------------------------------------------------------------------------------------------
 # Expected key tables, from the official module layout: in each module its own parameters come
 # first, then its buffers, then its children, each in registration order.
@@ -348,7 +355,7 @@ def test_fully_connected_equalized_lr_and_affine_bias_init():
         layer.bias.normal_()
     x = torch.randn(5, 256)
     expected = lrelu(x @ (layer.weight * 0.01 / 16).t() + layer.bias * 0.01)
-    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+    assert_close(layer(x), expected)
 
     G = make_tiny_G(perturb=False)
     for name, value in G.state_dict().items():
@@ -371,7 +378,7 @@ def test_synthesis_layer_matches_formula(fused, layer_name):
     with torch.no_grad():
         out = layer(x, w, noise_mode="const", fused_modconv=fused, gain=0.7)
     assert (expected.abs() >= 0.5 * 0.7 - 1e-6).any(), "the clamp should bite in this test"
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert_close(out, expected)
 
 
 def test_fused_and_non_fused_modconv_agree():
@@ -392,7 +399,7 @@ def test_torgb_matches_formula(fused):
     x, w = torch.randn(2, 32, 16, 16), torch.randn(2, 32)
     with torch.no_grad():
         out = layer(x, w, fused_modconv=fused)
-    torch.testing.assert_close(out, torgb_ref(sd, "", x, w, clamp=0.3), rtol=1e-5, atol=1e-5)
+    assert_close(out, torgb_ref(sd, "", x, w, clamp=0.3))
 
 
 def test_image_skip_path_upsamples_with_the_fir_filter():
@@ -402,7 +409,7 @@ def test_image_skip_path_upsamples_with_the_fir_filter():
     with torch.no_grad():
         _, without = block(x, None, ws, noise_mode="const")
         _, with_img = block(x, img, ws, noise_mode="const")
-    torch.testing.assert_close(with_img - without, upsample_image(img), rtol=1e-5, atol=1e-5)
+    assert_close(with_img - without, upsample_image(img))
 
 
 def test_discriminator_downsampling_conv_and_skip():
@@ -413,9 +420,8 @@ def test_discriminator_downsampling_conv_and_skip():
     with torch.no_grad():
         conv1 = block.conv1(x, gain=0.5)
         skip = block.skip(x, gain=math.sqrt(0.5))
-    torch.testing.assert_close(conv1, down_conv_ref(x, sd["conv1.weight"], sd["conv1.bias"], 0.5, clamp=0.4),
-                               rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(skip, down_skip_ref(x, sd["skip.weight"], math.sqrt(0.5)), rtol=1e-5, atol=1e-5)
+    assert_close(conv1, down_conv_ref(x, sd["conv1.weight"], sd["conv1.bias"], 0.5, clamp=0.4))
+    assert_close(skip, down_skip_ref(x, sd["skip.weight"], math.sqrt(0.5)))
 
 
 @pytest.mark.parametrize("batch,group,channels", [(8, 4, 1), (8, 2, 2), (3, 4, 1), (6, 3, 4)])
@@ -423,7 +429,7 @@ def test_minibatch_stddev_groups_are_strided(batch, group, channels):
     from fewshot.nets.discriminator import MinibatchStdLayer
 
     x = torch.randn(batch, 8, 4, 4) * torch.arange(1, batch + 1).reshape(-1, 1, 1, 1)  # samples differ in scale
-    torch.testing.assert_close(MinibatchStdLayer(group, channels)(x), mbstd_ref(x, group, channels))
+    assert_close(MinibatchStdLayer(group, channels)(x), mbstd_ref(x, group, channels))
 
 
 def test_num_ws_and_which_w_each_layer_uses():
@@ -457,9 +463,9 @@ def test_truncation_psi_and_cutoff():
         w_trunc = G.mapping(z, None, truncation_psi=0.7)
         w_cut = G.mapping(z, None, truncation_psi=0.5, truncation_cutoff=3)
     w_avg = G.mapping.w_avg
-    torch.testing.assert_close(w_trunc, w_avg + 0.7 * (w_plain - w_avg))
-    torch.testing.assert_close(w_cut[:, :3], w_avg + 0.5 * (w_plain[:, :3] - w_avg))
-    torch.testing.assert_close(w_cut[:, 3:], w_plain[:, 3:])
+    assert_close(w_trunc, w_avg + 0.7 * (w_plain - w_avg))
+    assert_close(w_cut[:, :3], w_avg + 0.5 * (w_plain[:, :3] - w_avg))
+    assert_close(w_cut[:, 3:], w_plain[:, 3:])
 
 
 def test_w_avg_updates_only_in_training_mode():
@@ -474,7 +480,7 @@ def test_w_avg_updates_only_in_training_mode():
         G.mapping(z, None, skip_w_avg_update=True)
         assert torch.equal(G.mapping.w_avg, before)
         G.mapping(z, None)
-    torch.testing.assert_close(G.mapping.w_avg, before + (w.mean(0) - before) * (1 - 0.995))
+    assert_close(G.mapping.w_avg, before + (w.mean(0) - before) * (1 - 0.995))
 
 
 def test_noise_modes():
@@ -493,7 +499,7 @@ def test_noise_modes():
     assert torch.equal(const_a, const_b)
     assert not torch.allclose(rand_a, rand_b)
     assert not torch.allclose(none, const_a)
-    torch.testing.assert_close(none, const_zero)
+    assert_close(none, const_zero)
     with pytest.raises(ValueError):
         G.synthesis(ws, noise_mode="loud")
 
