@@ -6,9 +6,10 @@ the paper's code (REFERENCE.md section 2). Stages, in order:
 1. geometry: x-flip, 90-degree rotation, integer translation, isotropic scale, pre-rotation,
    anisotropic scale, post-rotation, fractional translation, composed into one inverse matrix per
    sample and executed once: reflect padding, 2x upsampling with the orthogonal sym6 wavelet,
-   bilinear ``grid_sample``, and downsampling with the same (flipped) wavelet. The orthogonal
-   filter pair makes the round trip exact, so pure blits (flips, quarter turns, integer shifts)
-   move pixels without blurring them.
+   bilinear ``grid_sample``, and downsampling with the same (flipped) wavelet. Samples whose
+   transform is a pure blit (flips, quarter turns, integer shifts only) skip the resampling and
+   have their pixels moved exactly (reflecting at the border); the official code resamples them
+   too, which blurs flipped or turned images slightly because sym6 is not symmetric.
 2. colour: brightness, contrast, luma flip, hue rotation, saturation as one 4x4 matrix.
 3. image-space filtering (a 4-band filter bank built from sym2), 4. additive noise, 5. cutout.
 
