@@ -28,7 +28,9 @@ lint: install
 
 demo: install
 	$(VENV)/bin/fewshot train --preset demo --name demo --outdir runs
-	$(VENV)/bin/fewshot sample runs --seeds 0-15 --grid 4x4 --outdir runs/demo-samples
+	run=$$(ls -d runs/*-demo | tail -n 1) && \
+	$(VENV)/bin/fewshot sample $$run --seeds 0-15 --grid 4x4 --outdir $$run/demo-samples && \
+	echo "demo samples in $$run/demo-samples"
 
 cuda-check: install
 	$(PY) -m fewshot.cuda.build --check-cuda
