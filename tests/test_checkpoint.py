@@ -285,6 +285,28 @@ def test_other_architectures_and_labels_import(tmp_path, g_arch, d_arch):
     assert "mapping.fc1.weight" in bundle.networks["D"].state_dict()
 
 
+def test_published_tf_converted_constructor_kwargs(tmp_path):
+    # NVIDIA's published ffhq.pkl, metfaces.pkl, afhq*.pkl were converted from TensorFlow by legacy.py,
+    # which records every mapping/synthesis/block/epilogue option explicitly.
+    G = make_tiny_G(
+        9,
+        mapping_kwargs=dict(num_layers=2, embed_features=None, layer_features=None, activation="lrelu",
+                            lr_multiplier=0.01, w_avg_beta=0.995),
+        synthesis_kwargs=dict(channel_base=512, channel_max=64, num_fp16_res=0, conv_clamp=None, architecture="skip",
+                              resample_filter=[1, 3, 3, 1], use_noise=True, activation="lrelu"),
+    ).eval()
+    D = make_tiny_D(
+        10, architecture="resnet", num_fp16_res=0, conv_clamp=None, cmap_dim=None,
+        block_kwargs=dict(activation="lrelu", resample_filter=[1, 3, 3, 1], freeze_layers=0),
+        mapping_kwargs=dict(num_layers=0, embed_features=None, layer_features=None, activation="lrelu",
+                            lr_multiplier=0.1),
+        epilogue_kwargs=dict(mbstd_group_size=None, mbstd_num_channels=1, activation="lrelu"),
+    ).eval()
+    bundle = load_checkpoint(make_official_pickle(tmp_path / "ffhq-like.pkl", G=G, D=D, G_ema=G))
+    assert torch.equal(g_out(bundle.generator), g_out(G))
+    assert torch.equal(d_out(bundle.networks["D"]), d_out(D))
+
+
 def test_positional_constructor_args_are_named(tmp_path):
     G = make_tiny_G(6).eval()
     record = to_persistent(G, init_kwargs={k: v for k, v in G.init_kwargs.items() if k.endswith("_kwargs")})
