@@ -14,7 +14,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from .errors import FewshotError
 
@@ -95,6 +98,12 @@ class TrainConfig:
     reg_estimator: str = "mean"
     reg_normalize: bool = False
 
+    # DISP (data instance priors, fewshot.disp) and the adversarial loss.
+    disp: bool = False  # condition G and a projection D on frozen features of the training images
+    disp_extractor: str = "vgg16"  # vgg16 | resnet18..152 | clip (fewshot.disp.bank)
+    disp_weights: str | None = None  # explicit extractor weights file; None = the weights registry
+    loss: str = "logistic"  # logistic (StyleGAN2 non-saturating) | hinge (the DISP paper)
+
     # Run bookkeeping.
     outdir: str = "runs"
     name: str | None = None
@@ -153,6 +162,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "reg_estimator": ("mean", "paired"),
     "device": ("auto", "cpu", "cuda"),
     "best_metric": ("fid", "kid"),
+    "loss": ("logistic", "hinge"),
 }
 
 

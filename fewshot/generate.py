@@ -14,7 +14,7 @@ import contextlib
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -36,6 +36,8 @@ MAX_SEED = 2**32 - 1  # RandomState accepts seeds in [0, 2**32)
 JPEG_QUALITY = 95
 RUN_FOLDER_CHOICES = ("best.safetensors", "final.safetensors")
 DEFAULT_BATCH = 16
+# seeds -> c [len(seeds), c_dim]: per-seed conditions other than class labels (DISP priors, fewshot.disp).
+Conditions = Callable[[Sequence[int]], torch.Tensor]
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,14 +285,26 @@ def _seeded_noise(noise_mode: str, seed: int, device: torch.device) -> Iterator[
 # Sampling
 
 
+def seed_conditions(
+    G: Generator, seeds: Sequence[int], class_idx: int | None = None, conditions: Conditions | None = None,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """The c of each seed: ``conditions(seeds)`` when given (DISP priors, ``fewshot.disp``), else class labels."""
+    if conditions is None:
+        return class_labels(G, len(seeds), class_idx, device)
+    if class_idx is not None:
+        raise FewshotError("--class is for class-conditional generators; this one is conditioned on priors")
+    return conditions(list(seeds)).to(device or _device_of(G))
+
+
 def seeds_to_ws(
     G: Generator, seeds: Sequence[int], psi: float = 1.0, trunc_cutoff: int | None = None,
-    trunc_z: float | None = None, class_idx: int | None = None,
+    trunc_z: float | None = None, class_idx: int | None = None, conditions: Conditions | None = None,
 ) -> torch.Tensor:
     """``[N, num_ws, w_dim]``: mapped (and truncated) ws of the seeds' official latents, one batch."""
     device = _device_of(G)
     z = seed_latents(seeds, G.z_dim, trunc_z).to(device)
-    c = class_labels(G, len(seeds), class_idx, device)
+    c = seed_conditions(G, seeds, class_idx, conditions, device)
     with torch.no_grad():
         return G.mapping(z, c, truncation_psi=psi, truncation_cutoff=trunc_cutoff)
 
@@ -318,6 +332,7 @@ def iter_sample_batches(
     batch_size: int = DEFAULT_BATCH,
     class_idx: int | None = None,
     progress: bool = False,
+    conditions: Conditions | None = None,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Yield ``(seeds, uint8 images [B, C, H, W])`` for the seeds, ``batch_size`` per forward pass."""
     _check_truncation(G, psi, trunc_cutoff)
@@ -334,7 +349,7 @@ def iter_sample_batches(
     try:
         for batch in _chunks(seeds, batch_size):
             batch = list(batch)
-            ws = seeds_to_ws(G, batch, psi, trunc_cutoff, trunc_z, class_idx)
+            ws = seeds_to_ws(G, batch, psi, trunc_cutoff, trunc_z, class_idx, conditions)
             with _seeded_noise(noise_mode, batch[0], device):
                 images = synthesize(G, ws, noise_mode)
             yield batch, to_uint8(images)
@@ -487,6 +502,7 @@ def sample_to_folder(
     overwrite: bool = False,
     class_idx: int | None = None,
     progress: bool | None = None,
+    conditions: Conditions | None = None,
 ) -> SampleReport:
     """Per-seed files ``seed0042.png`` and/or one ``grid.png`` (first rows*cols seeds) in ``outdir``.
 
@@ -527,7 +543,7 @@ def sample_to_folder(
     needed_for_grid = set(grid_seeds)
     for batch_seeds, images in iter_sample_batches(
         G, todo, psi=psi, trunc_cutoff=trunc_cutoff, trunc_z=trunc_z, noise_mode=noise_mode,
-        batch_size=batch_size, class_idx=class_idx, progress=progress,
+        batch_size=batch_size, class_idx=class_idx, progress=progress, conditions=conditions,
     ):
         for seed, image in zip(batch_seeds, images, strict=True):
             if seed in files_wanted:
@@ -609,6 +625,7 @@ def iter_walk_frames(
     batch_size: int = DEFAULT_BATCH,
     class_idx: int | None = None,
     progress: bool = False,
+    conditions: Conditions | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield the frames of a latent walk through the seeds, each a uint8 image ``[C, H', W']``.
 
@@ -638,9 +655,13 @@ def iter_walk_frames(
     if space == "z":
         keyframes = seed_latents(order, G.z_dim).to(device).reshape(num_keyframes, tiles, G.z_dim)
     else:
-        keyframes = seeds_to_ws(G, order, psi, trunc_cutoff, class_idx=class_idx)
+        keyframes = seeds_to_ws(G, order, psi, trunc_cutoff, class_idx=class_idx, conditions=conditions)
         keyframes = keyframes.reshape(num_keyframes, tiles, G.num_ws, G.w_dim)
     path = interpolation_path(keyframes, steps, method, loop)  # [F, tiles, ...]
+    c_path = None
+    if space == "z" and conditions is not None:  # each keyframe's prior, walked linearly alongside its z
+        key_c = seed_conditions(G, order, None, conditions, device).reshape(num_keyframes, tiles, -1)
+        c_path = interpolation_path(key_c, steps, "lerp", loop).reshape(-1, key_c.shape[-1])
     num_frames = path.shape[0]
     flat = path.reshape(num_frames * tiles, *path.shape[2:])
     frames_per_batch = max(1, batch_size // tiles)
@@ -655,7 +676,8 @@ def iter_walk_frames(
             chunk = flat[first * tiles : (first + frames_per_batch) * tiles]
             with _seeded_noise(noise_mode, seeds[0] + first, device), torch.no_grad():
                 if space == "z":
-                    c = class_labels(G, chunk.shape[0], class_idx, device)
+                    c = (class_labels(G, chunk.shape[0], class_idx, device) if c_path is None
+                         else c_path[first * tiles : first * tiles + chunk.shape[0]])
                     ws = G.mapping(chunk, c, truncation_psi=psi, truncation_cutoff=trunc_cutoff)
                 else:
                     ws = chunk
@@ -796,6 +818,7 @@ def style_mix_sheet(
     noise_mode: str = "const",
     batch_size: int = DEFAULT_BATCH,
     class_idx: int | None = None,
+    conditions: Conditions | None = None,
 ) -> np.ndarray:
     """The sheet of the official style_mixing.py as uint8 ``[C, (R+1)*H, (C+1)*W]``.
 
@@ -812,7 +835,7 @@ def style_mix_sheet(
     if any(not 0 <= s < G.num_ws for s in styles):
         raise FewshotError(f"style layers must lie in 0-{G.num_ws - 1}")
     unique = list(dict.fromkeys(row_seeds + col_seeds))
-    ws = seeds_to_ws(G, unique, psi, None, class_idx=class_idx)
+    ws = seeds_to_ws(G, unique, psi, None, class_idx=class_idx, conditions=conditions)
     w_of = {seed: ws[i] for i, seed in enumerate(unique)}
 
     # Render order: column headers, then row headers, then cells row by row; one batched pass.

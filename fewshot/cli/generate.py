@@ -19,6 +19,22 @@ NOISE_HELP = "const (the stored noise, reproducible), random, or none."
 PSI_HELP = "Truncation psi around the average w: 1 = none, 0.7 typical, 0 = the average image. Range [-2, 2]."
 BATCH_HELP = "Images per forward pass."
 CLASS_HELP = "Class index, for conditional generators."
+PRIOR_HELP = (
+    "DISP checkpoints: mixup (two training priors mixed, default up to 1000 images), gmm (a Gaussian mixture "
+    "fitted on the priors), bank (one training image, --prior-index), or image files/folders (their features; "
+    "seed s uses image s mod n). Repeat for several images."
+)
+PRIOR_INDEX_HELP = "With --prior bank: the training image (N and above: its x-flip, when the run mirrored)."
+GMM_HELP = "With --prior gmm: number of mixture components."
+PRIOR_WEIGHTS_HELP = "Extractor weights file for image priors (default: the weights registry)."
+
+
+def _disp_conditions(G, path, prior, prior_index, gmm_components, prior_weights, device):  # type: ignore[no-untyped-def]
+    """Per-seed priors for a DISP checkpoint (None for any other: sampling stays exactly as before)."""
+    from ..disp.sample import checkpoint_bank, conditions_for
+
+    return conditions_for(G, checkpoint_bank(path), prior, index=prior_index, components=gmm_components,
+                          weights_path=prior_weights, device=device)
 
 
 def _echo_written(what: str, path: Path) -> None:
@@ -38,7 +54,9 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
         "[bold]Examples[/bold]\n\n"
         "  fewshot sample runs/00000-obama/best.safetensors --seeds 0-63 --psi 0.7\n\n"
         "  fewshot sample G.safetensors --n 5000 --outdir fid5k --batch 32\n\n"
-        "  fewshot sample ffhq256.pkl --grid 4x8 --grid-only --outdir sheet"
+        "  fewshot sample ffhq256.pkl --grid 4x8 --grid-only --outdir sheet\n\n"
+        "  fewshot sample runs/00001-disp/final.safetensors --prior gmm --gmm-components 8\n\n"
+        "  fewshot sample runs/00001-disp/final.safetensors --prior my_sketch.png --seeds 0-7"
     ),
 )
 def sample(
@@ -59,6 +77,10 @@ def sample(
     image_format: str = typer.Option("png", "--format", help="png or jpg."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files (default: keep them, skip their seeds)."),
     class_idx: Optional[int] = typer.Option(None, "--class", help=CLASS_HELP),
+    prior: Optional[list[str]] = typer.Option(None, "--prior", help=PRIOR_HELP),
+    prior_index: Optional[int] = typer.Option(None, "--prior-index", help=PRIOR_INDEX_HELP),
+    gmm_components: int = typer.Option(8, "--gmm-components", help=GMM_HELP),
+    prior_weights: Optional[Path] = typer.Option(None, "--prior-weights", help=PRIOR_WEIGHTS_HELP),
 ) -> None:
     """Images for seeds, exactly as the official generate.py draws them (same seed, same picture)."""
     from ..errors import FewshotError
@@ -72,6 +94,7 @@ def sample(
         parse_grid,
         parse_seeds,
         resolve_device,
+        resolve_reference,
         sample_to_folder,
     )
 
@@ -100,11 +123,13 @@ def sample(
     torch_device = resolve_device(device)
     ensure_writable_dir(outdir)
 
-    G = load_generator(ckpt, torch_device)
+    path = resolve_reference(ckpt)
+    G = load_generator(path, torch_device)
+    conditions = _disp_conditions(G, path, prior, prior_index, gmm_components, prior_weights, torch_device)
     report = sample_to_folder(
         G, seed_list, outdir, psi=psi, trunc_cutoff=trunc_cutoff, trunc_z=trunc_z, noise_mode=noise_mode,
         grid=grid_shape, write_files=not grid_only, batch_size=batch, fmt=image_format, overwrite=overwrite,
-        class_idx=class_idx,
+        class_idx=class_idx, conditions=conditions,
     )
     if not grid_only:
         kept = f" (kept {len(report.kept)} existing; --overwrite replaces them)" if report.kept else ""
@@ -119,7 +144,8 @@ def sample(
         "[bold]Examples[/bold]\n\n"
         "  fewshot interpolate G.safetensors --seeds 1,7,9 --loop --out walk.gif\n\n"
         "  fewshot interpolate G.safetensors --seeds 0-15 --grid 2x2 --space z --out walk.mp4\n\n"
-        "  fewshot interpolate G.safetensors --seeds 3,4 --steps 8 --out strip.png"
+        "  fewshot interpolate G.safetensors --seeds 3,4 --steps 8 --out strip.png\n\n"
+        "  fewshot interpolate disp.safetensors --seeds 5 --priors 0,3,7 --loop --out priors.gif"
     ),
 )
 def interpolate(
@@ -140,8 +166,16 @@ def interpolate(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     class_idx: Optional[int] = typer.Option(None, "--class", help=CLASS_HELP),
+    prior: Optional[list[str]] = typer.Option(None, "--prior", help=PRIOR_HELP),
+    prior_index: Optional[int] = typer.Option(None, "--prior-index", help=PRIOR_INDEX_HELP),
+    priors: Optional[str] = typer.Option(
+        None, "--priors",
+        help="DISP checkpoints: walk between priors instead of latents, e.g. 0,5,9 (training images) or "
+        "a.png,b.png; the latent of the first seed stays fixed.",
+    ),
+    prior_weights: Optional[Path] = typer.Option(None, "--prior-weights", help=PRIOR_WEIGHTS_HELP),
 ) -> None:
-    """A latent walk through seeds, as a looping GIF, an MP4, numbered PNG frames or a strip."""
+    """A latent walk through seeds (or, for DISP, a walk between priors), as a GIF, an MP4, PNG frames or a strip."""
     from ..errors import FewshotError
     from ..generate import (
         METHODS,
@@ -156,6 +190,7 @@ def interpolate(
         parse_grid,
         parse_seeds,
         resolve_device,
+        resolve_reference,
         save_image,
         strip_image,
         strip_path_for,
@@ -177,12 +212,20 @@ def interpolate(
         raise FewshotError(f"--fps must be between 0 and 240, got {fps}")
     grid_shape = parse_grid(grid) if grid is not None else None
     tiles = grid_shape.cells if grid_shape else 1
-    if len(seed_list) % tiles or len(seed_list) < 2 * tiles:
+    prior_items = [p.strip() for p in priors.split(",") if p.strip()] if priors is not None else None
+    if prior_items is not None:
+        if grid_shape is not None or prior:
+            raise FewshotError("--priors walks one latent between priors: it takes no --grid or --prior")
+        if len(prior_items) < 2:
+            raise FewshotError("--priors needs at least two keyframes, e.g. 0,5")
+        num_frames = walk_frame_count(len(prior_items), steps, loop)
+    elif len(seed_list) % tiles or len(seed_list) < 2 * tiles:
         raise FewshotError(
             f"{'a ' + grid + ' walk' if grid else 'a walk'} needs a multiple of {tiles} seeds and at least "
             f"{2 * tiles} (two keyframes per tile), got {len(seed_list)}"
         )
-    num_frames = walk_frame_count(len(seed_list) // tiles, steps, loop)
+    else:
+        num_frames = walk_frame_count(len(seed_list) // tiles, steps, loop)
     if num_frames > 100_000:
         raise FewshotError(f"this walk would have {num_frames} frames; lower --steps or the number of seeds")
 
@@ -208,11 +251,24 @@ def interpolate(
         _refuse_existing(strip_path, overwrite)
     torch_device = resolve_device(device)
 
-    G = load_generator(ckpt, torch_device)
-    frames = iter_walk_frames(
-        G, seed_list, steps=steps, space=space, method=method, loop=loop, psi=psi, trunc_cutoff=trunc_cutoff,
-        grid=grid_shape, noise_mode=noise_mode, batch_size=batch, class_idx=class_idx, progress=num_frames > 64,
-    )
+    path = resolve_reference(ckpt)
+    G = load_generator(path, torch_device)
+    if prior_items is not None:
+        from ..disp.sample import checkpoint_bank, iter_prior_walk_frames, walk_keyframe_priors
+
+        bank = checkpoint_bank(path)
+        if bank is None:
+            raise FewshotError("--priors needs a DISP checkpoint (a bundle with a prior bank); this one has none")
+        keyframes = walk_keyframe_priors(bank, prior_items, G, prior_weights, torch_device)
+        frames = iter_prior_walk_frames(G, keyframes, seed=seed_list[0], steps=steps, loop=loop, psi=psi,
+                                        trunc_cutoff=trunc_cutoff, noise_mode=noise_mode, batch_size=batch)
+    else:
+        conditions = _disp_conditions(G, path, prior, prior_index, 8, prior_weights, torch_device)
+        frames = iter_walk_frames(
+            G, seed_list, steps=steps, space=space, method=method, loop=loop, psi=psi, trunc_cutoff=trunc_cutoff,
+            grid=grid_shape, noise_mode=noise_mode, batch_size=batch, class_idx=class_idx,
+            progress=num_frames > 64, conditions=conditions,
+        )
     # GIFs and strips need every frame at once; MP4s and frame folders are written as frames arrive.
     if kind in ("gif", "png") or strip_path is not None:
         frames = list(frames)
@@ -247,6 +303,8 @@ def mix(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing sheet."),
     class_idx: Optional[int] = typer.Option(None, "--class", help=CLASS_HELP),
+    prior: Optional[list[str]] = typer.Option(None, "--prior", help=PRIOR_HELP),
+    prior_index: Optional[int] = typer.Option(None, "--prior-index", help=PRIOR_INDEX_HELP),
 ) -> None:
     """The style-mixing sheet of the official style_mixing.py: rows x columns of mixed images."""
     from ..errors import FewshotError
@@ -260,6 +318,7 @@ def mix(
         parse_seeds,
         parse_styles,
         resolve_device,
+        resolve_reference,
         save_image,
         style_mix_sheet,
     )
@@ -276,9 +335,12 @@ def mix(
     ensure_writable_dir(out.parent)
     torch_device = resolve_device(device)
 
-    G = load_generator(ckpt, torch_device)
+    path = resolve_reference(ckpt)
+    G = load_generator(path, torch_device)
+    conditions = _disp_conditions(G, path, prior, prior_index, 8, None, torch_device)
     style_layers = parse_styles(styles, G.num_ws)
     sheet = style_mix_sheet(
-        G, row_seeds, col_seeds, style_layers, psi=psi, noise_mode=noise_mode, batch_size=batch, class_idx=class_idx
+        G, row_seeds, col_seeds, style_layers, psi=psi, noise_mode=noise_mode, batch_size=batch, class_idx=class_idx,
+        conditions=conditions,
     )
     _echo_written(f"{len(row_seeds)}x{len(col_seeds)} style-mixing sheet", save_image(sheet, out))

@@ -224,9 +224,12 @@ def save_grid(images: torch.Tensor, path: Path, grid: tuple[int, int]) -> None:
 
 
 @torch.no_grad()
-def render_fakes(G_ema: nn.Module, latents: torch.Tensor, batch: int) -> torch.Tensor:
-    out = [G_ema(z, None, noise_mode="const") for z in latents.split(batch)]
-    return torch.cat(out)
+def render_fakes(G_ema: nn.Module, latents: torch.Tensor, batch: int,
+                 conditions: torch.Tensor | None = None) -> torch.Tensor:
+    if conditions is None:
+        return torch.cat([G_ema(z, None, noise_mode="const") for z in latents.split(batch)])
+    return torch.cat([G_ema(z, c, noise_mode="const") for z, c in zip(latents.split(batch), conditions.split(batch),
+                                                                        strict=True)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,6 +308,11 @@ def train(
             echo(f"note: not loaded from base: {line}")
     else:
         nets = scratch_networks(cfg, hyper, resolution)
+
+    # --- DISP: the prior bank (from the snapshot on resume) and prior-conditioned G / projection D.
+    disp_bank = None
+    if cfg.disp:
+        disp_bank, nets = _setup_disp(cfg, images, nets, resume_state, device, dry_run, echo, progress and is_main)
     G, D, G_ema = nets["G"], nets["D"], nets["G_ema"]
 
     # --- Transfer method: what is frozen, modulated (AdaFM) or re-initialised.
@@ -367,7 +375,8 @@ def train(
     loss = StyleGAN2Loss(
         G, D, augment,
         LossWeights(r1_gamma=hyper.gamma, pl_weight=cfg.pl_weight, pl_batch_shrink=cfg.pl_batch_shrink,
-                    pl_decay=cfg.pl_decay, style_mixing=cfg.style_mixing, r1_fake=transfer.r1_fake),
+                    pl_decay=cfg.pl_decay, style_mixing=cfg.style_mixing, r1_fake=transfer.r1_fake,
+                    adversarial=cfg.loss),
         regularizer=regularizer,
     ).to(device)
 
@@ -391,9 +400,16 @@ def train(
         (run_dir / "config.toml").write_text(cfg.to_toml())
         save_grid(images.images[: cfg.sample_grid[0] * cfg.sample_grid[1]].float() / 127.5 - 1,
                   run_dir / "samples" / "reals.png", cfg.sample_grid)
+        if disp_bank is not None:
+            from ..disp.bank import BANK_FILENAME
+
+            disp_bank.save(run_dir / BANK_FILENAME)
     run_dir = distributed.broadcast_path(run_dir, dist)
     distributed.broadcast_modules([G, D, G_ema], dist)
     latents = fixed_latents(cfg, G.z_dim, device)
+    # DISP sample grids: cell i is conditioned on training image i (cycling), so grids compare with reals.png.
+    grid_priors = (disp_bank.priors[torch.arange(latents.shape[0]) % disp_bank.num_images].to(device)
+                   if disp_bank is not None else None)
     echo(f"run folder: {run_dir}")
 
     total_nimg = int(cfg.kimg * 1000)
@@ -407,7 +423,13 @@ def train(
     with StopRequested() as stop:
         while state.cur_nimg < total_nimg:
             # ---- One batch: every phase whose interval divides the batch index.
-            real = _sample_reals(images, hyper.batch // dist.world_size, data_gen, cfg.mirror).to(device)
+            if disp_bank is None:
+                real = _sample_reals(images, hyper.batch // dist.world_size, data_gen, cfg.mirror).to(device)
+                c_chunks = [None] * math.ceil(real.shape[0] / hyper.batch_gpu)
+            else:  # each real comes with its own prior; fakes are conditioned on the same priors (DISP)
+                real, real_c = disp_bank.sample_batch(images, hyper.batch // dist.world_size, data_gen)
+                real, real_c = real.to(device), real_c.to(device)
+                c_chunks = list(real_c.split(hyper.batch_gpu))
             real_chunks = real.split(hyper.batch_gpu)
             all_z = torch.randn([len(phases) * hyper.batch // dist.world_size, G.z_dim], device=device)
             phase_z = all_z.split(hyper.batch // dist.world_size)
@@ -419,8 +441,8 @@ def train(
                 phase.opt.zero_grad(set_to_none=True)
                 for p in phase.params:
                     p.requires_grad_(True)
-                for real_chunk, z_chunk in zip(real_chunks, z.split(hyper.batch_gpu), strict=True):
-                    tick_stats.add(loss.accumulate_gradients(phase.name, real_chunk, None, z_chunk, None,
+                for real_chunk, c_chunk, z_chunk in zip(real_chunks, c_chunks, z.split(hyper.batch_gpu), strict=True):
+                    tick_stats.add(loss.accumulate_gradients(phase.name, real_chunk, c_chunk, z_chunk, c_chunk,
                                                              gain=phase.interval))
                 for p in phase.params:
                     p.requires_grad_(False)
@@ -491,15 +513,15 @@ def train(
                 snapshot_due = True
             if snapshot_due and is_main:
                 kimg_tag = f"{state.cur_nimg / 1000:08.3f}".replace(".", "_")
-                save_grid(render_fakes(G_ema, latents, hyper.batch_gpu), run_dir / "samples" / f"fakes_{kimg_tag}.png",
+                save_grid(render_fakes(G_ema, latents, hyper.batch_gpu, grid_priors), run_dir / "samples" / f"fakes_{kimg_tag}.png",
                           cfg.sample_grid)
-                metrics = _maybe_metrics(cfg, state, transfer, G_ema, images, device, run_dir, done, echo)
+                metrics = _maybe_metrics(cfg, state, transfer, G_ema, images, device, run_dir, done, echo, disp_bank)
                 snap = _write_snapshot(run_dir, cfg, hyper, nets, opt_G, opt_D, augment, loss, data_gen, state,
-                                       transfer)
+                                       transfer, disp_bank)
                 snapshots_written += 1
                 prune_snapshots(run_dir, cfg.keep)
                 if metrics is not None:
-                    _maybe_best(cfg, state, metrics, nets, transfer, run_dir, echo)
+                    _maybe_best(cfg, state, metrics, nets, transfer, run_dir, echo, disp_bank)
             distributed.barrier(dist)
             if stop_now:
                 if bar is not None:
@@ -512,7 +534,8 @@ def train(
     if bar is not None:
         bar.close()
     if is_main and state.cur_nimg >= total_nimg:
-        final = _write_export(run_dir / "final.safetensors", cfg, nets, transfer, state, augment)
+        final = _write_export(run_dir / "final.safetensors", cfg, nets, transfer, state, augment,
+                              disp_bank=disp_bank)
         echo(f"done: {state.cur_nimg / 1000:.1f} kimg; wrote {final}")
     distributed.barrier(dist)
     return run_dir
@@ -567,9 +590,45 @@ def _exported(nets: dict[str, nn.Module], transfer: Any) -> dict[str, nn.Module]
             "D": nets["D"]}
 
 
+def _setup_disp(cfg: TrainConfig, images: Any, nets: dict[str, nn.Module], resume_state: Bundle | None,
+                device: torch.device, dry_run: bool, echo: Callable[[str], None],
+                progress: bool) -> tuple[Any, dict[str, nn.Module]]:
+    """The prior bank and the DISP networks. A resumed run takes both from its snapshot (no extractor needed);
+    a new run encodes the images and converts the (base or scratch) nets; --dry-run only converts."""
+    from ..disp.bank import BANK_STATE_KEY, PriorBank, build_prior_bank, prior_extractor_spec
+    from ..disp.nets import condition_networks
+
+    if resume_state is not None:
+        meta = (resume_state.training or {}).get("disp")
+        if not meta or BANK_STATE_KEY not in resume_state.state_tensors:
+            raise FewshotError("this snapshot has no DISP prior bank; it cannot resume a DISP run")
+        bank = PriorBank.from_state(resume_state.state_tensors[BANK_STATE_KEY], meta)
+        from ..data import content_hash
+
+        if bank.data_hash != content_hash(images):
+            raise FewshotError("the training images differ from those the snapshot's DISP priors were built from",
+                               hint=f"resume with the original data ({cfg.data})")
+        return bank, nets
+    if dry_run:
+        return None, condition_networks(nets, prior_extractor_spec(cfg.disp_extractor).feature_dim, cfg.seed)
+    echo(f"DISP: encoding {len(images)} images{' and their x-flips' if images.mirror else ''} "
+         f"with {cfg.disp_extractor}")
+    bank = build_prior_bank(images, cfg.disp_extractor, cfg.disp_weights, device=device, progress=progress)
+    return bank, condition_networks(nets, bank.dim, cfg.seed)
+
+
+def _disp_payload(disp_bank: Any, training: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    """A DISP bundle carries its prior bank, so sampling needs no extractor."""
+    if disp_bank is not None:
+        from ..disp.bank import BANK_STATE_KEY
+
+        training["disp"] = disp_bank.meta()
+        tensors[BANK_STATE_KEY] = disp_bank.priors
+
+
 def _write_snapshot(run_dir: Path, cfg: TrainConfig, hyper: Hyper, nets: dict[str, nn.Module], opt_G: Any,
                     opt_D: Any, augment: nn.Module, loss: nn.Module, data_gen: torch.Generator, state: Progress,
-                    transfer: Any) -> Path:
+                    transfer: Any, disp_bank: Any = None) -> Path:
     tensors: dict[str, torch.Tensor] = {}
     training = {
         "config": cfg.to_dict(),
@@ -583,6 +642,7 @@ def _write_snapshot(run_dir: Path, cfg: TrainConfig, hyper: Hyper, nets: dict[st
         "loss": flatten(loss.state_dict(), "loss", tensors),
         "rng": flatten(capture_rng(data_gen), "rng", tensors),
     }
+    _disp_payload(disp_bank, training, tensors)
     exported = _exported(nets, transfer)
     for name, net in nets.items():
         if exported[name] is not net:  # adapted nets (AdaFM) keep their raw state for resume
@@ -608,12 +668,14 @@ def _restore(bundle: Bundle, opt_G: Any, opt_D: Any, augment: nn.Module, loss: n
 
 
 def _write_export(path: Path, cfg: TrainConfig, nets: dict[str, nn.Module], transfer: Any, state: Progress,
-                  augment: nn.Module, metrics: dict[str, Any] | None = None) -> Path:
+                  augment: nn.Module, metrics: dict[str, Any] | None = None, disp_bank: Any = None) -> Path:
     training = {"config": cfg.to_dict(), "kimg": state.cur_nimg / 1000, "augment_p": float(augment.p)}
     if metrics:
         training["metrics"] = metrics
+    tensors: dict[str, torch.Tensor] = {}
+    _disp_payload(disp_bank, training, tensors)
     return save_bundle(path, _exported(nets, transfer), provenance={"run": path.parent.name, "base": cfg.base},
-                       training=training)
+                       training=training, state_tensors=tensors or None)
 
 
 def _check_finite(means: dict[str, float], state: Progress, run_dir: Path | None) -> None:
@@ -626,7 +688,8 @@ def _check_finite(means: dict[str, float], state: Progress, run_dir: Path | None
 
 
 def _maybe_metrics(cfg: TrainConfig, state: Progress, transfer: Any, G_ema: nn.Module, images: Any,
-                   device: torch.device, run_dir: Path, done: bool, echo: Callable[[str], None]) -> dict | None:
+                   device: torch.device, run_dir: Path, done: bool, echo: Callable[[str], None],
+                   disp_bank: Any = None) -> dict | None:
     if not cfg.metrics:
         return None
     every = cfg.metrics_every
@@ -634,7 +697,12 @@ def _maybe_metrics(cfg: TrainConfig, state: Progress, transfer: Any, G_ema: nn.M
         return None
     from ..metrics import compute_metrics
 
-    result = compute_metrics(transfer.export_generator(G_ema), images.images, metrics=cfg.metrics,
+    generator = transfer.export_generator(G_ema)
+    if disp_bank is not None:  # metrics draw z only: the wrapper draws the priors (mixup / GMM)
+        from ..disp.sample import PriorSampledGenerator
+
+        generator = PriorSampledGenerator(generator, disp_bank, seed=cfg.seed)
+    result = compute_metrics(generator, images.images, metrics=cfg.metrics,
                              n_fake=cfg.metrics_n, device=str(device), progress=False)
     record = {"kimg": round(state.cur_nimg / 1000, 3), **result}
     with (run_dir / "metrics.jsonl").open("a") as fh:
@@ -644,7 +712,7 @@ def _maybe_metrics(cfg: TrainConfig, state: Progress, transfer: Any, G_ema: nn.M
 
 
 def _maybe_best(cfg: TrainConfig, state: Progress, metrics: dict, nets: dict[str, nn.Module], transfer: Any,
-                run_dir: Path, echo: Callable[[str], None]) -> None:
+                run_dir: Path, echo: Callable[[str], None], disp_bank: Any = None) -> None:
     value = metrics.get(cfg.best_metric)
     if isinstance(value, dict):
         value = value.get("mean")
@@ -652,9 +720,12 @@ def _maybe_best(cfg: TrainConfig, state: Progress, metrics: dict, nets: dict[str
         return
     if state.best_metric is None or value < state.best_metric:
         state.best_metric = float(value)
+        training = {"config": cfg.to_dict(), "kimg": state.cur_nimg / 1000, "metrics": metrics}
+        tensors: dict[str, torch.Tensor] = {}
+        _disp_payload(disp_bank, training, tensors)
         save_bundle(run_dir / "best.safetensors", _exported(nets, transfer),
-                    provenance={"run": run_dir.name, "base": cfg.base},
-                    training={"config": cfg.to_dict(), "kimg": state.cur_nimg / 1000, "metrics": metrics})
+                    provenance={"run": run_dir.name, "base": cfg.base}, training=training,
+                    state_tensors=tensors or None)
         echo(f"new best {cfg.best_metric}={value:.3f} -> best.safetensors")
 
 

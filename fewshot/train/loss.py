@@ -1,6 +1,7 @@
 """StyleGAN2 losses by phase, with the official semantics.
 
 - Gmain: non-saturating ``softplus(-D(aug(G(z))))`` (+ a regularizer such as Reg-DGM).
+  With ``adversarial="hinge"`` (DISP's loss): G ``-D(G(z))``, D ``relu(1 - D(x)) + relu(1 + D(G(z)))``.
 - Greg: path-length regularisation on half the batch (lazy, every ``pl_interval`` steps).
 - Dmain: ``softplus(D(aug(G(z)))) + softplus(-D(aug(x)))``.
 - Dreg: R1 ``(gamma/2) * ||grad_x D(aug(x))||^2`` on un-augmented reals through the augmentation
@@ -30,6 +31,23 @@ class LossWeights:
     pl_decay: float = 0.01
     style_mixing: float = 0.9
     r1_fake: bool = False
+    adversarial: str = "logistic"  # logistic | hinge
+
+
+def generator_adv_loss(gen_logits: torch.Tensor, kind: str) -> torch.Tensor:
+    return -gen_logits.mean() if kind == "hinge" else F.softplus(-gen_logits).mean()
+
+
+def discriminator_adv_losses(gen_logits: torch.Tensor | None, real_logits: torch.Tensor | None,
+                             kind: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(loss on fakes, loss on reals) of the discriminator."""
+    if kind == "hinge":
+        fake = F.relu(1 + gen_logits).mean() if gen_logits is not None else None
+        real = F.relu(1 - real_logits).mean() if real_logits is not None else None
+    else:
+        fake = F.softplus(gen_logits).mean() if gen_logits is not None else None
+        real = F.softplus(-real_logits).mean() if real_logits is not None else None
+    return fake, real
 
 
 class StyleGAN2Loss(nn.Module):
@@ -78,7 +96,7 @@ class StyleGAN2Loss(nn.Module):
             gen_img, _ = self.run_G(gen_z, gen_c)
             self.augment.remember_fakes(gen_img)
             gen_logits = self.run_D(gen_img, gen_c)
-            loss = F.softplus(-gen_logits).mean()
+            loss = generator_adv_loss(gen_logits, w.adversarial)
             stats["loss_G"] = loss.detach()
             if self.regularizer is not None:
                 reg = self.regularizer.generator_loss(gen_img, real_images=real_img)
@@ -104,13 +122,13 @@ class StyleGAN2Loss(nn.Module):
                 gen_img, _ = self.run_G(gen_z, gen_c)
             self.augment.remember_fakes(gen_img)
             gen_logits = self.run_D(gen_img, gen_c)
-            loss_gen = F.softplus(gen_logits).mean()
+            loss_gen, _ = discriminator_adv_losses(gen_logits, None, w.adversarial)
             loss_gen.mul(gain).backward()
 
             real = self.augment.replace_reals(real_img.detach())
             real_logits = self.run_D(real, real_c)
             self.augment.accumulate(real_logits.detach())
-            loss_real = F.softplus(-real_logits).mean()
+            _, loss_real = discriminator_adv_losses(None, real_logits, w.adversarial)
             loss_real.mul(gain).backward()
             stats["loss_D"] = (loss_gen + loss_real).detach()
             stats["D_real"] = real_logits.detach().mean()
