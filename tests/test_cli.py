@@ -110,6 +110,11 @@ def test_bad_input_is_one_line(tmp_path):
     assert done.stderr.startswith("error:") and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) <= 2  # the error, and at most one hint line
 
+    usage = run_cli("info", home=tmp_path)  # a usage error gets click's message and exit code 2
+    assert usage.returncode == 2
+    assert "Missing argument" in usage.stderr and "Traceback" not in usage.stderr
+    assert "MissingParameter" not in usage.stderr
+
 
 def test_help_and_bundle_info_do_not_import_torch(tmp_path):
     bundle = save_bundle(tmp_path / "tiny.safetensors", {"G": make_tiny_G()})

@@ -62,10 +62,14 @@ def render_error(message: str, hint: str | None = None) -> None:
         typer.echo(f"hint: {hint}", err=True)
 
 
+def _in_mro(exc: BaseException, class_name: str) -> bool:
+    # Typer >= 0.2x vendors its own click (typer._click) while older ones use the click package:
+    # their usage errors are different classes with the same names, so match by name.
+    return any(cls.__name__ == class_name for cls in type(exc).__mro__)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, render a FewshotError as one line, exit non-zero."""
-    import click
-
     from ..errors import FewshotError
     from . import register_commands
 
@@ -80,16 +84,17 @@ def main(argv: list[str] | None = None) -> None:
             raise
         render_error(exc.message, exc.hint)
         sys.exit(1)
-    except click.exceptions.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # an unexpected failure still gets one line unless --debug
+        if _in_mro(exc, "ClickException"):  # usage errors: click's own message and exit code
+            if exc.format_message().strip():  # bare `fewshot` already printed the help; nothing to add
+                exc.show()
+            sys.exit(exc.exit_code)
+        if _in_mro(exc, "Abort"):
+            typer.echo("aborted", err=True)
+            sys.exit(130)
         if debug:
             raise
         render_error(f"{type(exc).__name__}: {exc}", "rerun with --debug for the traceback")
