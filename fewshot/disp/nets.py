@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import FewshotError
+from ..nets import NETWORK_CLASSES
 from ..nets.discriminator import Discriminator
 from ..nets.generator import Generator
 from ..nets.layers import FullyConnectedLayer
@@ -77,6 +78,10 @@ class ProjectionDiscriminator(Discriminator):
             raise ValueError(f"D expects priors [{img.shape[0]}, {self.prior_dim}], got {tuple(c.shape)}")
         projection = (self.proj(c.to(torch.float32)) * phi).sum(dim=1, keepdim=True)
         return logits + projection * (1 / math.sqrt(self.feature_dim))
+
+
+# Registered here (fewshot.nets imports this module) so bundles rebuild it whichever package loads first.
+NETWORK_CLASSES["ProjectionDiscriminator"] = ProjectionDiscriminator
 
 
 def is_disp_generator(G: nn.Module) -> bool:

@@ -15,9 +15,7 @@ NETWORK_CLASSES: dict[str, type[nn.Module]] = {
     "Generator": Generator,
     "Discriminator": Discriminator,
 }
-from ..disp.nets import ProjectionDiscriminator  # noqa: E402 - registered after the base classes it extends
-
-NETWORK_CLASSES["ProjectionDiscriminator"] = ProjectionDiscriminator
+from ..disp import nets as _disp_nets  # noqa: E402, F401 - adds ProjectionDiscriminator to NETWORK_CLASSES
 
 
 def build_network(class_name: str, init_kwargs: dict[str, Any], init_args: Sequence[Any] = ()) -> nn.Module:
