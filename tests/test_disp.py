@@ -325,3 +325,38 @@ def test_disp_trains_on_real_sketches_resumes_exactly_and_samples_from_an_image(
     assert images.shape == (2, 3, 32, 32) and images.dtype == torch.uint8
     # The first training image's own prior is its bank row (same resize path as training).
     torch.testing.assert_close(conditions([0])[0], bank.priors[0], rtol=0.05, atol=0.15)
+
+
+# ---- the default extractor ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vgg16_file(tmp_path_factory):
+    """Random VGG-16 weights in torchvision's file format (a torch.save'd state_dict, ~530 MB)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.vgg16(weights=None).eval()
+    path = tmp_path_factory.mktemp("vgg") / "vgg16-397923af.pth"
+    torch.save(model.state_dict(), path)
+    return path, model
+
+
+def test_vgg16_bank_is_fc7_of_torchvision_vgg16(tmp_path, monkeypatch, vgg16_file):
+    path, model = vgg16_file
+    # Random weights do not match the published hash: a registry entry without one accepts them.
+    registry = tmp_path / "weights.toml"
+    registry.write_text('[vgg16]\nfilename = "vgg16-397923af.pth"\nurl = "http://127.0.0.1:9/vgg.pth"\n')
+    monkeypatch.setenv("FEWSHOT_WEIGHTS_REGISTRY", str(registry))
+    monkeypatch.setenv("FEWSHOT_WEIGHTS_VGG16", str(path))
+    monkeypatch.setenv("FEWSHOT_OFFLINE", "1")
+    images = demo_images(n=2, resolution=32, seed=5)
+    bank = build_prior_bank(images, "vgg16")
+    assert bank.priors.shape == (2, 4096) and bank.extractor == "vgg16" and not bank.mirrored
+    # By hand: bilinear resize to 224, ImageNet normalisation, conv features, fc6 -> ReLU -> fc7 -> ReLU.
+    x = torch.nn.functional.interpolate(images.images.float() / 255, size=(224, 224), mode="bilinear",
+                                        align_corners=False)
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        fc7 = model.classifier[:5](torch.flatten(model.avgpool(model.features(x)), 1))
+    torch.testing.assert_close(bank.priors, normalize_features(fc7), rtol=1e-4, atol=1e-4)
