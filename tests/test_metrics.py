@@ -424,3 +424,23 @@ def test_cli_metrics_bad_input_is_one_line(tmp_path, capsys):
     assert code == 1 and "at least 2" in err
     code, _, err = _run_cli(["metrics", str(ckpt), "--data", str(single), "--metrics", "fid,foo"], capsys)
     assert code == 1 and "unknown metric" in err
+
+
+# --------------------------------------------------------------------------------------------
+# Real data (../shared/data; skipped without it)
+
+SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not (SHARED_DATA / "haunted-house-10").is_dir(), reason="../shared/data is absent")
+def test_real_odd_sized_images_are_resized_with_a_note_and_measured():
+    from fewshot.metrics.images import load_real_images
+
+    reals, notes = load_real_images(SHARED_DATA / "haunted-house-10", 32)
+    assert reals.shape == (10, 3, 32, 32) and reals.dtype == torch.uint8
+    assert any("resized" in note for note in notes)
+    result = compute_metrics(tiny_generator(), reals, metrics="fid,kid,pr", n_fake=12, batch_size=6,
+                             extractors={INCEPTION: StubExtractor(INCEPTION), VGG16: StubExtractor(VGG16)},
+                             use_cache=False, progress=False, notes=notes)
+    assert result["protocol"]["kid_subset_size"] == 10 and np.isfinite(result["fid"])
