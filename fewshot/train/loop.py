@@ -163,7 +163,7 @@ def base_networks(cfg: TrainConfig, base: Bundle, hyper: Hyper) -> tuple[dict[st
     if "D" in base.networks:
         d_kwargs = copy.deepcopy(base.networks["D"].init_kwargs)
         d_kwargs.setdefault("epilogue_kwargs", {})["mbstd_group_size"] = hyper.mbstd_group
-        D = Discriminator(**d_kwargs)
+        D = type(base.networks["D"])(**d_kwargs)  # a DISP base keeps its ProjectionDiscriminator
     else:
         D = Discriminator(c_dim=g_kwargs.get("c_dim", 0), img_resolution=res, img_channels=G.img_channels,
                           channel_base=g_kwargs.get("synthesis_kwargs", {}).get("channel_base", 32768),
