@@ -78,10 +78,26 @@ def _load_generator(ckpt: str, device):  # -> nn.Module; torch stays out of modu
     except ImportError:
         load_generator = None
     if load_generator is not None:
-        return load_generator(ckpt, device=device)
-    from ..checkpoint import load_checkpoint
+        G = load_generator(ckpt, device=device)
+    else:
+        from ..checkpoint import load_checkpoint
 
-    return load_checkpoint(ckpt, device=str(device)).generator.eval().requires_grad_(False)
+        G = load_checkpoint(ckpt, device=str(device)).generator.eval().requires_grad_(False)
+    return _with_priors(ckpt, G)
+
+
+def _with_priors(ckpt: str, G):
+    """A DISP generator draws its priors from the bank its bundle carries (mixup / GMM), as sampling does."""
+    if getattr(G, "c_dim", 0) == 0:
+        return G
+    from ..checkpoint import detect_format
+    from ..disp.bank import read_bundle_bank
+    from ..disp.sample import PriorSampledGenerator
+    from ..generate import resolve_reference
+
+    path = resolve_reference(ckpt)
+    bank = read_bundle_bank(path) if detect_format(path) == "safetensors" else None
+    return PriorSampledGenerator(G, bank) if bank is not None else G
 
 
 def _summary_lines(result: dict) -> list[str]:
