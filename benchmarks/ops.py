@@ -1,18 +1,23 @@
 """Compiled CPU ops vs the plain-PyTorch references: forward+backward time and peak memory.
 
 Prints one table, both implementations side by side, for StyleGAN2-typical shapes. Peak memory
-is what the CPU allocator held above the inputs during one forward+backward, taken from
-torch.profiler's memory events. Run: .venv/bin/python benchmarks/ops.py [--repeats N]
+is the rise of the process's peak resident set during one forward+backward above what the inputs
+already hold, measured in a fresh subprocess per case and implementation (large CPU tensors are
+mmap-backed and returned on free, so the peak RSS is the allocator's true peak).
+Run: .venv/bin/python benchmarks/ops.py [--repeats N] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from fewshot.cuda import build as ops_build
 from fewshot.cuda.bias_act_compiled import bias_act_compiled
@@ -21,16 +26,27 @@ from fewshot.cuda.upfirdn2d_compiled import upfirdn2d_compiled
 from fewshot.cuda.upfirdn2d_ref import setup_filter, upfirdn2d_ref
 
 
-def peak_memory_bytes(step: Callable[[], None]) -> int:
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    memory_events = [e for e in prof.events() if e.name == "[memory]"]
-    memory_events.sort(key=lambda e: e.time_range.start)
-    held = peak = 0
-    for event in memory_events:
-        held += event.cpu_memory_usage
-        peak = max(peak, held)
-    return peak
+def _reset_peak_rss() -> None:
+    # Linux: writing 5 to clear_refs resets VmHWM (the peak resident set) to the current size.
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+def _peak_rss_bytes() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def peak_memory_bytes(case: int, impl: str, threads: int) -> int:
+    """Peak extra memory of one forward+backward, in a fresh process so earlier cases do not mask it."""
+    cmd = [sys.executable, __file__, "--measure-memory", str(case), impl, "--threads", str(threads)]
+    # A fixed mmap threshold: every large tensor is mmap-backed and unmapped on free, so the peak RSS is exact.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+    return int(out.strip().splitlines()[-1])
 
 
 def best_seconds(step: Callable[[], None], repeats: int) -> float:
@@ -52,11 +68,7 @@ def make_step(op: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Ca
     return step
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    torch.manual_seed(0)
+def build_cases() -> list[tuple[str, list[int], Callable, Callable]]:
     state = ops_build.get_state("cpu")
     if state.module is None:
         raise SystemExit(f"compiled CPU ops unavailable: {state.reason}")
@@ -83,15 +95,38 @@ def main() -> None:
         lambda x: upfirdn2d_ref(x, f, down=2, padding=1),
         lambda x: upfirdn2d_compiled(ops, x, f, down=2, padding=1),
     ))
+    return cases
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (1: stable on a shared CPU)")
+    parser.add_argument("--measure-memory", nargs=2, metavar=("CASE", "IMPL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cases = build_cases()
+    if args.measure_memory:
+        index, impl = int(args.measure_memory[0]), args.measure_memory[1]
+        _, shape, ref_op, comp_op = cases[index]
+        x = torch.randn(shape)
+        step = make_step(ref_op if impl == "ref" else comp_op, x)
+        step()  # warm-up: first-touch of the allocator and the kernels' lazy state
+        _reset_peak_rss()
+        before = _peak_rss_bytes()
+        step()
+        print(_peak_rss_bytes() - before)
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, forward+backward")
     header = f"{'case':<42} {'ref ms':>8} {'comp ms':>8} {'speedup':>8} {'ref MiB':>8} {'comp MiB':>8}"
     print(header)
     print("-" * len(header))
-    for name, shape, ref_op, comp_op in cases:
+    for index, (name, shape, ref_op, comp_op) in enumerate(cases):
         x = torch.randn(shape)
         ref_step, comp_step = make_step(ref_op, x), make_step(comp_op, x)
         t_ref, t_comp = best_seconds(ref_step, args.repeats), best_seconds(comp_step, args.repeats)
-        m_ref, m_comp = peak_memory_bytes(ref_step), peak_memory_bytes(comp_step)
+        m_ref, m_comp = peak_memory_bytes(index, "ref", args.threads), peak_memory_bytes(index, "comp", args.threads)
         print(
             f"{name:<42} {t_ref * 1e3:8.1f} {t_comp * 1e3:8.1f} {t_ref / t_comp:7.2f}x "
             f"{m_ref / 2**20:8.1f} {m_comp / 2**20:8.1f}"

@@ -1,7 +1,9 @@
 // bias_act on CUDA: one thread per element (grid-stride), the element math from ops_common.h.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+// c10 headers only: ATen/cuda/CUDAContext.h drags in cuBLAS/cuSPARSE headers a minimal toolkit lacks.
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include "ops_checks.h"
@@ -17,7 +19,8 @@ __global__ void bias_act_kernel(const scalar_t* __restrict__ x, const scalar_t* 
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x) {
     const opmath_t bias = b ? opmath_t(b[bias_channel(i, inner, channels)]) : opmath_t(0);
     const opmath_t grad = ORDER > 0 ? opmath_t(t[i]) : opmath_t(0);
-    y[i] = scalar_t(bias_act_element<ACT, ORDER, opmath_t>(opmath_t(x[i]), bias, grad, a, g, c));
+    y[i] = c >= opmath_t(0) ? scalar_t(bias_act_element<ACT, ORDER, true, opmath_t>(opmath_t(x[i]), bias, grad, a, g, c))
+                            : scalar_t(bias_act_element<ACT, ORDER, false, opmath_t>(opmath_t(x[i]), bias, grad, a, g, c));
   }
 }
 
@@ -33,7 +36,7 @@ at::Tensor bias_act_cuda(const at::Tensor& x_in, const at::Tensor& b_in, const a
   if (shape.numel == 0) return y;
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((shape.numel + threads - 1) / threads, int64_t(1) << 16);
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bias_act_cuda", [&] {
     const scalar_t* bp = shape.has_bias ? b.const_data_ptr<scalar_t>() : nullptr;

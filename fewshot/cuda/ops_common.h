@@ -100,19 +100,24 @@ FS_HD T act_derivative(T s, T alpha) {
 // One element of bias_act. ORDER 0: clamp(act(x + b) * gain). ORDER k >= 1: the k-th derivative
 // with respect to x, times t (the incoming gradient); zero where the forward value was clamped
 // (torch's clamp passes the gradient where -clamp <= value <= clamp, bounds included).
-// clamp < 0 means no clamp.
-template <int ACT, int ORDER, typename T>
+// CLAMP is false for "no clamp" (clamp < 0 in the Python API); written with selects only, no
+// branches, so CPU loops over it vectorize.
+template <int ACT, int ORDER, bool CLAMP, typename T>
 FS_HD T bias_act_element(T x, T b, T t, T alpha, T gain, T clamp) {
   const T s = x + b;
   if constexpr (ORDER == 0) {
     T y = act_derivative<ACT, 0>(s, alpha) * gain;
-    if (clamp >= T(0)) y = y < -clamp ? -clamp : (y > clamp ? clamp : y);
+    if constexpr (CLAMP) {
+      y = y < -clamp ? -clamp : y;
+      y = y > clamp ? clamp : y;
+    }
     return y;
   } else {
     T d = t * gain * act_derivative<ACT, ORDER>(s, alpha);
-    if (clamp >= T(0)) {
+    if constexpr (CLAMP) {
       const T y = act_derivative<ACT, 0>(s, alpha) * gain;
-      if (!(y >= -clamp && y <= clamp)) d = T(0);
+      const bool inside = (y >= -clamp) & (y <= clamp);
+      d = inside ? d : T(0);
     }
     return d;
   }

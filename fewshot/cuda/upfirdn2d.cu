@@ -2,7 +2,9 @@
 // pixels come from axis_taps in ops_common.h, the same arithmetic the CPU kernel uses.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+// c10 headers only: ATen/cuda/CUDAContext.h drags in cuBLAS/cuSPARSE headers a minimal toolkit lacks.
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include "ops_checks.h"
@@ -42,7 +44,7 @@ at::Tensor upfirdn2d_cuda(const at::Tensor& x_in, const at::Tensor& f, int64_t u
   if (y.numel() == 0) return y;
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((y.numel() + threads - 1) / threads, int64_t(1) << 16);
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "upfirdn2d_cuda", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
