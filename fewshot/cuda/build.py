@@ -131,8 +131,6 @@ def _short_reason(exc: BaseException, max_lines: int = 12) -> str:
 
 def build(kind: str, build_dir: Path | None = None, archs: tuple[str, ...] = (), verbose: bool = False) -> BuildState:
     """Build (or import from the cache) one extension kind; never raises for a failed build."""
-    import torch.utils.cpp_extension as cpp
-
     state = BuildState(kind=kind)
     start = time.perf_counter()
     try:
@@ -144,6 +142,9 @@ def build(kind: str, build_dir: Path | None = None, archs: tuple[str, ...] = (),
             state.module = _import_built(name, state.build_dir)
             state.from_cache = True
         else:
+            # Imported only to build: importing it guesses CUDA_HOME and logs a warning without a GPU.
+            import torch.utils.cpp_extension as cpp
+
             if kind == "cuda":
                 _prepare_cuda_home()
             if shutil.which("ninja") is None and not cpp.is_ninja_available():
