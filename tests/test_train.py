@@ -351,3 +351,48 @@ def test_reg_dgm_with_resnet18_found_offline(tmp_path, monkeypatch):
     run = train(cfg, progress=False, echo=lambda m: None)
     record = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
     assert record["loss_reg"] > 0
+
+
+def test_metrics_during_training_write_jsonl_and_keep_best(tmp_path, monkeypatch):
+    import fewshot.metrics as metrics_pkg
+    from fewshot.metrics.extractors import FeatureExtractor
+
+    class ToyInception(FeatureExtractor):
+        name = "inception-v3-fid"
+        resize = "none (toy)"
+
+        def __init__(self):
+            super().__init__("toy")
+            self.feature_dims = {"pool": 48}
+            self.anchor = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
+
+        def extract(self, images):
+            x = images.float() / 127.5 - 1
+            return {"pool": F.adaptive_avg_pool2d(x, 4).flatten(1)}
+
+    real_compute = metrics_pkg.compute_metrics
+    calls = []
+
+    def compute_with_toy(generator, real_images, **kwargs):
+        calls.append(kwargs)
+        return real_compute(generator, real_images, extractors={"inception-v3-fid": ToyInception()},
+                            cache_dir=tmp_path / "cache", **kwargs)
+
+    monkeypatch.setattr(metrics_pkg, "compute_metrics", compute_with_toy)
+    cfg = tiny_cfg(tmp_path, kimg=0.016, metrics=("fid",), metrics_every=1, metrics_n=8)
+    run = train(cfg, progress=False, echo=lambda m: None)
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in lines] == [0.008, 0.016] and all(r["fid"] >= 0 for r in lines)
+    assert calls[0]["n_fake"] == 8 and calls[0]["metrics"] == ("fid",)
+    best = load_bundle(run / "best.safetensors")
+    assert best.training["metrics"]["fid"] == min(r["fid"] for r in lines)
+
+
+def test_aug_preview_writes_a_grid_and_no_run(tmp_path):
+    from PIL import Image
+
+    target = tmp_path / "preview.png"
+    assert train(tiny_cfg(tmp_path), aug_preview=target, echo=lambda m: None) is None
+    with Image.open(target) as img:
+        assert img.size[0] >= 32 * 2 and img.mode == "RGB"
+    assert not (tmp_path / "runs").exists()
