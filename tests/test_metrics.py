@@ -264,7 +264,6 @@ def test_vgg16_layout_is_torchvisions_and_is_loaded_strictly():
         load_strict(target, incomplete, "VGG-16", "vgg.pth", assign=True)
 
 
-@pytest.mark.slow
 def test_vgg16_extractor_gives_fc2_features(tmp_path):
     import torchvision
 

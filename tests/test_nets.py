@@ -544,7 +544,6 @@ def test_whole_discriminator_matches_the_definitions(overrides):
     assert (logits - ref).abs().max().item() < 1e-4
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("config", ["64px-default", "paper256"])
 def test_full_size_networks_match_the_definitions(config):
     torch.manual_seed(0)

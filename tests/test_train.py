@@ -326,7 +326,6 @@ def test_reg_dgm_term_enters_the_generator_loss(tmp_path, monkeypatch):
     assert record["loss_reg"] > 0
 
 
-@pytest.mark.slow
 def test_reg_dgm_with_resnet18_found_offline(tmp_path, monkeypatch):
     """reg-ada end to end with a ResNet-18 file found offline through the weights registry."""
     import hashlib

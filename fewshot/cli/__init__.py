@@ -13,12 +13,14 @@ def register_commands() -> None:
     if _REGISTERED:
         return
     _REGISTERED = True
-    from . import checkpoints  # noqa: F401
-    from . import hub  # noqa: F401
-    from . import generate  # noqa: F401
-    from . import train  # noqa: F401
-    from . import metrics  # noqa: F401
-    from . import doctor  # noqa: F401
+    from . import (
+        checkpoints,  # noqa: F401
+        doctor,  # noqa: F401
+        generate,  # noqa: F401
+        hub,  # noqa: F401
+        metrics,  # noqa: F401
+        train,  # noqa: F401
+    )
 
 
 __all__ = ["app", "main", "register_commands"]
