@@ -274,6 +274,9 @@ def train(
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
+    if resume_state is None and cfg.data not in ("", "demo") and not Path(cfg.data).exists():
+        raise FewshotError(f"data source {cfg.data} does not exist")
+
     # --- Base network (the architecture follows it) or scratch networks.
     base: Bundle | None = None
     if cfg.base and resume_state is None:
@@ -536,7 +539,7 @@ def train(
     if is_main and state.cur_nimg >= total_nimg:
         final = _write_export(run_dir / "final.safetensors", cfg, nets, transfer, state, augment,
                               disp_bank=disp_bank)
-        echo(f"done: {state.cur_nimg / 1000:.1f} kimg; wrote {final}")
+        echo(f"done: {state.cur_nimg / 1000:g} kimg; wrote {final}")
     distributed.barrier(dist)
     return run_dir
 
