@@ -106,10 +106,23 @@ def _import_built(name: str, build_dir: Path) -> ModuleType:
     return module
 
 
+def _cpp_extension():  # -> module torch.utils.cpp_extension
+    """Import torch's extension builder without its 'No CUDA runtime is found' warning on CPU-only machines."""
+    import logging
+
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        import torch.utils.cpp_extension as cpp
+    finally:
+        log.setLevel(level)
+    return cpp
+
+
 def _prepare_cuda_home() -> None:
     """Point torch at a CUDA toolkit with headers; torch guesses /usr/local when nvcc is only on PATH."""
-    import torch.utils.cpp_extension as cpp
-
+    cpp = _cpp_extension()
     current = Path(cpp.CUDA_HOME) if cpp.CUDA_HOME else None
     if current is not None and (current / "include" / "cuda_runtime.h").is_file():
         return
@@ -143,8 +156,7 @@ def build(kind: str, build_dir: Path | None = None, archs: tuple[str, ...] = (),
             state.from_cache = True
         else:
             # Imported only to build: importing it guesses CUDA_HOME and logs a warning without a GPU.
-            import torch.utils.cpp_extension as cpp
-
+            cpp = _cpp_extension()
             if kind == "cuda":
                 _prepare_cuda_home()
             if shutil.which("ninja") is None and not cpp.is_ninja_available():
