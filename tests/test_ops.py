@@ -113,6 +113,13 @@ UPFIRDN_CASES = [
     ((2, 3, 6, 7), "rand2d", (1, 2), (4, 1), [2, 3, 0, 1], True, 1),
     ((1, 9, 5, 6), None, 2, 1, 0, False, 1),
     ((2, 4, 12, 12), "sep3", 1, 1, [-2, -2, 1, 1], False, 1),  # 1-D filter below 8 taps, forced separable
+    # The specialised CPU paths (4x4 filter, down 2 or up 2 on both axes): odd sizes, batch 1,
+    # odd / uneven / negative padding, non-symmetric filters.
+    ((1, 1, 7, 9), [1, 3, 3, 1], 1, 2, [0, 3, 1, 2], False, 1),
+    ((1, 2, 9, 5), "rand4", 1, 2, [-1, 2, 2, -1], True, 1),
+    ((1, 3, 5, 7), "rand4", 2, 1, [1, 1, 3, 0], False, 4),
+    ((1, 1, 7, 3), [1, 3, 3, 1], 2, 1, [2, 1, 2, 1], True, 4),
+    ((2, 1, 6, 5), "rand4", 2, 1, [-2, 3, 0, -1], True, 1),
 ]
 
 
@@ -122,6 +129,8 @@ def _filter(spec, dtype):
         return None
     if spec == "rand2d":
         return torch.rand(3, 4, generator=gen).to(dtype)
+    if spec == "rand4":
+        return torch.rand(4, 4, generator=gen).to(dtype)
     if spec == "sep3":
         return setup_filter([1, 2, 4], separable=True).to(dtype)
     return setup_filter(spec).to(dtype)
@@ -139,7 +148,7 @@ def test_upfirdn2d_forward_matches_reference(cpu_ops, case, dtype):
     torch.testing.assert_close(got, want, **TOL[dtype])
 
 
-@pytest.mark.parametrize("case", [1, 2, 3, 5, 6, 8])
+@pytest.mark.parametrize("case", [1, 2, 3, 5, 6, 8, 11, 12, 13, 14, 15])
 def test_upfirdn2d_gradcheck_and_gradgradcheck(cpu_ops, case):
     shape, fspec, up, down, padding, flip, gain = UPFIRDN_CASES[case]
     shape = (1, 1, *shape[2:])

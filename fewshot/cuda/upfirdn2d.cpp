@@ -1,15 +1,129 @@
 // upfirdn2d on the CPU: each output pixel sums only the taps that land on real input pixels
 // (axis_taps in ops_common.h), so the zero-inserted, padded intermediate of the reference is
-// never built. Rows of the output are spread over threads with at::parallel_for.
+// never built. Rows of the output are spread over threads with at::parallel_for. The common
+// StyleGAN2 cases (4x4 filter, up 2 or down 2) take the specialised per-plane paths below.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "ops_checks.h"
 
 namespace fewshot {
+
+// ---- fast paths: a TxT filter with (up, down) = (1, 2) or (2, 1) on both axes -------------------
+// StyleGAN2's resampling ([1,3,3,1] as a 4x4 filter, down 2 in the discriminator, up 2 in the
+// generator, and each one's adjoint in the backward) runs here. One (batch, channel) plane at a time:
+// the plane is first copied, zero-padded, into a per-thread buffer in opmath_t, so the inner loops
+// have no bounds checks, a compile-time tap count, and run along contiguous output rows (vectorized).
+// The meaning is the same as the generic loop below (and upfirdn2d_ref.py); only the summation order
+// of the taps differs.
+
+template <int T, typename scalar_t, typename opmath_t>
+void down2_plane(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, const opmath_t* g_in,
+                 const UpfirdnShape& s, int64_t px0, int64_t py0, std::vector<opmath_t>& buf) {
+  // Output (oy, ox) reads padded positions (2 oy + j, 2 ox + i). Each padded row r is stored as its
+  // even columns (phase 0) then its odd columns (phase 1): padded column 2 c + p is phase p, entry c.
+  constexpr int kHalf = (T + 1) / 2;
+  const int64_t wh = s.out_w + kHalf - 1;
+  const int64_t hp = 2 * (s.out_h - 1) + T;
+  buf.assign(hp * 2 * wh, opmath_t(0));
+  for (int64_t r = 0; r < hp; ++r) {
+    const int64_t iy = r - py0;
+    if (iy < 0 || iy >= s.in_h) continue;
+    const scalar_t* xr = x + iy * s.in_w;
+    opmath_t* dst = buf.data() + r * 2 * wh;
+    // Input column ix lands at padded column ix + px0.
+    const int64_t ix0 = std::max<int64_t>(0, -px0);
+    const int64_t ix1 = std::min<int64_t>(s.in_w, 2 * wh - px0);
+    for (int64_t ix = ix0; ix < ix1; ++ix) {
+      const int64_t pc = ix + px0;
+      dst[(pc & 1) * wh + (pc >> 1)] = opmath_t(xr[ix]);
+    }
+  }
+  opmath_t g[T * T];
+  for (int k = 0; k < T * T; ++k) g[k] = g_in[k];
+  for (int64_t oy = 0; oy < s.out_h; ++oy) {
+    const opmath_t* rows = buf.data() + 2 * oy * 2 * wh;
+    scalar_t* __restrict__ yr = y + oy * s.out_w;
+    for (int64_t ox = 0; ox < s.out_w; ++ox) {
+      opmath_t acc = 0;
+#pragma GCC unroll 16
+      for (int j = 0; j < T; ++j) {
+#pragma GCC unroll 16
+        for (int i = 0; i < T; ++i) acc += g[j * T + i] * rows[j * 2 * wh + (i & 1) * wh + (i >> 1) + ox];
+      }
+      yr[ox] = scalar_t(acc);
+    }
+  }
+}
+
+template <int T, typename scalar_t, typename opmath_t>
+void up2_plane(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, const opmath_t* g,
+               const UpfirdnShape& s, int64_t px0, int64_t py0, std::vector<opmath_t>& buf) {
+  static_assert(T % 2 == 0, "up2_plane needs an even tap count (T / 2 taps per phase)");
+  constexpr int kHalf = T / 2;
+  // Output o reads upsampled position o + t - pad for tap t; it holds input pixel (o + t - pad) / 2
+  // when that is even. The buffer holds input rows [rlo, rhi] and columns [clo, chi], zero outside.
+  const int64_t rlo = floor_div(-py0, 2), rhi = floor_div(s.out_h - 1 + T - 1 - py0, 2);
+  const int64_t clo = floor_div(-px0, 2), chi = floor_div(s.out_w - 1 + T - 1 - px0, 2);
+  const int64_t hb = rhi - rlo + 1, wb = chi - clo + 1;
+  buf.assign(hb * wb, opmath_t(0));
+  {
+    const int64_t iy0 = std::max<int64_t>(0, rlo), iy1 = std::min<int64_t>(s.in_h, rhi + 1);
+    const int64_t ix0 = std::max<int64_t>(0, clo), ix1 = std::min<int64_t>(s.in_w, chi + 1);
+    for (int64_t iy = iy0; iy < iy1; ++iy) {
+      const scalar_t* xr = x + iy * s.in_w;
+      opmath_t* dst = buf.data() + (iy - rlo) * wb - clo;
+      for (int64_t ix = ix0; ix < ix1; ++ix) dst[ix] = opmath_t(xr[ix]);
+    }
+  }
+  // Columns: output 2 m + p uses taps i0[p] + 2 q (q < kHalf) reading buffer column m + off[p] + q.
+  int64_t i0[2], off[2];
+  for (int p = 0; p < 2; ++p) {
+    i0[p] = (px0 - p) - floor_div(px0 - p, 2) * 2;
+    off[p] = (p + i0[p] - px0) / 2 - clo;
+  }
+  const int64_t pairs = s.out_w / 2;
+  const bool odd_w = (s.out_w & 1) != 0;
+  for (int64_t oy = 0; oy < s.out_h; ++oy) {
+    // Rows: taps j0 + 2 k (k < kHalf) read input row (oy + j0 + 2 k - py0) / 2.
+    const int64_t j0 = (py0 - oy) - floor_div(py0 - oy, 2) * 2;
+    const int64_t r0 = (oy + j0 - py0) / 2 - rlo;
+    const opmath_t* rows[kHalf];
+    opmath_t ge[kHalf][kHalf], go[kHalf][kHalf];
+    for (int k = 0; k < kHalf; ++k) {
+      rows[k] = buf.data() + (r0 + k) * wb;
+      for (int q = 0; q < kHalf; ++q) {
+        ge[k][q] = g[(j0 + 2 * k) * T + i0[0] + 2 * q];
+        go[k][q] = g[(j0 + 2 * k) * T + i0[1] + 2 * q];
+      }
+    }
+    scalar_t* __restrict__ yr = y + oy * s.out_w;
+    const int64_t oe = off[0], oo = off[1];
+    for (int64_t m = 0; m < pairs; ++m) {
+      opmath_t a = 0, b = 0;
+#pragma GCC unroll 16
+      for (int k = 0; k < kHalf; ++k) {
+#pragma GCC unroll 16
+        for (int q = 0; q < kHalf; ++q) {
+          a += ge[k][q] * rows[k][m + oe + q];
+          b += go[k][q] * rows[k][m + oo + q];
+        }
+      }
+      yr[2 * m] = scalar_t(a);
+      yr[2 * m + 1] = scalar_t(b);
+    }
+    if (odd_w) {
+      opmath_t a = 0;
+      for (int k = 0; k < kHalf; ++k)
+        for (int q = 0; q < kHalf; ++q) a += ge[k][q] * rows[k][pairs + oe + q];
+      yr[2 * pairs] = scalar_t(a);
+    }
+  }
+}
 
 at::Tensor upfirdn2d_cpu(const at::Tensor& x_in, const at::Tensor& f, int64_t upx, int64_t upy, int64_t downx,
                          int64_t downy, int64_t px0, int64_t px1, int64_t py0, int64_t py1, bool flip_filter) {
@@ -29,6 +143,24 @@ at::Tensor upfirdn2d_cpu(const at::Tensor& x_in, const at::Tensor& f, int64_t up
     const opmath_t* gp = taps.const_data_ptr<opmath_t>();
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    constexpr int kFastTaps = 4;
+    const bool same_axes = upx == upy && downx == downy && s.taps_x == kFastTaps && s.taps_y == kFastTaps;
+    const bool fast_down2 = same_axes && upx == 1 && downx == 2;
+    const bool fast_up2 = same_axes && upx == 2 && downx == 1;
+    if (fast_down2 || fast_up2) {
+      const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
+      at::parallel_for(0, s.batch_channels, 1, [&](int64_t begin, int64_t end) {
+        std::vector<opmath_t> buf;
+        for (int64_t plane = begin; plane < end; ++plane) {
+          if (fast_down2) {
+            down2_plane<kFastTaps>(xp + plane * in_plane, yp + plane * out_plane, gp, s, px0, py0, buf);
+          } else {
+            up2_plane<kFastTaps>(xp + plane * in_plane, yp + plane * out_plane, gp, s, px0, py0, buf);
+          }
+        }
+      });
+      return;
+    }
     const int64_t rows = s.batch_channels * s.out_h;
     const int64_t grain = std::max<int64_t>(1, (1 << 14) / s.out_w);
     at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
