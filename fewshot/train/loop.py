@@ -207,20 +207,13 @@ def fixed_latents(cfg: TrainConfig, z_dim: int, device: torch.device) -> torch.T
 
 
 def save_grid(images: torch.Tensor, path: Path, grid: tuple[int, int]) -> None:
-    """Write a [N,3,H,W] float image batch in [-1,1] as a PNG grid."""
-    from PIL import Image
+    """Write a [N,3,H,W] float batch in [-1,1] as a grid (cols, rows), quantised as the official tools do."""
+    from ..generate import save_image_grid, to_uint8
 
     cols, rows = grid
     n = min(images.shape[0], cols * rows)
-    rows = math.ceil(n / cols)
-    imgs = (images[:n].detach().float().cpu() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    _, c, h, w = imgs.shape
-    canvas = torch.zeros([3, rows * h, cols * w], dtype=torch.uint8)
-    for i in range(n):
-        r, col = divmod(i, cols)
-        canvas[:, r * h:(r + 1) * h, col * w:(col + 1) * w] = imgs[i, :3] if c >= 3 else imgs[i].expand(3, h, w)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(canvas.permute(1, 2, 0).numpy(), "RGB").save(path)
+    save_image_grid(to_uint8(images[:n].detach().float()), path, (cols, math.ceil(n / cols)))
 
 
 @torch.no_grad()
