@@ -292,9 +292,10 @@ def test_sigkill_during_checkpoint_write_leaves_a_loadable_checkpoint(tmp_path, 
 def test_two_gloo_processes_keep_identical_weights(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     out = tmp_path / "runs"
-    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-            "-m", "fewshot", "train", "demo", "--outdir", str(out), "--name", "ddp", "--quiet", "--kimg", "0.016"]
-    args += [a for s in TINY_SET for a in ("--set", s)] + ["--set", "gpus=2"]
+    # `--gpus 2` relaunches the same command under torchrun with two processes (gloo on the CPU).
+    args = [sys.executable, "-m", "fewshot", "train", "demo", "--gpus", "2", "--outdir", str(out), "--name", "ddp",
+            "--quiet", "--kimg", "0.016"]
+    args += [a for s in TINY_SET for a in ("--set", s)]
     result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     run = next(out.glob("*-ddp"))
