@@ -375,8 +375,8 @@ def test_metrics_during_training_write_jsonl_and_keep_best(tmp_path, monkeypatch
 
     def compute_with_toy(generator, real_images, **kwargs):
         calls.append(kwargs)
-        return real_compute(generator, real_images, extractors={"inception-v3-fid": ToyInception()},
-                            cache_dir=tmp_path / "cache", **kwargs)
+        kwargs["extractors"].setdefault("inception-v3-fid", ToyInception())  # instead of loading Inception weights
+        return real_compute(generator, real_images, cache_dir=tmp_path / "cache", **kwargs)
 
     monkeypatch.setattr(metrics_pkg, "compute_metrics", compute_with_toy)
     cfg = tiny_cfg(tmp_path, kimg=0.016, metrics=("fid",), metrics_every=1, metrics_n=8)
@@ -384,6 +384,7 @@ def test_metrics_during_training_write_jsonl_and_keep_best(tmp_path, monkeypatch
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["kimg"] for r in lines] == [0.008, 0.016] and all(r["fid"] >= 0 for r in lines)
     assert calls[0]["n_fake"] == 8 and calls[0]["metrics"] == ("fid",)
+    assert calls[0]["extractors"] is calls[1]["extractors"]  # extractors are loaded once per run
     best = load_bundle(run / "best.safetensors")
     assert best.training["metrics"]["fid"] == min(r["fid"] for r in lines)
 

@@ -127,8 +127,8 @@ def compute_metrics(
 
     Returns flat numbers (``fid``; ``kid``, ``kid_std``; ``precision``, ``recall``; ``is``, ``is_std``)
     and a ``protocol`` dict recording how they were measured. ``weights_paths`` maps extractor names
-    (``inception-v3-fid``, ``vgg16``) to explicit weight files; ``extractors`` passes ready extractors
-    (a trainer reuses them between evaluations). Real images at another resolution than the generator's
+    (``inception-v3-fid``, ``vgg16``) to explicit weight files; ``extractors`` passes ready extractors and
+    receives any that had to be loaded, so a trainer that passes the same dict again loads each once. Real images at another resolution than the generator's
     are resized to it, with a note. ``cache_dir`` defaults to ``<fewshot home>/metrics``.
     """
     started = time.perf_counter()
@@ -154,7 +154,7 @@ def compute_metrics(
     cache_dir = Path(cache_dir) if use_cache and cache_dir is not None else None
 
     # One extractor per name, loaded once; the outputs each one must produce for fakes and reals.
-    extractors = dict(extractors or {})
+    extractors = extractors if extractors is not None else {}
     wanted: dict[str, set[str]] = {}
     for name in names:
         extractor_name, output, _ = _METRIC_FEATURES[name]

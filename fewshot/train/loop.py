@@ -28,6 +28,7 @@ from torch import nn
 
 from ..checkpoint import Bundle, load_checkpoint, load_state_strict, save_bundle
 from ..config import Hyper, TrainConfig, derive_hyper
+from ..data import sample_batch
 from ..errors import FewshotError
 from ..nets import Discriminator, Generator
 from . import distributed
@@ -414,13 +415,13 @@ def train(
     start_elapsed = state.elapsed_sec
     session_start = time.time()
     bar = _progress_bar(total_nimg, state.cur_nimg, progress and is_main)
-    snapshots_written = 0
+    metric_extractors: dict[str, Any] = {}  # loaded once, reused by every evaluation
 
     with StopRequested() as stop:
         while state.cur_nimg < total_nimg:
             # ---- One batch: every phase whose interval divides the batch index.
             if disp_bank is None:
-                real = _sample_reals(images, hyper.batch // dist.world_size, data_gen, cfg.mirror).to(device)
+                real = sample_batch(images, hyper.batch // dist.world_size, data_gen).to(device)
                 c_chunks = [None] * math.ceil(real.shape[0] / hyper.batch_gpu)
             else:  # each real comes with its own prior; fakes are conditioned on the same priors (DISP)
                 real, real_c = disp_bank.sample_batch(images, hyper.batch // dist.world_size, data_gen)
@@ -511,13 +512,13 @@ def train(
                 kimg_tag = f"{state.cur_nimg / 1000:08.3f}".replace(".", "_")
                 save_grid(render_fakes(G_ema, latents, hyper.batch_gpu, grid_priors), run_dir / "samples" / f"fakes_{kimg_tag}.png",
                           cfg.sample_grid)
-                metrics = _maybe_metrics(cfg, state, transfer, G_ema, images, device, run_dir, done, echo, disp_bank)
-                snap = _write_snapshot(run_dir, cfg, hyper, nets, opt_G, opt_D, augment, loss, data_gen, state,
+                metrics = _maybe_metrics(cfg, state, transfer, G_ema, images, device, run_dir, done, echo, disp_bank,
+                                         metric_extractors)
+                _write_snapshot(run_dir, cfg, hyper, nets, opt_G, opt_D, augment, loss, data_gen, state,
                                        transfer, disp_bank)
-                snapshots_written += 1
                 prune_snapshots(run_dir, cfg.keep)
                 if metrics is not None:
-                    _maybe_best(cfg, state, metrics, nets, transfer, run_dir, echo, disp_bank)
+                    _maybe_best(cfg, state, metrics, nets, transfer, run_dir, echo, augment, disp_bank)
             distributed.barrier(dist)
             if stop_now:
                 if bar is not None:
@@ -573,12 +574,6 @@ def _net_state(bundle: Bundle, name: str) -> dict[str, torch.Tensor]:
     prefix = f"net.{name}."
     raw = {k[len(prefix):]: v for k, v in bundle.state_tensors.items() if k.startswith(prefix)}
     return raw if raw else bundle.networks[name].state_dict()
-
-
-def _sample_reals(images: Any, batch: int, gen: torch.Generator, mirror: bool) -> torch.Tensor:
-    from ..data import sample_batch
-
-    return sample_batch(images, batch, gen)
 
 
 def _exported(nets: dict[str, nn.Module], transfer: Any) -> dict[str, nn.Module]:
@@ -685,7 +680,7 @@ def _check_finite(means: dict[str, float], state: Progress, run_dir: Path | None
 
 def _maybe_metrics(cfg: TrainConfig, state: Progress, transfer: Any, G_ema: nn.Module, images: Any,
                    device: torch.device, run_dir: Path, done: bool, echo: Callable[[str], None],
-                   disp_bank: Any = None) -> dict | None:
+                   disp_bank: Any = None, extractors: dict[str, Any] | None = None) -> dict | None:
     if not cfg.metrics:
         return None
     every = cfg.metrics_every
@@ -698,8 +693,8 @@ def _maybe_metrics(cfg: TrainConfig, state: Progress, transfer: Any, G_ema: nn.M
         from ..disp.sample import PriorSampledGenerator
 
         generator = PriorSampledGenerator(generator, disp_bank, seed=cfg.seed)
-    result = compute_metrics(generator, images.images, metrics=cfg.metrics,
-                             n_fake=cfg.metrics_n, device=str(device), progress=False)
+    result = compute_metrics(generator, images.images, metrics=cfg.metrics, n_fake=cfg.metrics_n,
+                             device=str(device), progress=False, extractors=extractors)
     record = {"kimg": round(state.cur_nimg / 1000, 3), **result}
     with (run_dir / "metrics.jsonl").open("a") as fh:
         fh.write(json.dumps(record, default=float) + "\n")
@@ -708,7 +703,7 @@ def _maybe_metrics(cfg: TrainConfig, state: Progress, transfer: Any, G_ema: nn.M
 
 
 def _maybe_best(cfg: TrainConfig, state: Progress, metrics: dict, nets: dict[str, nn.Module], transfer: Any,
-                run_dir: Path, echo: Callable[[str], None], disp_bank: Any = None) -> None:
+                run_dir: Path, echo: Callable[[str], None], augment: nn.Module, disp_bank: Any = None) -> None:
     value = metrics.get(cfg.best_metric)
     if isinstance(value, dict):
         value = value.get("mean")
@@ -716,12 +711,8 @@ def _maybe_best(cfg: TrainConfig, state: Progress, metrics: dict, nets: dict[str
         return
     if state.best_metric is None or value < state.best_metric:
         state.best_metric = float(value)
-        training = {"config": cfg.to_dict(), "kimg": state.cur_nimg / 1000, "metrics": metrics}
-        tensors: dict[str, torch.Tensor] = {}
-        _disp_payload(disp_bank, training, tensors)
-        save_bundle(run_dir / "best.safetensors", _exported(nets, transfer),
-                    provenance={"run": run_dir.name, "base": cfg.base}, training=training,
-                    state_tensors=tensors or None)
+        _write_export(run_dir / "best.safetensors", cfg, nets, transfer, state, augment, metrics=metrics,
+                      disp_bank=disp_bank)
         echo(f"new best {cfg.best_metric}={value:.3f} -> best.safetensors")
 
 
