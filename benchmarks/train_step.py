@@ -6,7 +6,8 @@ cost is what a long run sees). Prints images/s, s/kimg and peak RSS growth for
 
 - the small config of the issue (64 px, channel_base 8192, channel_max 256, batch 8), and
 - the 64 px constructor-default config (all 512 channels, mapping 8 layers) at batch 4, the
-  setting in which the official implementation took 23.7 s per step on this kind of machine.
+  setting in which the official implementation took 23.7 s per step on this kind of machine, and
+- the official train.py default (`--cfg auto`) at 64 px (channel_base 16384, 2 mapping layers), batch 4.
 
 Usage: python benchmarks/train_step.py [--repeats 3] [--skip-default]
 """
@@ -84,6 +85,8 @@ def main() -> None:
     configs = [("small 64px cb8192 cm256 batch 8", dict(channel_base=8192, channel_max=256, map=2, batch=8))]
     if not args.skip_default:
         configs.append(("default 64px cb32768 cm512 map8 batch 4", dict(channel_base=32768, channel_max=512, map=8, batch=4)))
+        # train.py's own default (--cfg auto) at 64 px: channel_base 16384, 2 mapping layers.
+        configs.append(("auto 64px cb16384 cm512 map2 batch 4", dict(channel_base=16384, channel_max=512, map=2, batch=4)))
     print(f"{'config':42s} {'ops':10s} {'s/step':>8s} {'img/s':>8s} {'s/kimg':>9s} {'peak MB':>8s}")
     for label, cfg in configs:
         cfg["repeats"] = args.repeats
