@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: install test test-slow lint demo cuda-check cpu-ops bench clean
+.PHONY: install test test-slow lint demo cuda-check gpu-check cpu-ops bench clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ demo: install
 
 cuda-check: install
 	$(PY) -m fewshot.cuda.build --check-cuda
+
+# On a machine with a CUDA device: the `gpu` tests and the GPU benchmarks (log in gpu-check/).
+gpu-check: install
+	PY=$(PY) bash benchmarks/gpu_check.sh
 
 cpu-ops: install
 	$(PY) -m fewshot.cuda.build --check-cpu

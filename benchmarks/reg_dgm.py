@@ -1,10 +1,11 @@
-"""Added cost of Reg-DGM per generator step (resnet18, random weights), `paired` vs `mean`, on the CPU.
+"""Added cost of Reg-DGM per generator step (resnet18, random weights), `paired` vs `mean` (CPU or CUDA).
 
 Tiny G at 32 px, batch 8: time G forward + a stand-in adversarial loss + backward, without the term, with
 the paired estimator (one more resnet18 forward on the real batch per step) and with the mean estimator.
 32 px images are upsampled ×8 to 256 px before resnet18, as the official code does.
 
-Run: ``python benchmarks/reg_dgm.py [--steps 6] [--threads N]``. Prints seconds per step (median).
+Run: ``python benchmarks/reg_dgm.py [--steps 6] [--threads N] [--device cuda]``. Prints seconds per
+step (median; device-synchronised on CUDA).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args()
+    device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -33,7 +36,8 @@ def main() -> None:
     from fewshot.regularizers import build_regularizer
 
     torch.manual_seed(0)
-    G = Generator(32, 0, 32, 32, 3, mapping_kwargs={"num_layers": 2}, synthesis_kwargs={"channel_base": 512, "channel_max": 64})
+    G = Generator(32, 0, 32, 32, 3, mapping_kwargs={"num_layers": 2},
+                  synthesis_kwargs={"channel_base": 512, "channel_max": 64}).to(device)
     reals = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "resnet18-random.pth"
@@ -41,26 +45,29 @@ def main() -> None:
         t0 = time.perf_counter()
         regs = {
             name: build_regularizer("reg-dgm", model="resnet18", lam=1.0, estimator=name, real_images=reals,
-                                    weights_path=weights, mirror=True)
+                                    weights_path=weights, mirror=True, device=device)
             for name in ("paired", "mean")
         }
         setup = time.perf_counter() - t0
     opt = torch.optim.Adam(G.parameters(), lr=1e-4)
 
     def step(reg) -> None:
-        z = torch.randn(args.batch, G.z_dim)
-        img = G(z, torch.zeros(args.batch, 0))
+        z = torch.randn(args.batch, G.z_dim, device=device)
+        img = G(z, torch.zeros(args.batch, 0, device=device))
         loss = torch.nn.functional.softplus(-img.mean(dim=(1, 2, 3))).mean()  # stand-in for softplus(-D(G(z)))
         if reg is not None:
-            batch = reals[torch.randint(0, reals.shape[0], (args.batch,))].float() / 127.5 - 1
+            batch = reals[torch.randint(0, reals.shape[0], (args.batch,))].to(device).float() / 127.5 - 1
             loss = loss + reg.generator_loss(img, batch if reg.requires_real_batch else None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     times: dict[str, list[float]] = {"none": [], "paired": [], "mean": []}
     for name in times:
-        step(regs.get(name))  # warm-up
+        for _ in range(3 if device.type == "cuda" else 1):
+            step(regs.get(name))  # warm-up (cuDNN algorithm search on CUDA)
     # Interleaved so that load from other processes hits all three alike.
     for _ in range(args.steps):
         for name in times:
@@ -70,7 +77,8 @@ def main() -> None:
     med = {name: statistics.median(v) for name, v in times.items()}
     added_paired = med["paired"] - med["none"]
     added_mean = med["mean"] - med["none"]
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, 32 px -> 256 px resnet18")
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, threads {torch.get_num_threads()}"
+    print(f"torch {torch.__version__}, {where}, batch {args.batch}, 32 px -> 256 px resnet18")
     print(f"setup (2 regularizers, {reals.shape[0]} reals + flips): {setup:.2f} s")
     for name in times:
         print(f"{name:>7}: {med[name] * 1000:8.1f} ms/step (median of {args.steps})")

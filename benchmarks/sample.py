@@ -1,11 +1,13 @@
-"""Sampling throughput on the CPU: batched generation vs one seed per forward pass, with peak memory.
+"""Sampling throughput: batched generation vs one seed per forward pass, with peak memory (CPU or CUDA).
 
 Runs the 64 px default generator (``Generator(512, 0, 512, 64, 3)``: 8 mapping layers, channel_base
 32768, 27.0 M parameters) with random weights through :func:`fewshot.generate.iter_sample_batches`,
 the path ``fewshot sample`` uses, and prints images/s for each batch size and the peak resident
-memory of each phase (Linux: VmHWM, reset between phases through /proc/self/clear_refs).
+memory of each phase (Linux: VmHWM, reset between phases through /proc/self/clear_refs; on CUDA the
+peak of torch's allocator). Each phase ends with the uint8 images on the host, as ``fewshot sample``
+needs them, so GPU timings include the copy back.
 
-    .venv/bin/python benchmarks/sample.py [--images 64] [--batches 1,8,16,32] [--threads N] [--png]
+    .venv/bin/python benchmarks/sample.py [--images 64] [--batches 1,8,16,32] [--threads N] [--png] [--device cuda]
 """
 
 from __future__ import annotations
@@ -46,7 +48,11 @@ def reset_peak_rss() -> bool:
 
 
 def run_phase(G: Generator, seeds: list[int], batch: int, encode_png: bool) -> tuple[float, float | None]:
-    """Seconds for all seeds at this batch size, and the phase's peak RSS in MiB."""
+    """Seconds for all seeds at this batch size, and the phase's peak memory in MiB (RSS, or CUDA allocator)."""
+    on_cuda = next(G.parameters()).device.type == "cuda"
+    if on_cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     can_reset = reset_peak_rss()
     start = time.perf_counter()
     for _, images in iter_sample_batches(G, seeds, psi=0.7, noise_mode="const", batch_size=batch):
@@ -54,6 +60,8 @@ def run_phase(G: Generator, seeds: list[int], batch: int, encode_png: bool) -> t
             for image in images:
                 encode_image(image.permute(1, 2, 0).numpy(), "png")
     elapsed = time.perf_counter() - start
+    if on_cuda:
+        return elapsed, torch.cuda.max_memory_allocated() / 2**20
     peak = _status_kib("VmHWM")
     return elapsed, (peak / 1024 if peak is not None and can_reset else None)
 
@@ -64,6 +72,8 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8,16,32", help="batch sizes; 1 is the one-seed-at-a-time loop")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--png", action="store_true", help="also encode each image as PNG (as `fewshot sample` does)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 convolutions (torch's cuDNN default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,17 +83,24 @@ def main() -> None:
     G = Generator(512, 0, 512, 64, 3).eval().requires_grad_(False)
     G.mapping.w_avg.normal_()
     params = sum(p.numel() for p in G.parameters())
+    device_text = "no GPU used"
+    if args.device == "cuda":
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.benchmark = True
+        G = G.cuda()
+        device_text = f"GPU {torch.cuda.get_device_name()}, TF32 {'on' if args.tf32 else 'off'}"
     print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, ops {settings.ops_choice()}, no GPU used")
+          f"{torch.get_num_threads()} threads, ops {settings.ops_choice()}, {device_text}")
     print(f"generator: 64 px default, {params:,} parameters; {args.images} images per phase, psi 0.7, const noise"
           f"{', PNG encoding included' if args.png else ''}")
     baseline_rss = _status_kib("VmRSS")
     print(f"RSS after building G: {baseline_rss / 1024:.0f} MiB" if baseline_rss else "RSS: unavailable")
 
-    run_phase(G, list(range(4)), 4, False)  # warm-up: first-call allocations and kernel selection
+    for batch in batches:  # warm-up: first-call allocations, kernel selection (cuDNN searches per shape)
+        run_phase(G, list(range(batch)), batch, False)
     seeds = list(range(args.images))
     rates: dict[int, float] = {}
-    print(f"{'batch':>6} {'seconds':>9} {'images/s':>9} {'peak RSS MiB':>13} {'vs batch 1':>11}")
+    print(f"{'batch':>6} {'seconds':>9} {'images/s':>9} {'peak MiB':>13} {'vs batch 1':>11}")
     for batch in batches:
         elapsed, peak = run_phase(G, seeds, batch, args.png)
         rates[batch] = args.images / elapsed

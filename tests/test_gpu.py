@@ -1,0 +1,239 @@
+"""Checks that need a CUDA device: the CUDA kernels, the fp16 path, sampling and training on a GPU.
+
+Marked ``gpu`` and skipped where torch sees no CUDA device (CI has none); ``make gpu-check`` runs
+them together with the GPU benchmarks on a lent machine. The CPU side of every comparison is the
+plain-PyTorch reference in float32 or float64, so a wrong kernel cannot hide behind a second one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fewshot.cuda import build as ops_build
+from fewshot.cuda.bias_act_compiled import bias_act_compiled
+from fewshot.cuda.bias_act_ref import ACTIVATIONS, bias_act_ref
+from fewshot.cuda.upfirdn2d_compiled import upfirdn2d_compiled
+from fewshot.cuda.upfirdn2d_ref import setup_filter, upfirdn2d_ref
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+@pytest.fixture(scope="module")
+def cuda_ops():
+    state = ops_build.get_state("cuda")
+    assert state.module is not None, f"the CUDA ops failed to build:\n{state.reason}"
+    return state.module
+
+
+@pytest.fixture(autouse=True)
+def exact_float32():
+    """TF32 off for the comparisons: float32 on the GPU must agree with float32 on the CPU."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    got, want = got.double().cpu(), want.double().cpu()
+    assert torch.isfinite(got).all()
+    return ((got - want).norm() / want.norm().clamp_min(1e-30)).item()
+
+
+# ---- kernels against the references -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+def test_bias_act_cuda_float64_gradgrad(cuda_ops, act):
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 3, 4, 5, generator=gen, dtype=torch.float64)
+    x = (x + 0.05 * x.sign()).cuda().requires_grad_()
+    b = torch.randn(3, generator=gen, dtype=torch.float64).cuda().requires_grad_()
+    for clamp in (None, 0.9):
+        def fn(x, b, clamp=clamp):
+            return bias_act_compiled(cuda_ops, x, b, act=act, alpha=0.3, gain=1.3, clamp=clamp)
+
+        torch.testing.assert_close(fn(x, b), bias_act_ref(x, b, act=act, alpha=0.3, gain=1.3, clamp=clamp))
+        assert torch.autograd.gradcheck(fn, (x, b))
+        assert torch.autograd.gradgradcheck(fn, (x, b))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_bias_act_cuda_large_tensors(cuda_ops, dtype):
+    """Sizes of a real layer (more elements than one launch grid row) and both bias dims."""
+    gen = torch.Generator().manual_seed(2)
+    x = (torch.randn(8, 512, 64, 64, generator=gen) * 3).cuda()
+    b = torch.randn(512, generator=gen).cuda()
+    for act in ACTIVATIONS:
+        want = bias_act_ref(x, b, act=act, clamp=256.0)  # float32 reference on the GPU
+        got = bias_act_compiled(cuda_ops, x.to(dtype), b.to(dtype), act=act, clamp=256.0)
+        assert got.dtype == dtype
+        assert _rel_err(got, want) < (1e-6 if dtype == torch.float32 else 2e-3), act
+    fc = torch.randn(4096, 512, generator=gen).cuda()
+    torch.testing.assert_close(bias_act_compiled(cuda_ops, fc, b, act="lrelu"), bias_act_ref(fc, b, act="lrelu"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_upfirdn2d_cuda_matches_reference(cuda_ops, dtype):
+    gen = torch.Generator().manual_seed(5)
+    f4 = setup_filter([1, 3, 3, 1], device="cuda")
+    f2d = torch.rand(3, 4, generator=gen).cuda()
+    cases = [
+        ((4, 512, 32, 32), f4, 2, 1, [2, 1, 2, 1], 4),  # the generator's upsampling at 64 px
+        ((4, 256, 64, 64), f4, 1, 2, 1, 1),  # the discriminator's downsampling
+        ((2, 3, 9, 6), f4, 4, 1, [3, 0, 1, 2], 16),
+        ((3, 7, 13, 11), f2d, (1, 2), (2, 1), [-1, 2, 1, -2], 2),
+        ((1, 2, 13, 7), setup_filter(list(range(1, 10)), device="cuda"), 2, 2, [-3, 4, 2, -1], 1),
+    ]
+    for shape, f, up, down, pad, gain in cases:
+        x = torch.randn(shape, generator=gen).cuda()
+        want = upfirdn2d_ref(x, f, up=up, down=down, padding=pad, gain=gain)
+        got = upfirdn2d_compiled(cuda_ops, x.to(dtype), f, up=up, down=down, padding=pad, gain=gain)
+        assert got.shape == want.shape and got.dtype == dtype
+        assert _rel_err(got, want) < (1e-6 if dtype == torch.float32 else 2e-3), (shape, up, down)
+
+
+def test_upfirdn2d_cuda_float64_gradgrad(cuda_ops):
+    f = setup_filter([1, 3, 3, 1], device="cuda").double()
+    for up, down, pad in [(2, 1, [2, 1, 2, 1]), (1, 2, 1), ((2, 1), (1, 2), [0, 1, 2, -1])]:
+        x = torch.randn(1, 2, 6, 5, dtype=torch.float64, device="cuda", requires_grad=True)
+
+        def fn(x, up=up, down=down, pad=pad):
+            return upfirdn2d_compiled(cuda_ops, x, f, up=up, down=down, padding=pad, gain=2.0)
+
+        torch.testing.assert_close(fn(x), upfirdn2d_ref(x, f, up=up, down=down, padding=pad, gain=2.0))
+        assert torch.autograd.gradcheck(fn, (x,))
+        assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+# ---- networks -----------------------------------------------------------------------------------
+
+
+def _generator(**synthesis):
+    from conftest import perturb_
+
+    from fewshot.nets import Generator
+
+    torch.manual_seed(0)
+    G = Generator(512, 0, 512, 64, 3, mapping_kwargs={"num_layers": 2},
+                  synthesis_kwargs={"channel_base": 8192, "channel_max": 256, **synthesis})
+    return perturb_(G, 0, scale=0.05).eval().requires_grad_(False)
+
+
+def test_same_seed_same_image_on_cpu_and_gpu():
+    """`fewshot sample` on a GPU gives the CPU's picture for each seed (8-bit values within 1)."""
+    from fewshot.generate import generate_images
+
+    G = _generator()
+    seeds = list(range(8))
+    on_cpu = generate_images(G, seeds, psi=0.7, noise_mode="const", batch_size=4)
+    on_gpu = generate_images(G.cuda(), seeds, psi=0.7, noise_mode="const", batch_size=4)
+    assert on_gpu.device.type == "cpu" and on_gpu.dtype == torch.uint8
+    diff = (on_cpu.int() - on_gpu.int()).abs()
+    assert diff.max().item() <= 1, diff.max().item()
+    assert (diff > 0).float().mean().item() < 0.01
+
+
+def test_fp16_layers_stay_close_to_float32():
+    """num_fp16_res=4 with conv_clamp 256 (the official GPU setting) against the same net in float32."""
+    G = _generator(num_fp16_res=4, conv_clamp=256).cuda()
+    z = torch.randn(8, 512, generator=torch.Generator().manual_seed(3)).cuda()
+    ws = G.mapping(z, None, truncation_psi=0.7)
+    fp16 = G.synthesis(ws, noise_mode="const")
+    fp32 = G.synthesis(ws, noise_mode="const", force_fp32=True)
+    assert fp16.dtype == torch.float32 and torch.isfinite(fp16).all()
+    assert _rel_err(fp16, fp32) < 2e-2
+
+
+def test_discriminator_r1_compiled_matches_reference_on_gpu(monkeypatch):
+    """Forward, input gradient and R1's gradient of a gradient through both op implementations."""
+    from conftest import perturb_
+
+    from fewshot.nets import Discriminator
+
+    torch.manual_seed(1)
+    D = perturb_(Discriminator(0, 64, 3, channel_base=8192, channel_max=256), 1, scale=0.05).cuda()
+    img0 = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(4)).cuda()
+    results = {}
+    for choice in ("reference", "compiled"):
+        monkeypatch.setenv("FEWSHOT_OPS", choice)
+        D.zero_grad(set_to_none=True)
+        img = img0.clone().requires_grad_()
+        logits = D(img, None)
+        (grad,) = torch.autograd.grad(logits.sum(), img, create_graph=True)
+        grad.square().sum().backward()
+        # R1 alone leaves the last layer's bias without a gradient: compare those as zeros.
+        param_grads = [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in D.parameters()]
+        results[choice] = [logits.detach(), grad.detach(), *param_grads]
+    for want, got in zip(results["reference"], results["compiled"], strict=True):
+        if want.abs().max() > 0:
+            assert _rel_err(got, want) < 1e-3  # float32 second-order sums in another order
+        else:
+            assert got.abs().max() == 0
+
+
+# ---- the commands on a GPU ------------------------------------------------------------------------
+
+
+def _demo_folder(folder: Path, count: int = 12) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    gen = torch.Generator().manual_seed(0)
+    for i in range(count):
+        pixels = (torch.rand(40, 40, 3, generator=gen) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"img{i:02d}.png")
+    return folder
+
+
+def test_train_on_gpu_with_fp16_resumes_and_samples(tmp_path, monkeypatch):
+    """Two ticks with ADA and fp16 layers on the GPU; resume continues the counters and p."""
+    from typer.testing import CliRunner
+
+    from fewshot.cli import app, register_commands
+
+    monkeypatch.setenv("FEWSHOT_HOME", str(tmp_path / "home"))
+    register_commands()
+    data = _demo_folder(tmp_path / "data")
+    common = [
+        "--preset", "demo", "--device", "cuda", "--outdir", str(tmp_path / "runs"), "--name", "gpu",
+        "--set", "resolution=32", "--set", "num_fp16_res=2", "--set", "conv_clamp=256",
+        "--set", "tick_kimg=0.032", "--set", "snap=1",
+    ]
+    runner = CliRunner()
+    first = runner.invoke(app, ["train", str(data), "--kimg", "0.032", *common])
+    assert first.exit_code == 0, first.output
+    run = next((tmp_path / "runs").glob("*-gpu"))
+    second = runner.invoke(app, ["train", str(data), "--kimg", "0.064", "--resume", str(run), *common])
+    assert second.exit_code == 0, second.output
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [round(r["kimg"], 3) for r in log] == [0.032, 0.064]
+    assert all(torch.isfinite(torch.tensor(r["loss_G"])) for r in log if "loss_G" in r)
+    sample = runner.invoke(app, ["sample", str(run), "--seeds", "0-3", "--device", "cuda", "--outdir", str(tmp_path / "s")])
+    assert sample.exit_code == 0, sample.output
+    assert len(list((tmp_path / "s").glob("seed*.png"))) == 4
+
+
+def test_reg_dgm_energy_on_gpu_equals_cpu(tmp_path):
+    import torchvision
+
+    from fewshot.regularizers import build_regularizer
+
+    weights = tmp_path / "resnet18-random.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    reals = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    fakes = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    energies = []
+    for device in ("cpu", "cuda"):
+        reg = build_regularizer("reg-dgm", model="resnet18", lam=1.0, estimator="mean", real_images=reals,
+                                weights_path=weights, mirror=True, device=device)
+        energies.append(reg.generator_loss(fakes.to(device), None).detach().cpu())
+    assert _rel_err(energies[1], energies[0]) < 1e-4
