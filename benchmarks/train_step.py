@@ -40,8 +40,8 @@ syn = dict(channel_base=cfg["channel_base"], channel_max=cfg["channel_max"], num
 G = Generator(512, 0, 512, res, 3, mapping_kwargs={"num_layers": cfg["map"]}, synthesis_kwargs=syn).to(device)
 D = Discriminator(0, res, 3, channel_base=cfg["channel_base"], channel_max=cfg["channel_max"], num_fp16_res=fp16,
                   conv_clamp=clamp, epilogue_kwargs={"mbstd_group_size": min(cfg["batch"], 4)}).to(device)
-aug = build_augment("ada", p=0.2)
-loss = StyleGAN2Loss(G, D, aug, LossWeights(r1_gamma=0.05, pl_weight=2.0))
+aug = build_augment("ada", p=0.2).to(device)
+loss = StyleGAN2Loss(G, D, aug, LossWeights(r1_gamma=0.05, pl_weight=2.0)).to(device)
 opt_G = torch.optim.Adam(G.parameters(), **lazy_opt_kwargs(0.0025, 4))
 opt_D = torch.optim.Adam(D.parameters(), **lazy_opt_kwargs(0.0025, 16))
 batch = cfg["batch"]

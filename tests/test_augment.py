@@ -372,3 +372,25 @@ def test_preview_grid_writes_png_and_restores_p(tmp_path: Path) -> None:
     with Image.open(identity) as img:
         assert torch.equal(torch.tensor(np.array(img)).permute(2, 0, 1), data.images[0])
     assert math.isclose(float(aug.p), 0.0)
+
+
+def test_grid_sample_bilinear_equals_torch_and_has_a_second_derivative() -> None:
+    """The ADA sampler: same values and first gradient as F.grid_sample, and gradgradcheck passes
+    (torch's CUDA grid_sampler_2d_backward has no derivative; ours is the same on every device)."""
+    from fewshot.augment.grid_sample import grid_sample_bilinear
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64, generator=gen).requires_grad_(True)
+    theta = torch.eye(2, 3, dtype=torch.float64).expand(2, 2, 3) + 0.3 * torch.randn(2, 2, 3, dtype=torch.float64, generator=gen)
+    grid = torch.nn.functional.affine_grid(theta, [2, 3, 9, 8], align_corners=False)
+    want = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    got = grid_sample_bilinear(x, grid)
+    torch.testing.assert_close(got, want)
+    v = torch.randn(want.shape, dtype=torch.float64, generator=gen)
+    (g_want,) = torch.autograd.grad(want, x, v)
+    (g_got,) = torch.autograd.grad(got, x, v)
+    torch.testing.assert_close(g_got, g_want)
+    assert torch.autograd.gradcheck(lambda t: grid_sample_bilinear(t, grid), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: grid_sample_bilinear(t, grid), (x,))
+    with pytest.raises(ValueError, match="grid"):
+        grid_sample_bilinear(x, grid.clone().requires_grad_(True))

@@ -15,7 +15,8 @@ the paper's code (REFERENCE.md section 2). Stages, in order:
 
 A stage whose per-sample transforms are all the identity is skipped, so ``p = 0`` returns the
 input unchanged, bit for bit. Everything is built from differentiable PyTorch ops (pad, conv,
-grid_sample, matmul), so gradients reach the input and double backward works (R1 needs it).
+matmul) and a grid_sample with its own double backward (``grid_sample.py``: torch's CUDA one has
+none), so gradients reach the input and double backward works on every device (R1 needs it).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from ..cuda import downsample2d, setup_filter, upsample2d
 from ..errors import FewshotError
 from .base import Augment, register_augment
+from .grid_sample import grid_sample_bilinear
 
 # Low-pass decomposition filters of two Daubechies symlets (public wavelet constants).
 SYM2 = [-0.12940952255092145, 0.22414386804185735, 0.836516303737469, 0.48296291314469025]
@@ -308,7 +310,7 @@ class AdaPipeline(torch.nn.Module):
         out_h, out_w = (height + taps_pad * 2) * 2, (width + taps_pad * 2) * 2
         inv = _scale(half(2 / images.shape[3]), half(2 / images.shape[2])) @ inv @ _scale(half(out_w / 2), half(out_h / 2))
         grid = F.affine_grid(inv[:, :2, :].to(images.dtype), [batch, channels, out_h, out_w], align_corners=False)
-        images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        images = grid_sample_bilinear(images, grid)
 
         # Back to the input resolution, cropping the margin (negative padding crops).
         return downsample2d(images, self.geom_filter.to(images.dtype), down=2, padding=-taps_pad * 2, flip_filter=True)
