@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from fewshot import settings  # noqa: E402
-from fewshot.generate import encode_image, iter_sample_batches  # noqa: E402
+from fewshot.generate import encode_image, iter_sample_batches, prepare_device  # noqa: E402
 from fewshot.nets import Generator  # noqa: E402
 
 
@@ -84,6 +84,8 @@ def main() -> None:
     G.mapping.w_avg.normal_()
     params = sum(p.numel() for p in G.parameters())
     device_text = "no GPU used"
+    if args.device == "cpu":
+        prepare_device(torch.device("cpu"))  # as `fewshot sample` does: keep freed memory for reuse
     if args.device == "cuda":
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32
         torch.backends.cudnn.benchmark = True

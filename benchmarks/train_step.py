@@ -32,6 +32,9 @@ from fewshot.cuda import dispatch
 
 cfg = json.loads(sys.argv[1])
 device = torch.device(cfg["device"])
+if device.type == "cpu":
+    from fewshot.host_memory import keep_freed_memory
+    keep_freed_memory()  # as `fewshot train` does on the CPU
 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
 torch.backends.cudnn.benchmark = True
 torch.manual_seed(0)

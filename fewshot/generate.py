@@ -125,6 +125,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     raise FewshotError(f"unknown device {name!r}; choose auto, cpu or cuda")
 
 
+def prepare_device(device: torch.device) -> torch.device:
+    """Process settings for generating on ``device``: on the CPU, keep freed memory for reuse
+    (each batch frees and reallocates the same large tensors; see fewshot.host_memory)."""
+    if device.type == "cpu":
+        from .host_memory import keep_freed_memory
+
+        keep_freed_memory()
+    return device
+
+
 # --------------------------------------------------------------------------------------------
 # Loading
 

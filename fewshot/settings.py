@@ -55,6 +55,19 @@ def ops_choice() -> str:
     return value
 
 
+def winograd_enabled() -> bool:
+    """``FEWSHOT_WINOGRAD`` (default on): 3x3 convolutions on the CPU by Winograd F(2x2, 3x3);
+    ``0`` keeps torch's direct convolution everywhere (fewshot.cuda.winograd)."""
+    value = os.environ.get("FEWSHOT_WINOGRAD")
+    return value is None or value.strip() == "" or _truthy(value)
+
+
+def keep_freed_memory() -> bool:
+    """``FEWSHOT_KEEP_FREED`` (default on): CPU runs keep freed memory for reuse (fewshot.host_memory)."""
+    value = os.environ.get("FEWSHOT_KEEP_FREED")
+    return value is None or value.strip() == "" or _truthy(value)
+
+
 # --- Hub and frozen-network weights (fewshot.hub, fewshot.weights) ---------------------------------
 
 

@@ -266,3 +266,126 @@ def test_cuda_kernels_match_reference():
     small = x[:1, :2, :5, :5].detach().requires_grad_()
     assert torch.autograd.gradgradcheck(lambda t: upfirdn2d_compiled(module, t, f, up=2, padding=1), (small,))
     assert torch.autograd.gradgradcheck(lambda t: bias_act_compiled(module, t, None, act="lrelu"), (small,))
+
+
+# ---- Winograd 3x3 convolution (CPU) -------------------------------------------------------------
+
+WINOGRAD_SHAPES = [(2, 3, 7, 5), (1, 4, 8, 8), (3, 2, 5, 9), (1, 1, 1, 1), (2, 5, 2, 3)]
+
+
+@pytest.mark.parametrize("shape", WINOGRAD_SHAPES)
+def test_winograd_transforms_match_reference_and_their_adjoints(cpu_ops, shape):
+    from fewshot.cuda.winograd_ref import input_transform_ref, output_transform_ref, tile_counts
+
+    gen = torch.Generator().manual_seed(sum(shape))
+    n, c, h, w = shape
+    th, tw = tile_counts(h, w)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    v = torch.randn(36, c, n * th * tw, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(cpu_ops.winograd_input(x), input_transform_ref(x), **TOL[torch.float64])
+    torch.testing.assert_close(cpu_ops.winograd_output(v, n, h, w), output_transform_ref(v, n, h, w), **TOL[torch.float64])
+    # The adjoints: <T x, v> == <x, T^T v> for every x and v.
+    torch.testing.assert_close((cpu_ops.winograd_input(x) * v).sum(), (x * cpu_ops.winograd_input_t(v, n, h, w)).sum())
+    y = torch.randn(shape, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close((cpu_ops.winograd_output(v, n, h, w) * y).sum(), (v * cpu_ops.winograd_output_t(y)).sum())
+
+
+@pytest.mark.parametrize("shape", WINOGRAD_SHAPES)
+def test_winograd_conv_equals_conv2d_with_gradients_of_gradients(cpu_ops, shape):
+    from fewshot.cuda.winograd import conv3x3_winograd_compiled
+    from fewshot.cuda.winograd_ref import conv3x3_winograd_ref
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, shape[1], 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    want = torch.nn.functional.conv2d(x, w, padding=1)
+    torch.testing.assert_close(conv3x3_winograd_ref(x, w), want, **TOL[torch.float64])
+    torch.testing.assert_close(conv3x3_winograd_compiled(cpu_ops, x, w), want, **TOL[torch.float64])
+    small_x = x[:1, :2].detach().requires_grad_()
+    small_w = w[:3, :2].detach().requires_grad_()
+
+    def fn(a, b):
+        return conv3x3_winograd_compiled(cpu_ops, a, b)
+
+    assert torch.autograd.gradcheck(fn, (small_x, small_w))
+    assert torch.autograd.gradgradcheck(fn, (small_x, small_w))
+
+
+def test_winograd_float32_accuracy_at_layer_size(cpu_ops):
+    from fewshot.cuda.winograd import conv3x3_winograd_compiled
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 256, 16, 16, generator=gen)
+    w = torch.randn(256, 256, 3, 3, generator=gen) / 48
+    want = torch.nn.functional.conv2d(x.double(), w.double(), padding=1)
+    got = conv3x3_winograd_compiled(cpu_ops, x, w)
+    direct = torch.nn.functional.conv2d(x, w, padding=1)
+    err = ((got.double() - want).norm() / want.norm()).item()
+    assert err < 1e-5
+    assert err < 10 * ((direct.double() - want).norm() / want.norm()).item() + 1e-7
+
+
+def test_conv3x3_dispatch(cpu_ops, monkeypatch):
+    from fewshot.cuda import winograd
+
+    calls = []
+    real = winograd.conv3x3_winograd_compiled
+    monkeypatch.setattr(winograd, "conv3x3_winograd_compiled", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(winograd, "MIN_CHANNEL_PRODUCT", 16 * 16)
+    monkeypatch.setattr(winograd, "MIN_TILES", 8)
+    x, w = torch.randn(2, 16, 8, 8), torch.randn(16, 16, 3, 3) / 12
+    monkeypatch.setenv("FEWSHOT_OPS", "auto")
+    want = torch.nn.functional.conv2d(x.double(), w.double(), padding=1)
+    got = winograd.conv3x3(x, w)
+    assert calls == [1] and ((got.double() - want).norm() / want.norm()).item() < 1e-5
+    winograd.conv3x3(x[:, :8], w[:8, :8])  # too few channels: direct
+    winograd.conv3x3(x[:1, :, :4, :4], w)  # too few tiles: direct
+    monkeypatch.setenv("FEWSHOT_WINOGRAD", "0")
+    winograd.conv3x3(x, w)
+    monkeypatch.setenv("FEWSHOT_WINOGRAD", "1")
+    monkeypatch.setenv("FEWSHOT_OPS", "reference")
+    winograd.conv3x3(x, w)
+    assert calls == [1]
+
+
+def test_discriminator_r1_with_winograd_matches_direct(cpu_ops, monkeypatch):
+    """A D wide enough for the Winograd path: logits, input gradient and R1's parameter gradients."""
+    from conftest import perturb_
+
+    from fewshot.cuda import winograd
+    from fewshot.nets import Discriminator
+
+    monkeypatch.setattr(winograd, "MIN_CHANNEL_PRODUCT", 64 * 64)  # a small D still takes the path
+    monkeypatch.setattr(winograd, "MIN_TILES", 8)
+    calls = []
+    real = winograd.conv3x3_winograd_compiled
+    monkeypatch.setattr(winograd, "conv3x3_winograd_compiled", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(2)
+    D = perturb_(Discriminator(0, 16, 3, channel_base=1024, channel_max=64), 2, scale=0.05)
+    img0 = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    results = {}
+    for enabled in ("0", "1"):
+        monkeypatch.setenv("FEWSHOT_WINOGRAD", enabled)
+        D.zero_grad(set_to_none=True)
+        img = img0.clone().requires_grad_()
+        logits = D(img, None)
+        (grad,) = torch.autograd.grad(logits.sum(), img, create_graph=True)
+        grad.square().sum().backward()
+        results[enabled] = [logits.detach(), grad.detach()] + [p.grad.clone() for p in D.parameters() if p.grad is not None]
+    assert len(calls) >= 2  # conv0 of the 16 and 8 px blocks (the 4 px epilogue has too few tiles)
+    for want, got in zip(results["0"], results["1"], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)
+
+
+def test_keep_freed_memory_applies_once_and_can_be_turned_off():
+    import platform
+    import subprocess
+    import sys
+
+    code = "from fewshot.host_memory import keep_freed_memory as k; print(k(), k())"
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    env = dict(__import__("os").environ, FEWSHOT_KEEP_FREED="0")
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.split()
+    glibc = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
+    assert on == [str(glibc)] * 2
+    assert off == ["False", "False"]

@@ -93,6 +93,7 @@ def sample(
         load_generator,
         parse_grid,
         parse_seeds,
+        prepare_device,
         resolve_device,
         resolve_reference,
         sample_to_folder,
@@ -120,7 +121,7 @@ def sample(
         )
     if batch < 1:
         raise FewshotError(f"--batch must be at least 1, got {batch}")
-    torch_device = resolve_device(device)
+    torch_device = prepare_device(resolve_device(device))
     ensure_writable_dir(outdir)
 
     path = resolve_reference(ckpt)
@@ -189,6 +190,7 @@ def interpolate(
         load_generator,
         parse_grid,
         parse_seeds,
+        prepare_device,
         resolve_device,
         resolve_reference,
         save_image,
@@ -249,7 +251,7 @@ def interpolate(
     strip_path = out_path if kind == "png" else (strip_path_for(out_path, kind) if strip else None)
     if strip_path is not None and strip_path != out_path:
         _refuse_existing(strip_path, overwrite)
-    torch_device = resolve_device(device)
+    torch_device = prepare_device(resolve_device(device))
 
     path = resolve_reference(ckpt)
     G = load_generator(path, torch_device)
@@ -317,6 +319,7 @@ def mix(
         load_generator,
         parse_seeds,
         parse_styles,
+        prepare_device,
         resolve_device,
         resolve_reference,
         save_image,
@@ -333,7 +336,7 @@ def mix(
     image_format(out)
     _refuse_existing(out, overwrite)
     ensure_writable_dir(out.parent)
-    torch_device = resolve_device(device)
+    torch_device = prepare_device(resolve_device(device))
 
     path = resolve_reference(ckpt)
     G = load_generator(path, torch_device)

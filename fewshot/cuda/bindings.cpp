@@ -17,6 +17,11 @@ at::Tensor bias_act_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&,
 at::Tensor upfirdn2d_cpu(const at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                          int64_t, int64_t, bool);
 #define FS_IMPL(name) name##_cpu
+// Winograd tile transforms: CPU only (on CUDA, cuDNN picks its own convolution algorithms).
+at::Tensor winograd_input_cpu(const at::Tensor&);
+at::Tensor winograd_input_t_cpu(const at::Tensor&, int64_t, int64_t, int64_t);
+at::Tensor winograd_output_cpu(const at::Tensor&, int64_t, int64_t, int64_t);
+at::Tensor winograd_output_t_cpu(const at::Tensor&);
 #endif
 }  // namespace fewshot
 
@@ -27,4 +32,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("upfirdn2d", &fewshot::FS_IMPL(upfirdn2d), "upsample, pad, correlate with taps, downsample", py::arg("x"),
         py::arg("f"), py::arg("upx"), py::arg("upy"), py::arg("downx"), py::arg("downy"), py::arg("px0"),
         py::arg("px1"), py::arg("py0"), py::arg("py1"), py::arg("flip_filter"));
+#ifndef FEWSHOT_CUDA
+  m.def("winograd_input", &fewshot::winograd_input_cpu, "x [N,C,H,W] -> V [16,C,tiles]", py::arg("x"));
+  m.def("winograd_input_t", &fewshot::winograd_input_t_cpu, "adjoint of winograd_input", py::arg("v"), py::arg("n"),
+        py::arg("h"), py::arg("w"));
+  m.def("winograd_output", &fewshot::winograd_output_cpu, "M [16,O,tiles] -> y [N,O,H,W]", py::arg("m"), py::arg("n"),
+        py::arg("h"), py::arg("w"));
+  m.def("winograd_output_t", &fewshot::winograd_output_t_cpu, "adjoint of winograd_output", py::arg("y"));
+#endif
 }

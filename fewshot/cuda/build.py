@@ -1,7 +1,7 @@
 """Just-in-time build of the compiled ops, its cache, and the state ``fewshot doctor`` reports.
 
 Two extension modules are built from the sources in this folder with
-``torch.utils.cpp_extension.load`` (ninja): ``cpu`` (bindings.cpp + bias_act.cpp + upfirdn2d.cpp)
+``torch.utils.cpp_extension.load`` (ninja): ``cpu`` (bindings.cpp + bias_act.cpp + upfirdn2d.cpp + winograd.cpp)
 and ``cuda`` (bindings.cpp + bias_act.cu + upfirdn2d.cu). Each lands in
 ``ops_build_dir()/<kind>-<hash>`` where the hash covers the sources, the flags and the torch and
 Python versions, so a cached build is reused across processes and an edit builds afresh. A
@@ -36,7 +36,7 @@ from ..errors import FewshotError
 SOURCE_DIR = Path(__file__).resolve().parent
 HEADERS = ("ops_common.h", "ops_checks.h")
 SOURCES = {
-    "cpu": ("bindings.cpp", "bias_act.cpp", "upfirdn2d.cpp"),
+    "cpu": ("bindings.cpp", "bias_act.cpp", "upfirdn2d.cpp", "winograd.cpp"),
     "cuda": ("bindings.cpp", "bias_act.cu", "upfirdn2d.cu"),
 }
 OPS = ("bias_act", "upfirdn2d")

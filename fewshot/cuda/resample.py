@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from .dispatch import upfirdn2d
 from .upfirdn2d_ref import Padding, Scale, filter_size, parse_padding, parse_scaling
+from .winograd import conv3x3
 
 
 def upsample2d(
@@ -56,6 +57,8 @@ def _conv(
         w = w.flip([2, 3])
     if transpose:
         return F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
+    if stride == 1 and groups == 1 and w.shape[2:] == (3, 3) and padding in ([1, 1], 1, (1, 1)):
+        return conv3x3(x, w)  # Winograd on the CPU where it pays, else F.conv2d
     return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
 
 

@@ -30,6 +30,7 @@ from ..checkpoint import Bundle, load_checkpoint, load_state_strict, save_bundle
 from ..config import Hyper, TrainConfig, derive_hyper
 from ..data import sample_batch
 from ..errors import FewshotError
+from ..host_memory import keep_freed_memory
 from ..nets import Discriminator, Generator
 from . import distributed
 from .loss import LossWeights, StyleGAN2Loss
@@ -267,6 +268,8 @@ def train(
         torch.backends.cudnn.benchmark = not cfg.deterministic
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    if device.type == "cpu":
+        keep_freed_memory()  # large per-step temporaries: reuse them instead of re-faulting fresh pages
 
     if resume_state is None and cfg.data not in ("", "demo") and not Path(cfg.data).exists():
         raise FewshotError(f"data source {cfg.data} does not exist")
