@@ -108,7 +108,6 @@ def main() -> None:
         configs = [
             ("auto 64px cb16384 fp16x4 batch 64", dict(channel_base=16384, channel_max=512, batch=64, res=64, **gpu)),
             ("auto 256px cb16384 fp16x4 batch 16", dict(channel_base=16384, channel_max=512, batch=16, res=256, **gpu)),
-            ("auto 256px cb16384 fp16x4 batch 64", dict(channel_base=16384, channel_max=512, batch=64, res=256, **gpu)),
         ]
     else:
         configs = [("small 64px cb8192 cm256 batch 8", dict(channel_base=8192, channel_max=256, map=2, batch=8))]
