@@ -21,7 +21,24 @@ except ModuleNotFoundError:  # Python 3.10
 
 from .errors import FewshotError
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+def find_presets_dir() -> Path:
+    """The ``presets/`` folder: the repository's (a source checkout or an editable install), else the
+    copy a wheel installs under ``<prefix>/share/fewshot/presets`` (pyproject's data-files)."""
+    beside_package = Path(__file__).resolve().parent.parent / "presets"
+    if beside_package.is_dir():
+        return beside_package
+    import sys
+    import sysconfig
+
+    for base in (sysconfig.get_path("data"), sys.prefix, sys.base_prefix):
+        installed = Path(base) / "share" / "fewshot" / "presets"
+        if installed.is_dir():
+            return installed
+    return beside_package  # absent: listing finds nothing and a name lookup says so
+
+
+PRESETS_DIR = find_presets_dir()
 DATA_FILES = ("checkpoints", "weights")  # registries that live beside the presets
 
 # Hyper-parameter families of the official configs (batch, R1 gamma, lr, ema_kimg, mapping layers, ramp-up).

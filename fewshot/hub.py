@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, settings
+from .config import PRESETS_DIR  # the registries live beside the presets
 from .errors import FewshotError
 
 if sys.version_info >= (3, 11):
@@ -35,7 +36,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 CHECKPOINT_REGISTRY_FILE = PRESETS_DIR / "checkpoints.toml"
 DOWNLOAD_CHUNK = 1 << 20
 

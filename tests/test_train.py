@@ -397,3 +397,47 @@ def test_aug_preview_writes_a_grid_and_no_run(tmp_path):
     with Image.open(target) as img:
         assert img.size[0] >= 32 * 2 and img.mode == "RGB"
     assert not (tmp_path / "runs").exists()
+
+
+def test_presets_are_found_from_an_installed_wheel_layout(tmp_path, monkeypatch):
+    """A non-editable install has no repository root: presets come from <prefix>/share/fewshot/presets."""
+    import sysconfig
+
+    from fewshot import config
+
+    installed = tmp_path / "prefix" / "share" / "fewshot" / "presets"
+    installed.mkdir(parents=True)
+    (installed / "mine.toml").write_text('description = "installed copy"\naug = "diffaug"\n')
+    monkeypatch.setattr(config, "__file__", str(tmp_path / "site-packages" / "fewshot" / "config.py"))
+    monkeypatch.setattr(sysconfig, "get_path", lambda name, *a, **k: str(tmp_path / "prefix"))
+    assert config.find_presets_dir() == installed
+    # The repository's own folder wins in a checkout.
+    monkeypatch.undo()
+    assert config.find_presets_dir() == REPO / "presets"
+
+
+def test_wheel_ships_the_presets(tmp_path):
+    """pyproject's data-files put every presets/*.toml into the wheel's data scheme."""
+    import shutil
+    import zipfile
+
+    pytest.importorskip("setuptools")
+    src = tmp_path / "src"  # a copy, so the build leaves nothing in the checkout
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (REPO / name).exists():
+            shutil.copy(REPO / name, src / name)
+    shutil.copytree(REPO / "fewshot", src / "fewshot", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "presets", src / "presets")
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(src)],
+        capture_output=True, text=True, timeout=300,
+    )
+    if out.returncode != 0 and "No module named" in out.stderr:
+        pytest.skip(f"cannot build a wheel here: {out.stderr.strip().splitlines()[-1]}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = tmp_path.glob("fewshot-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {Path(n).name for n in names if "/data/share/fewshot/presets/" in n}
+    assert shipped == {p.name for p in (REPO / "presets").glob("*.toml")}
+    assert any(n.endswith("fewshot/cuda/winograd.cpp") for n in names)
