@@ -120,6 +120,10 @@ UPFIRDN_CASES = [
     ((1, 3, 5, 7), "rand4", 2, 1, [1, 1, 3, 0], False, 4),
     ((1, 1, 7, 3), [1, 3, 3, 1], 2, 1, [2, 1, 2, 1], True, 4),
     ((2, 1, 6, 5), "rand4", 2, 1, [-2, 3, 0, -1], True, 1),
+    # The 4x4 filter without resampling (the blur after the generator's transposed convolution).
+    ((1, 2, 9, 7), "rand4", 1, 1, [2, 1, -1, 3], True, 1),
+    ((2, 3, 6, 5), [1, 3, 3, 1], 1, 1, [1, 2, 2, 1], False, 1),
+    ((1, 1, 5, 8), "rand4", 1, 1, [-1, -2, 0, 2], False, 2),
 ]
 
 
@@ -148,7 +152,7 @@ def test_upfirdn2d_forward_matches_reference(cpu_ops, case, dtype):
     torch.testing.assert_close(got, want, **TOL[dtype])
 
 
-@pytest.mark.parametrize("case", [1, 2, 3, 5, 6, 8, 11, 12, 13, 14, 15])
+@pytest.mark.parametrize("case", [1, 2, 3, 5, 6, 8, 11, 12, 13, 14, 15, 16, 17, 18])
 def test_upfirdn2d_gradcheck_and_gradgradcheck(cpu_ops, case):
     shape, fspec, up, down, padding, flip, gain = UPFIRDN_CASES[case]
     shape = (1, 1, *shape[2:])

@@ -13,7 +13,7 @@
 
 namespace fewshot {
 
-// ---- fast paths: a TxT filter with (up, down) = (1, 2) or (2, 1) on both axes -------------------
+// ---- fast paths: a TxT filter with (up, down) = (1, 2), (2, 1) or (1, 1) on both axes -----------
 // StyleGAN2's resampling ([1,3,3,1] as a 4x4 filter, down 2 in the discriminator, up 2 in the
 // generator, and each one's adjoint in the backward) runs here. One (batch, channel) plane at a time:
 // the plane is first copied, zero-padded, into a per-thread buffer in opmath_t, so the inner loops
@@ -125,6 +125,38 @@ void up2_plane(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, const o
   }
 }
 
+// A TxT filter with no resampling (the generator's blur after its transposed convolution, and the
+// adjoints of the down-2 and up-2 paths' padding): output (oy, ox) reads padded (oy + j, ox + i).
+template <int T, typename scalar_t, typename opmath_t>
+void fir_plane(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, const opmath_t* g_in,
+               const UpfirdnShape& s, int64_t px0, int64_t py0, std::vector<opmath_t>& buf) {
+  const int64_t hp = s.out_h + T - 1, wp = s.out_w + T - 1;
+  buf.assign(hp * wp, opmath_t(0));
+  const int64_t ix0 = std::max<int64_t>(0, -px0), ix1 = std::min<int64_t>(s.in_w, wp - px0);
+  for (int64_t r = 0; r < hp; ++r) {
+    const int64_t iy = r - py0;
+    if (iy < 0 || iy >= s.in_h) continue;
+    const scalar_t* xr = x + iy * s.in_w;
+    opmath_t* dst = buf.data() + r * wp + px0;
+    for (int64_t ix = ix0; ix < ix1; ++ix) dst[ix] = opmath_t(xr[ix]);
+  }
+  opmath_t g[T * T];
+  for (int k = 0; k < T * T; ++k) g[k] = g_in[k];
+  for (int64_t oy = 0; oy < s.out_h; ++oy) {
+    const opmath_t* rows = buf.data() + oy * wp;
+    scalar_t* __restrict__ yr = y + oy * s.out_w;
+    for (int64_t ox = 0; ox < s.out_w; ++ox) {
+      opmath_t acc = 0;
+#pragma GCC unroll 16
+      for (int j = 0; j < T; ++j) {
+#pragma GCC unroll 16
+        for (int i = 0; i < T; ++i) acc += g[j * T + i] * rows[j * wp + ox + i];
+      }
+      yr[ox] = scalar_t(acc);
+    }
+  }
+}
+
 at::Tensor upfirdn2d_cpu(const at::Tensor& x_in, const at::Tensor& f, int64_t upx, int64_t upy, int64_t downx,
                          int64_t downy, int64_t px0, int64_t px1, int64_t py0, int64_t py1, bool flip_filter) {
   TORCH_CHECK(x_in.device().is_cpu(), "upfirdn2d_cpu: expected a CPU tensor");
@@ -147,13 +179,16 @@ at::Tensor upfirdn2d_cpu(const at::Tensor& x_in, const at::Tensor& f, int64_t up
     const bool same_axes = upx == upy && downx == downy && s.taps_x == kFastTaps && s.taps_y == kFastTaps;
     const bool fast_down2 = same_axes && upx == 1 && downx == 2;
     const bool fast_up2 = same_axes && upx == 2 && downx == 1;
-    if (fast_down2 || fast_up2) {
+    const bool fast_fir = same_axes && upx == 1 && downx == 1;
+    if (fast_down2 || fast_up2 || fast_fir) {
       const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
       at::parallel_for(0, s.batch_channels, 1, [&](int64_t begin, int64_t end) {
         std::vector<opmath_t> buf;
         for (int64_t plane = begin; plane < end; ++plane) {
           if (fast_down2) {
             down2_plane<kFastTaps>(xp + plane * in_plane, yp + plane * out_plane, gp, s, px0, py0, buf);
+          } else if (fast_fir) {
+            fir_plane<kFastTaps>(xp + plane * in_plane, yp + plane * out_plane, gp, s, px0, py0, buf);
           } else {
             up2_plane<kFastTaps>(xp + plane * in_plane, yp + plane * out_plane, gp, s, px0, py0, buf);
           }
