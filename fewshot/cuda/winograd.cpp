@@ -194,6 +194,16 @@ void output_t_kernel(const scalar_t* y, scalar_t* m, const Tiles& t) {
   });
 }
 
+// Allocates the output and runs one of the kernels above on contiguous float or double data.
+template <typename Kernel>
+at::Tensor run_transform(const at::Tensor& in, at::IntArrayRef out_sizes, const Tiles& t, Kernel kernel) {
+  at::Tensor out = at::empty(out_sizes, in.options());
+  AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "winograd_transform", [&] {
+    kernel(in.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), t);
+  });
+  return out;
+}
+
 }  // namespace
 
 // x [N, C, H, W] -> V [36, C, N*TH*TW]
@@ -201,11 +211,7 @@ at::Tensor winograd_input_cpu(const at::Tensor& x_in) {
   TORCH_CHECK(x_in.dim() == 4 && x_in.device().is_cpu(), "winograd_input: x must be a 4-D CPU tensor");
   const at::Tensor x = x_in.contiguous();
   const Tiles t = tiles_of(x.size(0), x.size(1), x.size(2), x.size(3));
-  at::Tensor v = at::empty({kTaps, t.c, t.count()}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "winograd_input", [&] {
-    input_kernel<scalar_t>(x.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), t);
-  });
-  return v;
+  return run_transform(x, {kTaps, t.c, t.count()}, t, [](auto* in, auto* out, const Tiles& tt) { input_kernel(in, out, tt); });
 }
 
 // V [36, C, N*TH*TW] -> x [N, C, H, W] (the adjoint of winograd_input)
@@ -213,11 +219,7 @@ at::Tensor winograd_input_t_cpu(const at::Tensor& v_in, int64_t n, int64_t h, in
   const at::Tensor v = v_in.contiguous();
   const Tiles t = tiles_of(n, v.size(1), h, w);
   TORCH_CHECK(v.dim() == 3 && v.size(0) == kTaps && v.size(2) == t.count(), "winograd_input_t: bad V shape");
-  at::Tensor x = at::empty({n, t.c, h, w}, v.options());
-  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "winograd_input_t", [&] {
-    input_t_kernel<scalar_t>(v.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), t);
-  });
-  return x;
+  return run_transform(v, {n, t.c, h, w}, t, [](auto* in, auto* out, const Tiles& tt) { input_t_kernel(in, out, tt); });
 }
 
 // M [36, O, N*TH*TW] -> y [N, O, H, W]
@@ -225,11 +227,7 @@ at::Tensor winograd_output_cpu(const at::Tensor& m_in, int64_t n, int64_t h, int
   const at::Tensor m = m_in.contiguous();
   const Tiles t = tiles_of(n, m.size(1), h, w);
   TORCH_CHECK(m.dim() == 3 && m.size(0) == kTaps && m.size(2) == t.count(), "winograd_output: bad M shape");
-  at::Tensor y = at::empty({n, t.c, h, w}, m.options());
-  AT_DISPATCH_FLOATING_TYPES(m.scalar_type(), "winograd_output", [&] {
-    output_kernel<scalar_t>(m.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), t);
-  });
-  return y;
+  return run_transform(m, {n, t.c, h, w}, t, [](auto* in, auto* out, const Tiles& tt) { output_kernel(in, out, tt); });
 }
 
 // y [N, O, H, W] -> M [36, O, N*TH*TW] (the adjoint of winograd_output)
@@ -237,11 +235,7 @@ at::Tensor winograd_output_t_cpu(const at::Tensor& y_in) {
   TORCH_CHECK(y_in.dim() == 4 && y_in.device().is_cpu(), "winograd_output_t: y must be a 4-D CPU tensor");
   const at::Tensor y = y_in.contiguous();
   const Tiles t = tiles_of(y.size(0), y.size(1), y.size(2), y.size(3));
-  at::Tensor m = at::empty({kTaps, t.c, t.count()}, y.options());
-  AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "winograd_output_t", [&] {
-    output_t_kernel<scalar_t>(y.data_ptr<scalar_t>(), m.data_ptr<scalar_t>(), t);
-  });
-  return m;
+  return run_transform(y, {kTaps, t.c, t.count()}, t, [](auto* in, auto* out, const Tiles& tt) { output_t_kernel(in, out, tt); });
 }
 
 }  // namespace fewshot
