@@ -250,7 +250,7 @@ def test_doctor_reports_ops_state(cpu_ops):
     register_commands()
     result = CliRunner().invoke(app, ["doctor"])
     assert result.exit_code == 0, result.output
-    for expected in ("torch", "nvcc", "ninja", "bias_act", "upfirdn2d", "compiled", "cache"):
+    for expected in ("torch", "nvcc", "ninja", "bias_act", "upfirdn2d", "compiled", "cache", "winograd [cpu]", "on for wide 3x3"):
         assert expected in result.output
 
 

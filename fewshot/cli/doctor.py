@@ -59,5 +59,11 @@ def doctor(
             line(f"{op} [{kind}]", detail)
         if state.status == "failed" and len(state.reason.splitlines()) > 1:
             typer.echo("  " + "\n  ".join(state.reason.splitlines()[1:]))
+    if choice == "reference" or not settings.winograd_enabled():
+        winograd = "off (" + ("FEWSHOT_OPS=reference" if choice == "reference" else "FEWSHOT_WINOGRAD=0") + ")"
+    else:
+        winograd = "on for wide 3x3 convolutions, with the compiled CPU ops (FEWSHOT_WINOGRAD=0 turns it off)"
+    line("winograd [cpu]", winograd)
+    line("keep freed mem", "on for CPU runs (glibc)" if settings.keep_freed_memory() else "off (FEWSHOT_KEEP_FREED=0)")
     if not torch.cuda.is_available():
         line("ops [cuda]", "no CUDA device (check the CUDA build with `python -m fewshot.cuda.build --check-cuda`)")
