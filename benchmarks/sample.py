@@ -7,7 +7,11 @@ memory of each phase (Linux: VmHWM, reset between phases through /proc/self/clea
 peak of torch's allocator). Each phase ends with the uint8 images on the host, as ``fewshot sample``
 needs them, so GPU timings include the copy back.
 
-    .venv/bin/python benchmarks/sample.py [--images 64] [--batches 1,8,16,32] [--threads N] [--png] [--device cuda]
+    .venv/bin/python benchmarks/sample.py [--images 64] [--batches 1,8,16,32] [--rounds 3] [--threads N] [--png] [--device cuda]
+
+With ``--rounds R`` the phases run R times, interleaved (batch 1, 8, ..., batch 1, 8, ...), and each
+batch size reports its fastest round: on a shared machine the other tenants slow some rounds down,
+and interleaving keeps a slow spell from landing on one batch size only.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64, help="images per phase")
     parser.add_argument("--batches", default="1,8,16,32", help="batch sizes; 1 is the one-seed-at-a-time loop")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions; each batch size keeps its best")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--png", action="store_true", help="also encode each image as PNG (as `fewshot sample` does)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -101,14 +106,21 @@ def main() -> None:
     for batch in batches:  # warm-up: first-call allocations, kernel selection (cuDNN searches per shape)
         run_phase(G, list(range(batch)), batch, False)
     seeds = list(range(args.images))
+    results: dict[int, list[tuple[float, float | None]]] = {batch: [] for batch in batches}
+    for _ in range(max(args.rounds, 1)):
+        for batch in batches:
+            results[batch].append(run_phase(G, seeds, batch, args.png))
     rates: dict[int, float] = {}
-    print(f"{'batch':>6} {'seconds':>9} {'images/s':>9} {'peak MiB':>13} {'vs batch 1':>11}")
+    print(f"{'batch':>6} {'seconds':>9} {'images/s':>9} {'peak MiB':>13} {'vs batch 1':>11}"
+          + ("   all rounds (s)" if args.rounds > 1 else ""))
     for batch in batches:
-        elapsed, peak = run_phase(G, seeds, batch, args.png)
+        elapsed = min(t for t, _ in results[batch])
+        peaks = [p for _, p in results[batch] if p is not None]
         rates[batch] = args.images / elapsed
         speedup = f"{rates[batch] / rates[1]:.2f}x" if 1 in rates else "-"
-        peak_text = f"{peak:.0f}" if peak is not None else "n/a"
-        print(f"{batch:>6} {elapsed:>9.2f} {rates[batch]:>9.2f} {peak_text:>13} {speedup:>11}")
+        peak_text = f"{max(peaks):.0f}" if peaks else "n/a"
+        rounds_text = "   " + " ".join(f"{t:.2f}" for t, _ in results[batch]) if args.rounds > 1 else ""
+        print(f"{batch:>6} {elapsed:>9.2f} {rates[batch]:>9.2f} {peak_text:>13} {speedup:>11}{rounds_text}")
     if 1 in rates and len(rates) > 1:
         best = max((b for b in rates if b != 1), key=rates.get)
         print(f"best batched: batch {best}, {rates[best]:.2f} images/s = {rates[best] / rates[1]:.2f}x the per-seed loop")

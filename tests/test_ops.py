@@ -274,11 +274,12 @@ def test_cuda_kernels_match_reference():
 
 # ---- Winograd 3x3 convolution (CPU) -------------------------------------------------------------
 
-WINOGRAD_SHAPES = [(2, 3, 7, 5), (1, 4, 8, 8), (3, 2, 5, 9), (1, 1, 1, 1), (2, 5, 2, 3)]
+WINOGRAD_SHAPES = [(2, 3, 7, 5), (1, 4, 8, 8), (3, 2, 5, 9), (1, 1, 1, 1), (2, 5, 2, 3), (2, 3, 13, 37), (1, 2, 16, 64)]
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])  # float32 has its own 4-lane kernels
 @pytest.mark.parametrize("shape", WINOGRAD_SHAPES)
-def test_winograd_transforms_match_reference_and_their_adjoints(cpu_ops, shape):
+def test_winograd_transforms_match_reference_and_their_adjoints(cpu_ops, shape, dtype):
     from fewshot.cuda.winograd_ref import input_transform_ref, output_transform_ref, tile_counts
 
     gen = torch.Generator().manual_seed(sum(shape))
@@ -286,12 +287,33 @@ def test_winograd_transforms_match_reference_and_their_adjoints(cpu_ops, shape):
     th, tw = tile_counts(h, w)
     x = torch.randn(shape, generator=gen, dtype=torch.float64)
     v = torch.randn(36, c, n * th * tw, generator=gen, dtype=torch.float64)
-    torch.testing.assert_close(cpu_ops.winograd_input(x), input_transform_ref(x), **TOL[torch.float64])
-    torch.testing.assert_close(cpu_ops.winograd_output(v, n, h, w), output_transform_ref(v, n, h, w), **TOL[torch.float64])
-    # The adjoints: <T x, v> == <x, T^T v> for every x and v.
-    torch.testing.assert_close((cpu_ops.winograd_input(x) * v).sum(), (x * cpu_ops.winograd_input_t(v, n, h, w)).sum())
     y = torch.randn(shape, generator=gen, dtype=torch.float64)
+    tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else TOL[torch.float64]
+    xd, vd, yd = x.to(dtype), v.to(dtype), y.to(dtype)
+    torch.testing.assert_close(cpu_ops.winograd_input(xd).double(), input_transform_ref(x), **tol)
+    torch.testing.assert_close(cpu_ops.winograd_output(vd, n, h, w).double(), output_transform_ref(v, n, h, w), **tol)
+    # The adjoints, against the float64 reference's: <T x, v> == <x, T^T v> for every x and v.
+    want_input_t = torch.autograd.functional.vjp(input_transform_ref, x, v)[1]
+    want_output_t = torch.autograd.functional.vjp(lambda m: output_transform_ref(m, n, h, w), v, y)[1]
+    torch.testing.assert_close(cpu_ops.winograd_input_t(vd, n, h, w).double(), want_input_t, **tol)
+    torch.testing.assert_close(cpu_ops.winograd_output_t(yd).double(), want_output_t, **tol)
+    torch.testing.assert_close((cpu_ops.winograd_input(x) * v).sum(), (x * cpu_ops.winograd_input_t(v, n, h, w)).sum())
     torch.testing.assert_close((cpu_ops.winograd_output(v, n, h, w) * y).sum(), (v * cpu_ops.winograd_output_t(y)).sum())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("channels", [(1, 1), (3, 5), (6, 9), (8, 4)])  # float32 runs 4 filters per step, then the rest
+def test_winograd_weight_transform_matches_reference_and_its_adjoint(cpu_ops, channels, dtype):
+    from fewshot.cuda.winograd_ref import weight_transform
+
+    gen = torch.Generator().manual_seed(sum(channels))
+    o, c = channels
+    w = torch.randn(o, c, 3, 3, generator=gen, dtype=torch.float64)
+    u = torch.randn(36, o, c, generator=gen, dtype=torch.float64)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else TOL[torch.float64]
+    torch.testing.assert_close(cpu_ops.winograd_weight(w.to(dtype)).double(), weight_transform(w), **tol)
+    want_t = torch.autograd.functional.vjp(weight_transform, w, u)[1]
+    torch.testing.assert_close(cpu_ops.winograd_weight_t(u.to(dtype)).double(), want_t, **tol)
 
 
 @pytest.mark.parametrize("shape", WINOGRAD_SHAPES)

@@ -22,6 +22,8 @@ at::Tensor winograd_input_cpu(const at::Tensor&);
 at::Tensor winograd_input_t_cpu(const at::Tensor&, int64_t, int64_t, int64_t);
 at::Tensor winograd_output_cpu(const at::Tensor&, int64_t, int64_t, int64_t);
 at::Tensor winograd_output_t_cpu(const at::Tensor&);
+at::Tensor winograd_weight_cpu(const at::Tensor&);
+at::Tensor winograd_weight_t_cpu(const at::Tensor&);
 #endif
 }  // namespace fewshot
 
@@ -33,11 +35,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("f"), py::arg("upx"), py::arg("upy"), py::arg("downx"), py::arg("downy"), py::arg("px0"),
         py::arg("px1"), py::arg("py0"), py::arg("py1"), py::arg("flip_filter"));
 #ifndef FEWSHOT_CUDA
-  m.def("winograd_input", &fewshot::winograd_input_cpu, "x [N,C,H,W] -> V [16,C,tiles]", py::arg("x"));
+  m.def("winograd_input", &fewshot::winograd_input_cpu, "x [N,C,H,W] -> V [36,C,tiles]", py::arg("x"));
   m.def("winograd_input_t", &fewshot::winograd_input_t_cpu, "adjoint of winograd_input", py::arg("v"), py::arg("n"),
         py::arg("h"), py::arg("w"));
-  m.def("winograd_output", &fewshot::winograd_output_cpu, "M [16,O,tiles] -> y [N,O,H,W]", py::arg("m"), py::arg("n"),
+  m.def("winograd_output", &fewshot::winograd_output_cpu, "M [36,O,tiles] -> y [N,O,H,W]", py::arg("m"), py::arg("n"),
         py::arg("h"), py::arg("w"));
   m.def("winograd_output_t", &fewshot::winograd_output_t_cpu, "adjoint of winograd_output", py::arg("y"));
+  m.def("winograd_weight", &fewshot::winograd_weight_cpu, "w [O,C,3,3] -> U [36,O,C]", py::arg("w"));
+  m.def("winograd_weight_t", &fewshot::winograd_weight_t_cpu, "adjoint of winograd_weight", py::arg("u"));
 #endif
 }

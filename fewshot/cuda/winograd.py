@@ -14,66 +14,37 @@ import torch
 import torch.nn.functional as F
 
 from .. import settings
-from .winograd_ref import weight_transform
 
 # Where the transforms cost more than the smaller GEMMs save, the direct convolution stays:
-# few channels (the transforms scale with C + O, the GEMMs with C x O) or few tiles (narrow GEMMs).
-# Measured on a 2-core AVX2 CPU (BENCHMARKS.md, "Winograd"): 512 channels at 64 px 1.4-1.9x
-# forward and ~2x forward+backward; 128 channels or 8 px slower than direct.
-MIN_CHANNEL_PRODUCT = 256 * 256
-MIN_TILES = 256  # N * ceil(H/4) * ceil(W/4): the GEMMs' column count
+# few channels (the transforms scale with C + O, the GEMMs with C x O) or few tiles (narrow GEMMs,
+# and the fixed cost of transforming the [O, C, 3, 3] filters). Measured on a 2-core AVX2 CPU
+# (BENCHMARKS.md, "Winograd"): 512 channels at 64 px 2.6-3.2x forward and 2.7-3.0x forward+backward;
+# 64 channels at 64 px 1.08x / 1.39x; 32 tiles 1.12x / 1.26x; 16 tiles 0.71x / 0.99x.
+MIN_CHANNEL_PRODUCT = 64 * 64
+MIN_TILES = 32  # N * ceil(H/4) * ceil(W/4): the GEMMs' column count
 
 
-class _Input(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, module):  # type: ignore[override]
-        ctx.module, ctx.shape = module, x.shape
-        return module.winograd_input(x)
-
-    @staticmethod
-    def backward(ctx, grad_v):  # type: ignore[override]
-        n, _, h, w = ctx.shape
-        return _InputAdjoint.apply(grad_v, ctx.module, n, h, w), None
-
-
-class _InputAdjoint(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, v, module, n, h, w):  # type: ignore[override]
-        ctx.module = module
-        return module.winograd_input_t(v, n, h, w)
+class _LinearMap(torch.autograd.Function):
+    """``module.<name>(x, *args)`` for one of the compiled linear transforms; its backward is the
+    adjoint ``module.<adjoint>(grad, *adjoint_args)``, itself a _LinearMap whose backward is the
+    transform again, so gradients of every order flow through."""
 
     @staticmethod
-    def backward(ctx, grad_x):  # type: ignore[override]
-        return _Input.apply(grad_x, ctx.module), None, None, None, None
-
-
-class _Output(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, m, module, n, h, w):  # type: ignore[override]
-        ctx.module = module
-        return module.winograd_output(m, n, h, w)
+    def forward(ctx, x, module, name, adjoint, args, adjoint_args):  # type: ignore[override]
+        ctx.module, ctx.names, ctx.args = module, (name, adjoint), (args, adjoint_args)
+        return getattr(module, name)(x, *args)
 
     @staticmethod
-    def backward(ctx, grad_y):  # type: ignore[override]
-        return _OutputAdjoint.apply(grad_y, ctx.module), None, None, None, None
-
-
-class _OutputAdjoint(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, y, module):  # type: ignore[override]
-        ctx.module, ctx.shape = module, y.shape
-        return module.winograd_output_t(y)
-
-    @staticmethod
-    def backward(ctx, grad_m):  # type: ignore[override]
-        n, _, h, w = ctx.shape
-        return _Output.apply(grad_m, ctx.module, n, h, w), None
+    def backward(ctx, grad):  # type: ignore[override]
+        (name, adjoint), (args, adjoint_args) = ctx.names, ctx.args
+        return _LinearMap.apply(grad, ctx.module, adjoint, name, adjoint_args, args), None, None, None, None, None
 
 
 def conv3x3_winograd_compiled(module, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     n, _, h, width = x.shape
-    m = torch.bmm(weight_transform(w), _Input.apply(x, module))
-    return _Output.apply(m, module, n, h, width)
+    u = _LinearMap.apply(w, module, "winograd_weight", "winograd_weight_t", (), ())  # [36, O, C]
+    v = _LinearMap.apply(x, module, "winograd_input", "winograd_input_t", (), (n, h, width))  # [36, C, tiles]
+    return _LinearMap.apply(torch.bmm(u, v), module, "winograd_output", "winograd_output_t", (n, h, width), ())
 
 
 def winograd_module(x: torch.Tensor, w: torch.Tensor):
