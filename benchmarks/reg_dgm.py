@@ -27,6 +27,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args()
     device = torch.device(args.device)
+    if device.type == "cpu":
+        from fewshot.host_memory import keep_freed_memory
+
+        keep_freed_memory()  # as `fewshot train` does on the CPU
     if args.threads:
         torch.set_num_threads(args.threads)
 

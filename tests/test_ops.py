@@ -301,6 +301,32 @@ def test_winograd_transforms_match_reference_and_their_adjoints(cpu_ops, shape, 
     torch.testing.assert_close((cpu_ops.winograd_output(v, n, h, w) * y).sum(), (v * cpu_ops.winograd_output_t(y)).sum())
 
 
+def test_use_winograd_routes_a_resnets_3x3_convolutions_without_changing_it(cpu_ops, monkeypatch):
+    torchvision = pytest.importorskip("torchvision")
+    from fewshot.cuda import winograd
+
+    monkeypatch.setattr(winograd, "MIN_CHANNEL_PRODUCT", 1)
+    monkeypatch.setattr(winograd, "MIN_TILES", 1)
+    calls = []
+    real = winograd.conv3x3_winograd_compiled
+    monkeypatch.setattr(winograd, "conv3x3_winograd_compiled", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(0)
+    plain = torchvision.models.resnet18(num_classes=10).double().eval().requires_grad_(False)
+    routed = torchvision.models.resnet18(num_classes=10).double().eval().requires_grad_(False)
+    routed.load_state_dict(plain.state_dict())
+    # 16 3x3 convolutions, three of them with stride 2 (and the 7x7 stem and 1x1 shortcuts stay).
+    assert winograd.use_winograd(routed) == 13
+    assert routed.state_dict().keys() == plain.state_dict().keys()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64, requires_grad=True)
+    want = plain(x)
+    (want_grad,) = torch.autograd.grad(want.square().sum(), x)
+    got = routed(x)
+    (got_grad,) = torch.autograd.grad(got.square().sum(), x)
+    assert len(calls) == 13  # every routed layer took the Winograd path in the forward
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("channels", [(1, 1), (3, 5), (6, 9), (8, 4)])  # float32 runs 4 filters per step, then the rest
 def test_winograd_weight_transform_matches_reference_and_its_adjoint(cpu_ops, channels, dtype):

@@ -288,9 +288,10 @@ def test_resnet18_from_upstream_file_matches_torchvision(resnet18_file):
     extractor, spec = build_extractor("resnet18", weights_path=path)
     assert not extractor.training and all(not p.requires_grad for p in extractor.parameters())
     x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        assert torch.equal(extractor(x), reference(x))
+    with torch.no_grad():  # equal up to float32 rounding: wide 3x3 layers may run by Winograd on the CPU
+        torch.testing.assert_close(extractor(x), reference(x), rtol=1e-4, atol=1e-4)
     assert extractor(x).shape == (2, spec.feature_dim)
+    assert extractor.state_dict().keys() == reference.state_dict().keys()
 
 
 def test_wrong_architecture_file_is_refused(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .. import settings
 
@@ -68,3 +69,33 @@ def conv3x3(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     if module is None:
         return F.conv2d(x, w, padding=1)
     return conv3x3_winograd_compiled(module, x, w)
+
+
+class WinogradConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` (3x3, stride 1, padding 1, groups 1) whose convolution goes through :func:`conv3x3`."""
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        y = conv3x3(input, weight)
+        return y if bias is None else y + bias.view(1, -1, 1, 1)
+
+
+def _takes_winograd(conv: nn.Module) -> bool:
+    return (
+        type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+        and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
+    )
+
+
+def use_winograd(module: nn.Module) -> int:
+    """Route the plain 3x3 stride-1 ``nn.Conv2d`` layers of ``module`` (a torchvision ResNet, say) through
+    :func:`conv3x3`, in place; parameters and ``state_dict`` are unchanged. Returns how many were routed.
+
+    Each call still picks Winograd or torch's convolution by device, dtype and size, so the module
+    behaves as before on CUDA and wherever Winograd does not pay.
+    """
+    routed = 0
+    for conv in module.modules():
+        if _takes_winograd(conv):
+            conv.__class__ = WinogradConv2d
+            routed += 1
+    return routed

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import FewshotError
+from ..cuda.winograd import use_winograd
 
 ModelBuilder = Callable[[Path | None], nn.Module]
 
@@ -94,6 +95,7 @@ def build_extractor(
     weights_file = resolve_extractor_weights(spec, weights_path)
     model = spec.build(weights_file)
     model.requires_grad_(False).eval()
+    use_winograd(model)  # its 3x3 convolutions (forward and input gradient) by Winograd where that pays
     return model.to(device), spec
 
 
