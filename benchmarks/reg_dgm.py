@@ -89,6 +89,34 @@ def main() -> None:
     print(f"added by paired: {added_paired * 1000:8.1f} ms/step")
     print(f"added by mean:   {added_mean * 1000:8.1f} ms/step  ({100 * added_mean / added_paired:.0f}% of paired)")
 
+    # Where the two differ: `paired` adds a forward without graph (F, the reals); both pay the fake's
+    # forward with graph and its input-gradient backward (B). mean / paired = (F + B) / (2F + B).
+    extractor = regs["mean"].extractor
+    x = torch.randn(args.batch, 3, 256, 256, device=device)
+
+    def timed(fn) -> float:
+        fn()  # warm-up
+        runs = []
+        for _ in range(args.steps):
+            t = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            runs.append(time.perf_counter() - t)
+        return statistics.median(runs)
+
+    def forward_no_graph() -> None:
+        with torch.no_grad():
+            extractor(x)
+
+    def forward_backward() -> None:
+        xg = x.clone().requires_grad_()
+        torch.autograd.grad(extractor(xg).square().sum(), xg)
+
+    f, fb = timed(forward_no_graph), timed(forward_backward)
+    print(f"resnet18 alone on {tuple(x.shape)}: forward without graph F {f * 1000:.1f} ms, forward + input "
+          f"gradient {fb * 1000:.1f} ms (B = {(fb - f) * 1000:.1f} ms); (F + B) / (2F + B) = {fb / (fb + f):.2f}")
+
 
 if __name__ == "__main__":
     main()
