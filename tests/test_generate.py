@@ -145,6 +145,38 @@ def test_existing_files_are_kept_unless_overwrite(tmp_path: Path, G: torch.nn.Mo
     assert Image.open(marker).size == (32, 32)
 
 
+def test_writer_threads_write_the_same_files_in_the_same_order(tmp_path: Path, G: torch.nn.Module) -> None:
+    seeds = list(range(10))
+    inline = gen.sample_to_folder(G, seeds, tmp_path / "inline", batch_size=3, writers=0)
+    threaded = gen.sample_to_folder(G, seeds, tmp_path / "threads", batch_size=3, writers=3)
+    assert [p.name for p in threaded.written] == [p.name for p in inline.written] == [f"seed{s:04d}.png" for s in seeds]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(inline.written, threaded.written, strict=True))
+
+
+def test_image_writer_keeps_few_images_waiting_and_raises_the_first_failure(
+    tmp_path: Path, G: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = [torch.full((3, 8, 8), i, dtype=torch.uint8) for i in range(12)]
+    with gen.ImageWriter(writers=1) as writer:  # 12 images through a queue of at most 4
+        for i, image in enumerate(images):
+            writer.submit(image, tmp_path / f"{i}.png", "png")
+            assert len(writer._pending) <= 4
+    assert [p.name for p in writer.written] == [f"{i}.png" for i in range(12)]
+    assert np.asarray(Image.open(tmp_path / "11.png"))[0, 0, 0] == 11
+
+    real_write = gen.write_file
+
+    def failing_write(path: Path, data: bytes) -> None:
+        if path.name == "seed0003.png":
+            raise FewshotError(f"cannot write {path}: disk full")
+        real_write(path, data)
+
+    monkeypatch.setattr(gen, "write_file", failing_write)
+    with pytest.raises(FewshotError, match="seed0003.png: disk full"):
+        gen.sample_to_folder(G, list(range(6)), tmp_path / "full", batch_size=2, writers=2)
+    assert not list((tmp_path / "full").glob(".*.tmp"))  # no torn temp files left behind
+
+
 def test_save_image_grid_layout(tmp_path: Path) -> None:
     images = torch.stack([torch.full((3, 4, 6), 10 * (i + 1), dtype=torch.uint8) for i in range(5)])
     path = gen.save_image_grid(images, tmp_path / "g.png", grid=(3, 2))  # 3 columns, 2 rows
@@ -323,6 +355,7 @@ def test_cli_mix_sheet(tmp_path: Path, bundle: Path, capsys: pytest.CaptureFixtu
         (["sample", "{ckpt}", "--trunc-cutoff", "99", "--outdir", "{tmp}/o"], "trunc-cutoff"),
         (["sample", "{tmp}/missing.safetensors", "--outdir", "{tmp}/o"], "missing.safetensors"),
         (["sample", "{ckpt}", "--seeds", "1", "--n", "4"], "either --seeds or --n"),
+        (["sample", "{ckpt}", "--writers", "-1"], "--writers"),
         (["interpolate", "{ckpt}", "--seeds", "1", "--out", "{tmp}/w.gif"], "at least 2"),
         (["interpolate", "{ckpt}", "--seeds", "1,2", "--out", "{tmp}/w.avi"], "unknown output"),
         (["interpolate", "{ckpt}", "--seeds", "1,2", "--space", "q", "--out", "{tmp}/w.gif"], "latent space"),

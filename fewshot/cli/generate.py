@@ -76,6 +76,10 @@ def sample(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     image_format: str = typer.Option("png", "--format", help="png or jpg."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files (default: keep them, skip their seeds)."),
+    writers: Optional[int] = typer.Option(
+        None, "--writers", help="Threads encoding and writing the files while the next batch is generated "
+        "(default: one per CPU core, up to 8; 0: in the main thread)."
+    ),
     class_idx: Optional[int] = typer.Option(None, "--class", help=CLASS_HELP),
     prior: Optional[list[str]] = typer.Option(None, "--prior", help=PRIOR_HELP),
     prior_index: Optional[int] = typer.Option(None, "--prior-index", help=PRIOR_INDEX_HELP),
@@ -121,6 +125,8 @@ def sample(
         )
     if batch < 1:
         raise FewshotError(f"--batch must be at least 1, got {batch}")
+    if writers is not None and writers < 0:
+        raise FewshotError(f"--writers must be 0 or more, got {writers}")
     torch_device = prepare_device(resolve_device(device))
     ensure_writable_dir(outdir)
 
@@ -130,7 +136,7 @@ def sample(
     report = sample_to_folder(
         G, seed_list, outdir, psi=psi, trunc_cutoff=trunc_cutoff, trunc_z=trunc_z, noise_mode=noise_mode,
         grid=grid_shape, write_files=not grid_only, batch_size=batch, fmt=image_format, overwrite=overwrite,
-        class_idx=class_idx, conditions=conditions,
+        class_idx=class_idx, conditions=conditions, writers=writers,
     )
     if not grid_only:
         kept = f" (kept {len(report.kept)} existing; --overwrite replaces them)" if report.kept else ""
