@@ -309,6 +309,42 @@ def load_images(
     return ImageSet(images=images, names=kept, summary=summary, mirror=bool(mirror))
 
 
+def infer_resolution(source: str | Path, crop: str = "center", sample: int = 256) -> tuple[int, str]:
+    """The network resolution a from-scratch run should use for ``source``, and a one-line reason.
+
+    The largest power of two not above the median square side (the short side for ``crop="center"``,
+    the long side for ``"pad"``), between 8 and 1024: images are never upscaled by more than the
+    rounding, and a set of 256 x 256 images gives 256, as the official dataset tool would keep it.
+    Only headers are read, from at most ``sample`` files spread evenly over the sorted listing.
+    """
+    from PIL import Image
+
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise FewshotError(f"data source {source} does not exist")
+    names, contents, _, description = _iter_sources(source)
+    stride = max(1, math.ceil(len(names) / sample))
+    wanted = set(names[::stride])
+    sides: list[int] = []
+    for name, content in contents:
+        if name not in wanted or isinstance(content, Exception):
+            continue
+        try:
+            with Image.open(io.BytesIO(content)) as opened:
+                w, h = opened.size
+        except Exception:  # noqa: BLE001 - unreadable files are reported by load_images
+            continue
+        if min(w, h) >= 1:
+            sides.append(min(w, h) if crop == "center" else max(w, h))
+    if not sides:
+        raise FewshotError(f"no readable images in {description} to derive a resolution from",
+                           hint="pass --resolution, or check the data source")
+    median = sorted(sides)[len(sides) // 2]
+    resolution = min(1024, max(8, 1 << (median.bit_length() - 1)))
+    side = "short" if crop == "center" else "long"
+    return resolution, f"resolution {resolution} from the data (median {side} side {median} px over {len(sides)} images)"
+
+
 # ---------------------------------------------------------------------------------------------
 # Hashing, sampling, the built-in demo set
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fewshot.data import content_hash, demo_images, load_images, sample_batch
+from fewshot.data import content_hash, demo_images, infer_resolution, load_images, sample_batch
 from fewshot.errors import FewshotError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -210,3 +210,40 @@ def test_haunted_house_real_images() -> None:
     width_max, _ = data.summary.max_size
     assert width_min < width_max  # the set mixes sizes
     assert data.images.float().std() > 10
+
+
+def test_infer_resolution_from_the_data(tmp_path: Path) -> None:
+    def save(folder: Path, name: str, size: tuple[int, int]) -> None:
+        folder.mkdir(exist_ok=True)
+        Image.new("RGB", size, (10, 200, 30)).save(folder / name)
+
+    square = tmp_path / "square"
+    for i in range(3):
+        save(square, f"{i}.png", (256, 256))
+    assert infer_resolution(square)[0] == 256
+
+    mixed = tmp_path / "mixed"  # short sides 90, 100, 300 -> median 100 -> 64; long sides 120, 640, 400 -> 400 -> 256
+    save(mixed, "a.jpg", (120, 90))
+    save(mixed, "b.png", (640, 100))
+    save(mixed, "c.png", (300, 400))
+    (mixed / "broken.png").write_bytes(b"not an image")
+    resolution, reason = infer_resolution(mixed)
+    assert resolution == 64 and "median short side 100 px over 3 images" in reason
+    assert infer_resolution(mixed, crop="pad")[0] == 256
+
+    tiny = tmp_path / "tiny"
+    save(tiny, "a.png", (3, 3))
+    save(tiny, "b.png", (5, 5))
+    huge_zip = tmp_path / "huge.zip"
+    buffer = io.BytesIO()
+    Image.new("RGB", (2100, 2100)).save(buffer, format="PNG")
+    with zipfile.ZipFile(huge_zip, "w") as archive:
+        archive.writestr("x/a.png", buffer.getvalue())
+    assert infer_resolution(tiny)[0] == 8  # clamped: the smallest network that still has a few blocks
+    assert infer_resolution(huge_zip)[0] == 1024
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "x.png").write_bytes(b"garbage")
+    with pytest.raises(FewshotError, match="no readable images"):
+        infer_resolution(empty)

@@ -198,6 +198,23 @@ def test_dry_run_prints_config_and_trainable_counts(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+def test_from_scratch_without_resolution_takes_it_from_the_data(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 36), (i * 60, 90, 20)).save(folder / f"{i}.png")
+    out: list[str] = []
+    cfg = tiny_cfg(tmp_path, data=str(folder), resolution=None)
+    assert train(cfg, dry_run=True, echo=out.append) is None
+    text = "\n".join(out)
+    assert "resolution 32 from the data (median short side 36 px over 3 images)" in text
+    assert "3 images from folder" in text and "-> 32x32" in text
+    with pytest.raises(FewshotError, match="demo images needs --resolution"):
+        train(tiny_cfg(tmp_path, resolution=None), dry_run=True, echo=out.append)
+
+
 def test_nonfinite_loss_stops_with_a_clear_message(tmp_path):
     from fewshot.train.loop import Progress, _check_finite
 

@@ -54,7 +54,7 @@ def train(
     reg_lambda: Optional[float] = typer.Option(None, "--reg-lambda", help="Reg-DGM weight (0 = off).", rich_help_panel=_OPT),
     reg_model: Optional[str] = typer.Option(None, "--reg-model", help="Reg-DGM extractor: resnet18..152, clip, facenet.", rich_help_panel=_OPT),
     reg_estimator: Optional[str] = typer.Option(None, "--reg-estimator", help="mean | paired", rich_help_panel=_OPT),
-    resolution: Optional[int] = typer.Option(None, "--resolution", help="Image size when training from scratch.", rich_help_panel=_OPT),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Image size when training from scratch (default: from the data, the power of two at or below the median short side).", rich_help_panel=_OPT),
     mirror: Optional[bool] = typer.Option(None, "--mirror/--no-mirror", help="Random x-flips of the data.", rich_help_panel=_OPT),
     crop: Optional[str] = typer.Option(None, "--crop", help="center | pad", rich_help_panel=_OPT),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="e.g. fid,kid (tracked during training).", rich_help_panel=_OPT),

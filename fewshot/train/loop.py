@@ -284,9 +284,15 @@ def train(
     elif g_ref is not None:
         resolution = g_ref.img_resolution
     else:
-        if cfg.resolution is None:
-            raise FewshotError("training from scratch needs --resolution (or give --base)")
         resolution = cfg.resolution
+        if resolution is None:  # from scratch on a real folder: the data decides, as the official dataset tool
+            if cfg.data in ("", "demo"):
+                raise FewshotError("training from scratch on the demo images needs --resolution (or give --base)")
+            from ..data import infer_resolution
+
+            resolution, reason = infer_resolution(cfg.data, crop=cfg.crop)
+            if is_main:
+                echo(f"{reason}; --resolution N to choose another")
     fine_tuning = bool(cfg.base)
     hyper = derive_hyper(cfg, resolution, fine_tuning, dist.world_size)
 
