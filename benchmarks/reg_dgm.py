@@ -2,9 +2,12 @@
 
 Tiny G at 32 px, batch 8: time G forward + a stand-in adversarial loss + backward, without the term, with
 the paired estimator (one more resnet18 forward on the real batch per step) and with the mean estimator.
-32 px images are upsampled ×8 to 256 px before resnet18, as the official code does.
+32 px images are upsampled ×8 to 256 px before resnet18, as the official code does; fewshot folds that
+upsampling into resnet18's stem and its BatchNorms into the convolutions (``fewshot.regularizers.fused_resnet``).
+``--plain`` also times both estimators with the plain resnet18 (explicit upsampling, BatchNorm layers; its
+3x3 convolutions still by Winograd), interleaved in the same run.
 
-Run: ``python benchmarks/reg_dgm.py [--steps 6] [--threads N] [--device cuda]``. Prints seconds per
+Run: ``python benchmarks/reg_dgm.py [--steps 6] [--threads N] [--device cuda] [--plain]``. Prints seconds per
 step (median; device-synchronised on CUDA).
 """
 
@@ -25,6 +28,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--plain", action="store_true", help="also time the plain resnet18 (no fused stem or BN)")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -53,6 +57,15 @@ def main() -> None:
             for name in ("paired", "mean")
         }
         setup = time.perf_counter() - t0
+        if args.plain:
+            from fewshot.cuda.winograd import use_winograd
+
+            plain = torchvision.models.resnet18()
+            plain.load_state_dict(torch.load(weights, weights_only=True))
+            use_winograd(plain.eval().requires_grad_(False))
+            for name in ("paired", "mean"):
+                regs[f"{name}-plain"] = build_regularizer(
+                    "reg-dgm", model=plain, lam=1.0, estimator=name, real_images=reals, mirror=True, device=device)
     opt = torch.optim.Adam(G.parameters(), lr=1e-4)
 
     def step(reg) -> None:
@@ -68,7 +81,7 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    times: dict[str, list[float]] = {"none": [], "paired": [], "mean": []}
+    times: dict[str, list[float]] = {name: [] for name in ("none", *regs)}
     for name in times:
         for _ in range(3 if device.type == "cuda" else 1):
             step(regs.get(name))  # warm-up (cuDNN algorithm search on CUDA)
@@ -79,20 +92,22 @@ def main() -> None:
             step(regs.get(name))
             times[name].append(time.perf_counter() - t)
     med = {name: statistics.median(v) for name, v in times.items()}
-    added_paired = med["paired"] - med["none"]
-    added_mean = med["mean"] - med["none"]
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, threads {torch.get_num_threads()}"
     print(f"torch {torch.__version__}, {where}, batch {args.batch}, 32 px -> 256 px resnet18")
     print(f"setup (2 regularizers, {reals.shape[0]} reals + flips): {setup:.2f} s")
     for name in times:
-        print(f"{name:>7}: {med[name] * 1000:8.1f} ms/step (median of {args.steps})")
-    print(f"added by paired: {added_paired * 1000:8.1f} ms/step")
-    print(f"added by mean:   {added_mean * 1000:8.1f} ms/step  ({100 * added_mean / added_paired:.0f}% of paired)")
+        print(f"{name:>12}: {med[name] * 1000:8.1f} ms/step (median of {args.steps})")
+    for suffix in ("", "-plain") if args.plain else ("",):
+        added_paired = med["paired" + suffix] - med["none"]
+        added_mean = med["mean" + suffix] - med["none"]
+        print(f"added by paired{suffix}: {added_paired * 1000:8.1f} ms/step")
+        print(f"added by mean{suffix}:   {added_mean * 1000:8.1f} ms/step  "
+              f"({100 * added_mean / added_paired:.0f}% of paired{suffix})")
 
     # Where the two differ: `paired` adds a forward without graph (F, the reals); both pay the fake's
     # forward with graph and its input-gradient backward (B). mean / paired = (F + B) / (2F + B).
     extractor = regs["mean"].extractor
-    x = torch.randn(args.batch, 3, 256, 256, device=device)
+    x = regs["mean"].preprocess(torch.rand(args.batch, 3, 32, 32, device=device) * 2 - 1)  # what resnet18 gets
 
     def timed(fn) -> float:
         fn()  # warm-up
@@ -114,7 +129,7 @@ def main() -> None:
         torch.autograd.grad(extractor(xg).square().sum(), xg)
 
     f, fb = timed(forward_no_graph), timed(forward_backward)
-    print(f"resnet18 alone on {tuple(x.shape)}: forward without graph F {f * 1000:.1f} ms, forward + input "
+    print(f"resnet18 alone on {tuple(x.shape)} (its stem upsamples x{regs['mean'].factor}): forward without graph F {f * 1000:.1f} ms, forward + input "
           f"gradient {fb * 1000:.1f} ms (B = {(fb - f) * 1000:.1f} ms); (F + B) / (2F + B) = {fb / (fb + f):.2f}")
 
 

@@ -291,7 +291,9 @@ def test_resnet18_from_upstream_file_matches_torchvision(resnet18_file):
     with torch.no_grad():  # equal up to float32 rounding: wide 3x3 layers may run by Winograd on the CPU
         torch.testing.assert_close(extractor(x), reference(x), rtol=1e-4, atol=1e-4)
     assert extractor(x).shape == (2, spec.feature_dim)
-    assert extractor.state_dict().keys() == reference.state_dict().keys()
+    # Every BatchNorm is folded into the convolution before it (20 in resnet18): one activation pass less.
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in extractor.modules())
+    assert sum(isinstance(m, nn.Conv2d) and m.bias is not None for m in extractor.modules()) == 20
 
 
 def test_wrong_architecture_file_is_refused(tmp_path):
@@ -331,7 +333,82 @@ def test_resnet18_loads_offline_through_the_weights_registry(resnet18_file, tmp_
     extractor, _ = build_extractor("resnet18")
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        assert torch.equal(extractor(x), reference(x))
+        torch.testing.assert_close(extractor(x), reference(x), rtol=1e-4, atol=1e-4)
+
+
+def _resnet_with_bn_statistics(seed: int = 0) -> nn.Module:
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet18().eval().requires_grad_(False)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1), m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5), m.bias.normal_(0, 0.1)
+    return model
+
+
+def _input_grad(fn, x: torch.Tensor) -> torch.Tensor:
+    x = x.clone().requires_grad_(True)
+    return torch.autograd.grad(fn(x).square().sum(), x)[0]
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_folded_batchnorms_and_upsampled_stem_equal_the_plain_resnet(factor):
+    import copy
+
+    from fewshot.regularizers.fused_resnet import fold_resnet_batchnorms, fuse_upsampled_stem
+
+    plain = _resnet_with_bn_statistics().double()
+    fused = copy.deepcopy(plain)
+    assert fold_resnet_batchnorms(fused) == 20 and fuse_upsampled_stem(fused, factor)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+
+    def reference(x):
+        return plain(F.interpolate(x, scale_factor=factor, mode="nearest"))
+
+    # In float64 the rewrites are the same function, outputs and input gradients, to rounding.
+    x = torch.randn(2, 3, 160 // factor, 192 // factor, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), reference(x), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(_input_grad(fused, x), _input_grad(reference, x), rtol=1e-10, atol=1e-10)
+
+    # In float32 both networks stay near the float64 answer. Not elementwise: a pre-activation within rounding of
+    # zero (or a max-pool tie) may flip either way in float32, in the plain network as much as in the fused one,
+    # and moves the gradient locally; a wrong phase or index would move all of it.
+    truth = _input_grad(reference, x)
+    fused32 = _input_grad(copy.deepcopy(fused).float(), x.float()).double()
+    assert (fused32 - truth).norm() / truth.norm() < 2e-2
+
+
+def test_upsampled_stem_only_takes_what_it_can_fuse():
+    import torchvision
+
+    from fewshot.regularizers.fused_resnet import fuse_upsampled_stem, phase_filters
+
+    assert not fuse_upsampled_stem(nn.Sequential(nn.Conv2d(3, 8, 7, 2, 3)), 8)  # not a torchvision ResNet
+    model = torchvision.models.resnet18()
+    assert not fuse_upsampled_stem(model, 1) and not fuse_upsampled_stem(model, 6)
+    model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)  # a CIFAR-style stem: left alone
+    assert not fuse_upsampled_stem(model, 8) and isinstance(model.conv1, nn.Conv2d)
+    # x8 then a 7x7/2 conv: 4x4 phases of 3x3 filters on the small image (padding 1 both sides).
+    filters, q, before, after = phase_filters(torch.randn(64, 3, 7, 7), 8, 2, 3)
+    assert filters.shape == (16 * 64, 3, 3, 3) and (q, before, after) == (4, 1, 1)
+
+
+def test_reg_dgm_energy_and_gradient_are_unchanged_by_the_fused_stem(resnet18_file):
+    path, reference = resnet18_file
+    reals = torch.randint(0, 256, (4, 3, 32, 32), generator=torch.Generator().manual_seed(5)).to(torch.uint8)
+    fused = build_regularizer("reg-dgm", model="resnet18", lam=1.0, real_images=reals, weights_path=str(path))
+    plain = build_regularizer("reg-dgm", model=reference, lam=1.0, real_images=reals)
+    assert fused.upsample_in_extractor and not plain.upsample_in_extractor and fused.factor == plain.factor == 8
+    assert "(in the stem)" in repr(fused)
+    fakes = torch.rand(3, 3, 32, 32) * 2 - 1
+    torch.testing.assert_close(fused.feature_mean, plain.feature_mean, rtol=1e-4, atol=1e-4)
+    gf, gp = (_input_grad(lambda x, r=r: r.generator_loss(x).view(1), fakes) for r in (fused, plain))
+    torch.testing.assert_close(fused.generator_loss(fakes), plain.generator_loss(fakes), rtol=1e-4, atol=1e-6)
+    assert torch.nn.functional.cosine_similarity(gf.flatten(), gp.flatten(), dim=0) > 0.999
 
 
 @pytest.mark.skipif(importlib.util.find_spec("open_clip") is None, reason="open_clip not installed (fewshot[clip])")

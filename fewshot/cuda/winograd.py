@@ -76,7 +76,7 @@ class WinogradConv2d(nn.Conv2d):
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         y = conv3x3(input, weight)
-        return y if bias is None else y + bias.view(1, -1, 1, 1)
+        return y if bias is None else y.add_(bias.view(1, -1, 1, 1))  # y is a fresh output: no copy
 
 
 def _takes_winograd(conv: nn.Module) -> bool:

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import FewshotError
 from .base import GeneratorRegularizer
+from .fused_resnet import fuse_upsampled_stem
 
 ESTIMATORS = ("mean", "paired")
 
@@ -106,6 +107,7 @@ class RegDGM(GeneratorRegularizer):
         device: torch.device | str = "cpu",
         stats_batch: int = 32,
         name: str = "custom",
+        fuse_stem: bool = False,
     ) -> None:
         super().__init__()
         if estimator not in ESTIMATORS:
@@ -121,6 +123,11 @@ class RegDGM(GeneratorRegularizer):
 
         # f never learns: no grads, eval mode (BatchNorm uses its running stats), kept so by train() below.
         self.extractor = extractor.requires_grad_(False).eval().to(device)
+        # With fuse_stem (extractors built here, never a caller's module), a torchvision ResNet takes the nearest
+        # upsampling into its stem (same function, far less work); preprocess() then hands it the small images.
+        self.upsample_in_extractor = (
+            fuse_stem and self.factor > 1 and not fixed_input_size and fuse_upsampled_stem(self.extractor, self.factor)
+        )
         mean, std = channel_mean_std(real_images)
         self.register_buffer("channel_mean", mean.to(device))
         self.register_buffer("channel_std", std.to(device))
@@ -158,7 +165,7 @@ class RegDGM(GeneratorRegularizer):
             # Networks with a fixed input size (ViT position embeddings): a smooth resize, differentiable.
             size = (self.fixed_input_size, self.fixed_input_size)
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=x.shape[-1] > size[0])
-        elif self.factor > 1:
+        elif self.factor > 1 and not self.upsample_in_extractor:
             x = F.interpolate(x, scale_factor=self.factor, mode="nearest")
         return x
 
@@ -228,7 +235,7 @@ class RegDGM(GeneratorRegularizer):
     def extra_repr(self) -> str:
         return (
             f"extractor={self.extractor_name}, lam={self.lam:g}, estimator={self.estimator}, "
-            f"normalize={self.normalize}, upsample=x{self.factor}"
+            f"normalize={self.normalize}, upsample=x{self.factor}{' (in the stem)' if self.upsample_in_extractor else ''}"
         )
 
 
@@ -281,6 +288,7 @@ def build_reg_dgm(
         device=device,
         stats_batch=stats_batch,
         name=name,
+        fuse_stem=isinstance(model, str),
     )
 
 
