@@ -356,7 +356,7 @@ def test_cli_mix_sheet(tmp_path: Path, bundle: Path, capsys: pytest.CaptureFixtu
         (["sample", "{tmp}/missing.safetensors", "--outdir", "{tmp}/o"], "missing.safetensors"),
         (["sample", "{ckpt}", "--seeds", "1", "--n", "4"], "either --seeds or --n"),
         (["sample", "{ckpt}", "--writers", "-1"], "--writers"),
-        (["interpolate", "{ckpt}", "--seeds", "1", "--out", "{tmp}/w.gif"], "at least 2"),
+        (["interpolate", "{ckpt}", "--seeds", "1", "--out", "{tmp}/w.gif"], "a walk needs at least 2 seeds"),
         (["interpolate", "{ckpt}", "--seeds", "1,2", "--out", "{tmp}/w.avi"], "unknown output"),
         (["interpolate", "{ckpt}", "--seeds", "1,2", "--space", "q", "--out", "{tmp}/w.gif"], "latent space"),
         (["mix", "{ckpt}", "--rows", "1", "--cols", "2", "--styles", "0-40", "--out", "{tmp}/m.png"], "style layer"),

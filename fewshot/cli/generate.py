@@ -229,8 +229,9 @@ def interpolate(
         num_frames = walk_frame_count(len(prior_items), steps, loop)
     elif len(seed_list) % tiles or len(seed_list) < 2 * tiles:
         raise FewshotError(
-            f"{'a ' + grid + ' walk' if grid else 'a walk'} needs a multiple of {tiles} seeds and at least "
-            f"{2 * tiles} (two keyframes per tile), got {len(seed_list)}"
+            f"a {grid} walk needs a multiple of {tiles} seeds and at least {2 * tiles} (two keyframes per tile), "
+            f"got {len(seed_list)}" if tiles > 1 else f"a walk needs at least 2 seeds (keyframes), got {len(seed_list)}",
+            hint="e.g. --seeds 1,2,3",
         )
     else:
         num_frames = walk_frame_count(len(seed_list) // tiles, steps, loop)
