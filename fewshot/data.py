@@ -269,7 +269,7 @@ def load_images(
 
     from tqdm import tqdm
 
-    bar = tqdm(total=len(names), desc="decoding images", unit="img", disable=not progress, leave=False)
+    bar = tqdm(total=len(names), desc="decoding images", unit="img", disable=None if progress else True, leave=False)
     try:
         for name, content in contents:
             bar.update(1)

@@ -355,7 +355,7 @@ def iter_sample_batches(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(seeds), unit="img", desc="sampling", leave=False)
+        bar = tqdm(total=len(seeds), unit="img", desc="sampling", leave=False, disable=None)
     try:
         for batch in _chunks(seeds, batch_size):
             batch = list(batch)
@@ -741,7 +741,7 @@ def iter_walk_frames(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=num_frames, unit="frame", desc="rendering", leave=False)
+        bar = tqdm(total=num_frames, unit="frame", desc="rendering", leave=False, disable=None)
     try:
         for first in range(0, num_frames, frames_per_batch):
             chunk = flat[first * tiles : (first + frames_per_batch) * tiles]

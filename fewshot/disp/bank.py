@@ -245,7 +245,7 @@ def extract_priors(images: torch.Tensor, feature_fn: FeatureFn, batch_size: int 
     if progress:
         from tqdm import tqdm
 
-        starts = tqdm(starts, desc="DISP priors", unit="batch", leave=False)
+        starts = tqdm(starts, desc="DISP priors", unit="batch", leave=False, disable=None)
     parts = [feature_fn(images[s:s + batch_size]).float().cpu() for s in starts]
     features = torch.cat(parts)
     if not torch.isfinite(features).all():

@@ -58,7 +58,7 @@ def _progress(iterable: Iterable[Any], total: int, desc: str, enabled: bool) -> 
         return iterable
     from tqdm import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False)
+    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False, disable=None)  # None: off when not a TTY
 
 
 def _batches(images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:

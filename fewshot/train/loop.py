@@ -741,7 +741,8 @@ def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="img", unit_scale=True, dynamic_ncols=True, desc="train")
+    return tqdm(total=total, initial=initial, unit="img", unit_scale=True, dynamic_ncols=True, desc="train",
+                disable=None)  # off when stderr is not a terminal (log files): the tick lines say the same
 
 
 def _report(bar: Any, echo: Callable[[str], None], record: dict[str, Any]) -> None:
