@@ -252,9 +252,14 @@ def test_reg_dgm_energy_on_gpu_equals_cpu(tmp_path):
     torch.save(torchvision.models.resnet18().state_dict(), weights)
     reals = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
     fakes = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    energies = []
+    energies, grads = [], []
     for device in ("cpu", "cuda"):
         reg = build_regularizer("reg-dgm", model="resnet18", lam=1.0, estimator="mean", real_images=reals,
                                 weights_path=weights, mirror=True, device=device)
-        energies.append(reg.generator_loss(fakes.to(device), None).detach().cpu())
+        assert reg.upsample_in_extractor  # the fused x8 stem, forward and input gradient, on both devices
+        x = fakes.to(device).requires_grad_(True)
+        loss = reg.generator_loss(x, None)
+        grads.append(torch.autograd.grad(loss, x)[0].cpu())
+        energies.append(loss.detach().cpu())
     assert _rel_err(energies[1], energies[0]) < 1e-4
+    assert torch.nn.functional.cosine_similarity(grads[0].flatten(), grads[1].flatten(), dim=0) > 0.999
