@@ -12,6 +12,8 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from fewshot.cuda import build as ops_build
 from fewshot.cuda.bias_act_compiled import bias_act_compiled
@@ -325,6 +327,31 @@ def test_use_winograd_routes_a_resnets_3x3_convolutions_without_changing_it(cpu_
     assert len(calls) == 13  # every routed layer took the Winograd path in the forward
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(got_grad, want_grad, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("winograd_path", [True, False])
+def test_routed_conv_with_bias_matches_conv2d(cpu_ops, monkeypatch, winograd_path):
+    # Folded BatchNorms give the Reg-DGM ResNets' convolutions a bias: on the Winograd path it is added to the
+    # fresh output in place; otherwise torch's convolution takes it. Both must equal F.conv2d, gradients too.
+    from fewshot.cuda import winograd
+
+    if winograd_path:
+        monkeypatch.setattr(winograd, "MIN_CHANNEL_PRODUCT", 1)
+        monkeypatch.setattr(winograd, "MIN_TILES", 1)
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 5, 3, padding=1).double()
+    weight, bias = conv.weight.detach().clone(), conv.bias.detach().clone().requires_grad_(True)
+    assert winograd.use_winograd(conv) == 1 and (winograd.winograd_module(torch.zeros(2, 6, 9, 7, dtype=torch.float64),
+                                                                         weight) is not None) == winograd_path
+    x = torch.randn(2, 6, 9, 7, dtype=torch.float64, requires_grad=True)
+    got = conv(x)
+    want = F.conv2d(x, weight, bias, padding=1)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    g = torch.randn_like(got)
+    got_grads = torch.autograd.grad(got, (x, conv.bias), g)
+    want_grads = torch.autograd.grad(want, (x, bias), g)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

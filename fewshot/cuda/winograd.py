@@ -75,7 +75,10 @@ class WinogradConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` (3x3, stride 1, padding 1, groups 1) whose convolution goes through :func:`conv3x3`."""
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        y = conv3x3(input, weight)
+        module = winograd_module(input, weight)
+        if module is None:  # CUDA, or too small to pay: torch's convolution, with its own bias handling
+            return F.conv2d(input, weight, bias, padding=1)
+        y = conv3x3_winograd_compiled(module, input, weight)
         return y if bias is None else y.add_(bias.view(1, -1, 1, 1))  # y is a fresh output: no copy
 
 
