@@ -114,6 +114,7 @@ class TrainConfig:
     reg_model: str = "resnet18"
     reg_estimator: str = "mean"
     reg_normalize: bool = False
+    reg_weights: str | None = None  # explicit extractor weights file (not hash-checked); None = the weights registry
 
     # DISP (data instance priors, fewshot.disp) and the adversarial loss.
     disp: bool = False  # condition G and a projection D on frozen features of the training images

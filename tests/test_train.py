@@ -337,9 +337,10 @@ def test_reg_dgm_term_enters_the_generator_loss(tmp_path, monkeypatch):
 
     monkeypatch.setattr(regs, "build_regularizer", build_with_toy_extractor)
     cfg = resolve_config("reg-ada", dict(TINY, outdir=str(tmp_path / "runs"), name="reg", kimg=0.008, max_images=8,
-                                          reg_lambda=0.5))
+                                          reg_lambda=0.5, reg_weights="/models/my-resnet18.pth"))
     run = train(cfg, progress=False, echo=lambda m: None)
     assert built["model"] == "resnet18" and built["lam"] == 0.5 and built["estimator"] == "mean"
+    assert built["weights_path"] == "/models/my-resnet18.pth"  # --reg-weights reaches the extractor
     record = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
     assert record["loss_reg"] > 0
 

@@ -365,6 +365,7 @@ def train(
         regularizer = build_regularizer(
             "reg-dgm", model=cfg.reg_model, lam=cfg.reg_lambda, estimator=cfg.reg_estimator,
             normalize=cfg.reg_normalize, real_images=images.images, device=device, mirror=cfg.mirror,
+            weights_path=cfg.reg_weights,
         )
 
     # --- Optimisers: one per network, lr and betas scaled for lazy regularisation.
@@ -749,7 +750,7 @@ def _report(bar: Any, echo: Callable[[str], None], record: dict[str, Any]) -> No
     parts = [f"tick {record['tick']}", f"kimg {record['kimg']:.3f}", f"sec/kimg {record['sec_per_kimg']:.1f}"]
     for key in ("loss_G", "loss_D", "loss_reg", "r1_penalty", "pl_penalty", "aug_p"):
         if key in record:
-            parts.append(f"{key} {record[key]:.4f}")
+            parts.append(f"{key} {record[key]:.4g}")  # .4g: the Reg-DGM term is often ~1e-5
     line = "  ".join(parts)
     if bar is not None:
         bar.write(line)
