@@ -252,8 +252,24 @@ def test_doctor_reports_ops_state(cpu_ops):
     register_commands()
     result = CliRunner().invoke(app, ["doctor"])
     assert result.exit_code == 0, result.output
-    for expected in ("torch", "nvcc", "ninja", "bias_act", "upfirdn2d", "compiled", "cache", "winograd [cpu]", "on for wide 3x3"):
+    for expected in ("torch", "nvcc", "ninja", "bias_act", "upfirdn2d", "compiled", "cache", "winograd [cpu]", "on for wide 3x3",
+                     "clip", "facenet", "mp4 output"):
         assert expected in result.output
+
+
+def test_doctor_says_how_to_install_a_missing_or_broken_extra(tmp_path, monkeypatch):
+    from fewshot.cli.doctor import optional_module_state
+
+    missing = optional_module_state("fewshot_no_such_module", "x", "pip install --no-deps x", "a test")
+    assert missing == "not installed, needed for a test: pip install --no-deps x"
+    # Installed with --no-deps and one of its own dependencies absent (facenet-pytorch without requests):
+    package = tmp_path / "half_installed_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("import fewshot_absent_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    broken = optional_module_state("half_installed_pkg", "half-installed-pkg", "pip install y", "a test")
+    assert "cannot import 'fewshot_absent_dependency'" in broken and "pip install fewshot_absent_dependency" in broken
+    assert optional_module_state("PIL", "pillow", "-", "images").startswith("installed (pillow ")
 
 
 @pytest.mark.gpu

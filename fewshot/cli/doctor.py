@@ -17,7 +17,7 @@ def doctor(
         True, "--build/--no-build", help="Build (or load from the cache) the compiled ops to report their state."
     ),
 ) -> None:
-    """Report torch/CUDA versions, compilers found, each compiled op's state and the ops cache folder."""
+    """Report torch/CUDA versions, compilers, each compiled op's state, the ops cache and the optional extras."""
     import shutil
     import sys
 
@@ -67,3 +67,35 @@ def doctor(
     line("keep freed mem", "on for CPU runs (glibc)" if settings.keep_freed_memory() else "off (FEWSHOT_KEEP_FREED=0)")
     if not torch.cuda.is_available():
         line("ops [cuda]", "no CUDA device (check the CUDA build with `python -m fewshot.cuda.build --check-cuda`)")
+
+    # Optional extras: what each unlocks and, when missing or broken, the exact install line.
+    from ..regularizers.extractors import CLIP_EXTRA, FACENET_EXTRA
+
+    line("clip", optional_module_state("open_clip", "open_clip_torch", CLIP_EXTRA, "Reg-DGM --reg-model clip"))
+    line("facenet", optional_module_state(
+        "facenet_pytorch", "facenet-pytorch", f"{FACENET_EXTRA} (--no-deps: its pins would replace your torch)",
+        "Reg-DGM --reg-model facenet"))
+    line("mp4 output", optional_module_state("imageio_ffmpeg", "imageio-ffmpeg", "pip install 'fewshot[video]'",
+                                             "interpolate --out walk.mp4"))
+
+
+def optional_module_state(module: str, distribution: str, install: str, purpose: str) -> str:
+    """One line on an optional package: installed (version), installed but broken (which import fails), or missing."""
+    import importlib
+    import importlib.metadata
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        return f"not installed, needed for {purpose}: {install}"
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        missing = (exc.name or "?").split(".")[0]
+        return f"installed but cannot import {missing!r} (pip install {missing}); needed for {purpose}"
+    except Exception as exc:  # noqa: BLE001 - a broken package is reported, never a traceback
+        return f"installed but fails to import ({type(exc).__name__}: {exc}); needed for {purpose}"
+    try:
+        version = importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        version = "version unknown"
+    return f"installed ({distribution} {version}), for {purpose}"
