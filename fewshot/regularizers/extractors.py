@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import FewshotError
 from ..cuda.winograd import use_winograd
-from .fused_resnet import fold_resnet_batchnorms
+from .fused_resnet import fold_batchnorms
 
 ModelBuilder = Callable[[Path | None], nn.Module]
 
@@ -93,14 +93,14 @@ def build_extractor(
 ) -> tuple[nn.Module, ExtractorSpec]:
     """Build the named extractor, load its weights and freeze it (no grads, eval mode).
 
-    Frozen torchvision ResNets come back with their BatchNorms folded into the convolutions (same function,
+    Known architectures (ResNets, CLIP RN50, FaceNet) come back with their BatchNorms folded into the convolutions (same function,
     ``state_dict`` without the ``bn`` entries); load weights through ``spec.build``, not into the result.
     """
     spec = get_extractor_spec(name)
     weights_file = resolve_extractor_weights(spec, weights_path)
     model = spec.build(weights_file)
     model.requires_grad_(False).eval()
-    fold_resnet_batchnorms(model)  # frozen eval-mode BatchNorm is an affine map: part of the conv before it
+    fold_batchnorms(model)  # frozen eval-mode BatchNorm is an affine map: part of the conv before it
     use_winograd(model)  # its 3x3 convolutions (forward and input gradient) by Winograd where that pays
     return model.to(device), spec
 

@@ -1,10 +1,11 @@
-"""Inference-time rewrites of a frozen torchvision ResNet that keep its function and cut its cost.
+"""Inference-time rewrites of a frozen extractor (ResNets above all) that keep its function and cut its cost.
 
 A Reg-DGM extractor never trains and always runs in eval mode, so two exact identities apply:
 
 * **BatchNorm folding.** Eval-mode BatchNorm is a per-channel affine map, so ``bn(conv(x))`` is one convolution
-  with scaled filters and a bias. Every conv → bn pair of the network becomes that convolution and the
-  BatchNorm an ``Identity``: one pass over each activation less, forward and backward.
+  with scaled filters and a bias. Every conv → bn pair of the network (torchvision ResNets, CLIP RN50,
+  FaceNet) becomes that convolution and the BatchNorm an ``Identity``: one pass over each activation less,
+  forward and backward.
 * **The upsampled stem.** Small fakes (32 or 64 px) are upsampled by nearest neighbour (×8 or ×4) before the
   network, as the official Reg-DGM code does, and the stem then runs a 7×7 stride-2 convolution over mostly
   repeated pixels. Nearest upsampling by ``s`` followed by a stride-``t`` convolution is a stride-1
@@ -44,28 +45,42 @@ def _is_torchvision_resnet(model: nn.Module) -> bool:
     return isinstance(model, ResNet)
 
 
-def fold_resnet_batchnorms(model: nn.Module) -> int:
-    """Fold every conv → BatchNorm pair of a frozen torchvision ResNet; returns how many were folded.
+_RESNET_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
+# (module, class) -> the (conv, bn) attributes its forward applies back to back, read off each class's forward.
+CONV_BN_PAIRS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
+    ("torchvision.models.resnet", "ResNet"): _RESNET_PAIRS[:1],
+    ("torchvision.models.resnet", "BasicBlock"): _RESNET_PAIRS[:2],
+    ("torchvision.models.resnet", "Bottleneck"): _RESNET_PAIRS,
+    ("open_clip.modified_resnet", "ModifiedResNet"): _RESNET_PAIRS,  # CLIP RN50's three-conv stem
+    ("open_clip.modified_resnet", "Bottleneck"): _RESNET_PAIRS,
+    ("facenet_pytorch.models.inception_resnet_v1", "BasicConv2d"): (("conv", "bn"),),
+}
 
-    The pairs are the ones torchvision's ``ResNet``, ``BasicBlock`` and ``Bottleneck`` apply in sequence
-    (``convN`` → ``bnN``, ``downsample = Sequential(conv, bn)``). Other models are left alone (0).
+
+def fold_batchnorms(model: nn.Module) -> int:
+    """Fold the conv → BatchNorm pairs of a frozen extractor into the convolutions; returns how many.
+
+    Only pairs known to run back to back are touched: the attributes listed in ``CONV_BN_PAIRS`` for
+    torchvision's ResNets, open_clip's ModifiedResNet (CLIP RN50) and facenet-pytorch's BasicConv2d, and a
+    ``Conv2d`` directly followed by a ``BatchNorm2d`` inside an ``nn.Sequential`` (ResNet shortcuts). Each
+    folded BatchNorm becomes an ``Identity``; a model with none of these is left as it is (0).
     """
-    if not _is_torchvision_resnet(model):
-        return 0
     folded = 0
     for module in list(model.modules()):
-        for index in (1, 2, 3):
-            conv, bn = getattr(module, f"conv{index}", None), getattr(module, f"bn{index}", None)
+        cls = type(module)
+        for conv_name, bn_name in CONV_BN_PAIRS.get((cls.__module__, cls.__name__), ()):
+            conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
             if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
                 fold_batchnorm(conv, bn)
-                setattr(module, f"bn{index}", nn.Identity())
+                setattr(module, bn_name, nn.Identity())
                 folded += 1
-        if isinstance(module, nn.Sequential) and len(module) == 2:
-            conv, bn = module[0], module[1]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                fold_batchnorm(conv, bn)
-                module[1] = nn.Identity()
-                folded += 1
+        if isinstance(module, nn.Sequential):
+            for index in range(len(module) - 1):
+                conv, bn = module[index], module[index + 1]
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    fold_batchnorm(conv, bn)
+                    module[index + 1] = nn.Identity()
+                    folded += 1
     return folded
 
 
