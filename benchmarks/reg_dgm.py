@@ -7,7 +7,7 @@ upsampling into resnet18's stem and its BatchNorms into the convolutions (``fews
 ``--plain`` also times both estimators with the plain resnet18 (explicit upsampling, BatchNorm layers; its
 3x3 convolutions still by Winograd), interleaved in the same run.
 
-Run: ``python benchmarks/reg_dgm.py [--steps 6] [--threads N] [--device cuda] [--plain]``. Prints seconds per
+Run: ``python benchmarks/reg_dgm.py [--steps 6] [--threads N] [--device cuda] [--plain] [--resolution 256]``. Prints seconds per
 step (median; device-synchronised on CUDA).
 """
 
@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--plain", action="store_true", help="also time the plain resnet18 (no fused stem or BN)")
+    parser.add_argument("--resolution", type=int, default=32, help="G's and the reals' size (32: upsampled x8)")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -44,9 +45,10 @@ def main() -> None:
     from fewshot.regularizers import build_regularizer
 
     torch.manual_seed(0)
-    G = Generator(32, 0, 32, 32, 3, mapping_kwargs={"num_layers": 2},
-                  synthesis_kwargs={"channel_base": 512, "channel_max": 64}).to(device)
-    reals = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    res = args.resolution
+    G = Generator(32, 0, 32, res, 3, mapping_kwargs={"num_layers": 2},
+                  synthesis_kwargs={"channel_base": 512 * res // 32, "channel_max": 64}).to(device)
+    reals = torch.randint(0, 256, (64, 3, res, res), dtype=torch.uint8)
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "resnet18-random.pth"
         torch.save(torchvision.models.resnet18().state_dict(), weights)
@@ -93,7 +95,8 @@ def main() -> None:
             times[name].append(time.perf_counter() - t)
     med = {name: statistics.median(v) for name, v in times.items()}
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, threads {torch.get_num_threads()}"
-    print(f"torch {torch.__version__}, {where}, batch {args.batch}, 32 px -> 256 px resnet18")
+    factor = regs["mean"].factor
+    print(f"torch {torch.__version__}, {where}, batch {args.batch}, {res} px -> {res * factor} px resnet18")
     print(f"setup (2 regularizers, {reals.shape[0]} reals + flips): {setup:.2f} s")
     for name in times:
         print(f"{name:>12}: {med[name] * 1000:8.1f} ms/step (median of {args.steps})")
@@ -107,7 +110,7 @@ def main() -> None:
     # Where the two differ: `paired` adds a forward without graph (F, the reals); both pay the fake's
     # forward with graph and its input-gradient backward (B). mean / paired = (F + B) / (2F + B).
     extractor = regs["mean"].extractor
-    x = regs["mean"].preprocess(torch.rand(args.batch, 3, 32, 32, device=device) * 2 - 1)  # what resnet18 gets
+    x = regs["mean"].preprocess(torch.rand(args.batch, 3, res, res, device=device) * 2 - 1)  # what resnet18 gets
 
     def timed(fn) -> float:
         fn()  # warm-up
@@ -129,7 +132,7 @@ def main() -> None:
         torch.autograd.grad(extractor(xg).square().sum(), xg)
 
     f, fb = timed(forward_no_graph), timed(forward_backward)
-    print(f"resnet18 alone on {tuple(x.shape)} (its stem upsamples x{regs['mean'].factor}): forward without graph F {f * 1000:.1f} ms, forward + input "
+    print(f"resnet18 alone on {tuple(x.shape)} (its stem upsamples x{factor}): forward without graph F {f * 1000:.1f} ms, forward + input "
           f"gradient {fb * 1000:.1f} ms (B = {(fb - f) * 1000:.1f} ms); (F + B) / (2F + B) = {fb / (fb + f):.2f}")
 
 

@@ -358,22 +358,26 @@ def _input_grad(fn, x: torch.Tensor) -> torch.Tensor:
     return torch.autograd.grad(fn(x).square().sum(), x)[0]
 
 
-@pytest.mark.parametrize("factor", [2, 4, 8])
-def test_folded_batchnorms_and_upsampled_stem_equal_the_plain_resnet(factor):
+@pytest.mark.parametrize("factor", [1, 2, 4, 8])
+def test_folded_batchnorms_and_fused_stem_equal_the_plain_resnet(factor):
     import copy
 
-    from fewshot.regularizers.fused_resnet import fold_batchnorms, fuse_upsampled_stem
+    from fewshot.regularizers.fused_resnet import StridedStem, UpsampledStem, fold_batchnorms, fuse_resnet_stem
 
     plain = _resnet_with_bn_statistics().double()
     fused = copy.deepcopy(plain)
-    assert fold_batchnorms(fused) == 20 and fuse_upsampled_stem(fused, factor)
+    assert fold_batchnorms(fused) == 20 and fuse_resnet_stem(fused, factor)
+    assert isinstance(fused.conv1, UpsampledStem if factor > 1 else StridedStem)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
 
     def reference(x):
-        return plain(F.interpolate(x, scale_factor=factor, mode="nearest"))
+        return plain(F.interpolate(x, scale_factor=factor, mode="nearest") if factor > 1 else x)
 
-    # In float64 the rewrites are the same function, outputs and input gradients, to rounding.
+    # In float64 the rewrites are the same function, outputs and input gradients, to rounding
+    # (odd sizes at full size: the input gradient's phases are cropped).
     x = torch.randn(2, 3, 160 // factor, 192 // factor, dtype=torch.float64)
+    if factor == 1:
+        x = x[:, :, :157, :190]
     with torch.no_grad():
         torch.testing.assert_close(fused(x), reference(x), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(_input_grad(fused, x), _input_grad(reference, x), rtol=1e-10, atol=1e-10)
@@ -386,19 +390,22 @@ def test_folded_batchnorms_and_upsampled_stem_equal_the_plain_resnet(factor):
     assert (fused32 - truth).norm() / truth.norm() < 2e-2
 
 
-def test_upsampled_stem_only_takes_what_it_can_fuse():
+def test_stem_fusion_only_takes_what_it_can_fuse():
     import torchvision
 
-    from fewshot.regularizers.fused_resnet import fuse_upsampled_stem, phase_filters
+    from fewshot.regularizers.fused_resnet import fuse_resnet_stem, input_gradient_filters, phase_filters
 
-    assert not fuse_upsampled_stem(nn.Sequential(nn.Conv2d(3, 8, 7, 2, 3)), 8)  # not a torchvision ResNet
+    assert not fuse_resnet_stem(nn.Sequential(nn.Conv2d(3, 8, 7, 2, 3)), 8)  # not a torchvision ResNet
     model = torchvision.models.resnet18()
-    assert not fuse_upsampled_stem(model, 1) and not fuse_upsampled_stem(model, 6)
+    assert not fuse_resnet_stem(model, 6) and not fuse_resnet_stem(model, 0)
     model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)  # a CIFAR-style stem: left alone
-    assert not fuse_upsampled_stem(model, 8) and isinstance(model.conv1, nn.Conv2d)
+    assert not fuse_resnet_stem(model, 8) and isinstance(model.conv1, nn.Conv2d)
     # x8 then a 7x7/2 conv: 4x4 phases of 3x3 filters on the small image (padding 1 both sides).
     filters, q, before, after = phase_filters(torch.randn(64, 3, 7, 7), 8, 2, 3)
     assert filters.shape == (16 * 64, 3, 3, 3) and (q, before, after) == (4, 1, 1)
+    # The 7x7/2 input gradient: 2x2 input phases of 4x4 correlations over the 64 gradient channels.
+    grad_filters, before, after = input_gradient_filters(torch.randn(64, 3, 7, 7), 2, 3)
+    assert grad_filters.shape == (3 * 4, 64, 4, 4) and (before, after) == (1, 2)
 
 
 def test_reg_dgm_energy_and_gradient_are_unchanged_by_the_fused_stem(resnet18_file):
@@ -407,12 +414,26 @@ def test_reg_dgm_energy_and_gradient_are_unchanged_by_the_fused_stem(resnet18_fi
     fused = build_regularizer("reg-dgm", model="resnet18", lam=1.0, real_images=reals, weights_path=str(path))
     plain = build_regularizer("reg-dgm", model=reference, lam=1.0, real_images=reals)
     assert fused.upsample_in_extractor and not plain.upsample_in_extractor and fused.factor == plain.factor == 8
+    assert fused.stem_fused and not plain.stem_fused
     assert "(in the stem)" in repr(fused)
     fakes = torch.rand(3, 3, 32, 32) * 2 - 1
     torch.testing.assert_close(fused.feature_mean, plain.feature_mean, rtol=1e-4, atol=1e-4)
     gf, gp = (_input_grad(lambda x, r=r: r.generator_loss(x).view(1), fakes) for r in (fused, plain))
     torch.testing.assert_close(fused.generator_loss(fakes), plain.generator_loss(fakes), rtol=1e-4, atol=1e-6)
     assert torch.nn.functional.cosine_similarity(gf.flatten(), gp.flatten(), dim=0) > 0.999
+
+
+def test_reg_dgm_at_full_size_uses_the_strided_stem(resnet18_file):
+    path, reference = resnet18_file
+    reals = torch.randint(0, 256, (2, 3, 224, 224), generator=torch.Generator().manual_seed(6)).to(torch.uint8)
+    fused = build_regularizer("reg-dgm", model="resnet18", lam=1.0, real_images=reals, weights_path=str(path),
+                              estimator="paired")
+    plain = build_regularizer("reg-dgm", model=reference, lam=1.0, real_images=reals, estimator="paired")
+    assert fused.factor == 1 and fused.stem_fused and not fused.upsample_in_extractor
+    fakes = torch.rand(2, 3, 224, 224) * 2 - 1
+    real_batch = reals.float() / 127.5 - 1
+    torch.testing.assert_close(fused.generator_loss(fakes, real_batch), plain.generator_loss(fakes, real_batch),
+                               rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("open_clip") is None, reason="open_clip not installed (fewshot[clip])")

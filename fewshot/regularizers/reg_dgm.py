@@ -30,7 +30,7 @@ from torch import nn
 
 from ..errors import FewshotError
 from .base import GeneratorRegularizer
-from .fused_resnet import fuse_upsampled_stem
+from .fused_resnet import fuse_resnet_stem
 
 ESTIMATORS = ("mean", "paired")
 
@@ -125,9 +125,8 @@ class RegDGM(GeneratorRegularizer):
         self.extractor = extractor.requires_grad_(False).eval().to(device)
         # With fuse_stem (extractors built here, never a caller's module), a torchvision ResNet takes the nearest
         # upsampling into its stem (same function, far less work); preprocess() then hands it the small images.
-        self.upsample_in_extractor = (
-            fuse_stem and self.factor > 1 and not fixed_input_size and fuse_upsampled_stem(self.extractor, self.factor)
-        )
+        self.stem_fused = bool(fuse_stem and not fixed_input_size and fuse_resnet_stem(self.extractor, self.factor))
+        self.upsample_in_extractor = self.stem_fused and self.factor > 1
         mean, std = channel_mean_std(real_images)
         self.register_buffer("channel_mean", mean.to(device))
         self.register_buffer("channel_std", std.to(device))
