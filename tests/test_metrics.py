@@ -274,6 +274,38 @@ def test_vgg16_extractor_gives_fc2_features(tmp_path):
     assert out["fc2"].shape == (2, 4096) and (out["fc2"] >= 0).all()
 
 
+def test_extractors_fold_batchnorms_and_route_3x3_convolutions_without_changing_features(tmp_path):
+    import torchvision
+
+    from fewshot.cuda.winograd import WinogradConv2d
+    from fewshot.metrics.inception import FIDInceptionV3, preprocess
+
+    state = _random_inception_state()
+    gen = torch.Generator().manual_seed(3)
+    for key, value in state.items():  # non-trivial BatchNorm statistics, so folding them is really checked
+        if key.endswith("running_var"):
+            state[key] = 0.5 + 1.5 * torch.rand(value.shape, generator=gen)
+        elif key.endswith("running_mean") or key.endswith("bn.bias"):
+            state[key] = 0.1 * torch.randn(value.shape, generator=gen)
+    path = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save(state, path)
+    extractor = load_extractor(INCEPTION, path, reuse=False)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in extractor.modules())
+    plain = FIDInceptionV3().eval()
+    plain.load_state_dict(state)
+    images = random_reals(3, res=48)
+    with torch.no_grad():
+        pool, logits = plain(preprocess(images))
+    out = extractor(images)
+    torch.testing.assert_close(out["pool"], pool, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out["logits"], logits, rtol=1e-4, atol=1e-5)
+
+    vgg_path = tmp_path / "vgg16-397923af.pth"
+    torch.save(torchvision.models.vgg16(weights=None).state_dict(), vgg_path)
+    vgg = load_extractor(VGG16, vgg_path, reuse=False)
+    assert sum(isinstance(m, WinogradConv2d) for m in vgg.modules()) == 13  # all of VGG-16's convolutions
+
+
 def test_weights_go_through_the_registry(tmp_path, monkeypatch, inception_file):
     # Offline with no file anywhere: one error that says where to put it.
     with pytest.raises(FewshotError) as missing:

@@ -362,7 +362,8 @@ def _input_grad(fn, x: torch.Tensor) -> torch.Tensor:
 def test_folded_batchnorms_and_fused_stem_equal_the_plain_resnet(factor):
     import copy
 
-    from fewshot.regularizers.fused_resnet import StridedStem, UpsampledStem, fold_batchnorms, fuse_resnet_stem
+    from fewshot.frozen import fold_batchnorms
+    from fewshot.regularizers.fused_resnet import StridedStem, UpsampledStem, fuse_resnet_stem
 
     plain = _resnet_with_bn_statistics().double()
     fused = copy.deepcopy(plain)

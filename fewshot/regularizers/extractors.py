@@ -22,8 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import FewshotError
-from ..cuda.winograd import use_winograd
-from .fused_resnet import fold_batchnorms
+from ..frozen import prepare_frozen
 
 ModelBuilder = Callable[[Path | None], nn.Module]
 
@@ -100,8 +99,8 @@ def build_extractor(
     weights_file = resolve_extractor_weights(spec, weights_path)
     model = spec.build(weights_file)
     model.requires_grad_(False).eval()
-    fold_batchnorms(model)  # frozen eval-mode BatchNorm is an affine map: part of the conv before it
-    use_winograd(model)  # its 3x3 convolutions (forward and input gradient) by Winograd where that pays
+    # BatchNorms folded into the convolutions, 3x3 convolutions (forward and input gradient) by Winograd on the CPU.
+    prepare_frozen(model)
     return model.to(device), spec
 
 

@@ -1,11 +1,7 @@
-"""Inference-time rewrites of a frozen extractor (ResNets above all) that keep its function and cut its cost.
+"""Rewrites of a frozen torchvision ResNet's stem that keep its function and cut its cost.
 
-A Reg-DGM extractor never trains and always runs in eval mode, so two exact identities apply:
+(BatchNorm folding, which every frozen extractor gets, is in ``fewshot.frozen``.) Two stems:
 
-* **BatchNorm folding.** Eval-mode BatchNorm is a per-channel affine map, so ``bn(conv(x))`` is one convolution
-  with scaled filters and a bias. Every conv → bn pair of the network (torchvision ResNets, CLIP RN50,
-  FaceNet) becomes that convolution and the BatchNorm an ``Identity``: one pass over each activation less,
-  forward and backward.
 * **The upsampled stem.** Small fakes (32 or 64 px) are upsampled by nearest neighbour (×8 or ×4) before the
   network, as the official Reg-DGM code does, and the stem then runs a 7×7 stride-2 convolution over mostly
   repeated pixels. Nearest upsampling by ``s`` followed by a stride-``t`` convolution is a stride-1
@@ -29,62 +25,12 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 
-def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    """Fold eval-mode ``bn`` into ``conv`` in place (conv gains a bias); the caller then drops ``bn``."""
-    with torch.no_grad():
-        scale = bn.weight / (bn.running_var + bn.eps).sqrt()
-        bias = bn.bias - bn.running_mean * scale
-        if conv.bias is not None:
-            bias = bias + conv.bias * scale
-        conv.weight.mul_(scale.view(-1, 1, 1, 1))
-        conv.bias = nn.Parameter(bias, requires_grad=False)
-
-
 def _is_torchvision_resnet(model: nn.Module) -> bool:
     try:
         from torchvision.models.resnet import ResNet
     except ImportError:
         return False
     return isinstance(model, ResNet)
-
-
-_RESNET_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
-# (module, class) -> the (conv, bn) attributes its forward applies back to back, read off each class's forward.
-CONV_BN_PAIRS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
-    ("torchvision.models.resnet", "ResNet"): _RESNET_PAIRS[:1],
-    ("torchvision.models.resnet", "BasicBlock"): _RESNET_PAIRS[:2],
-    ("torchvision.models.resnet", "Bottleneck"): _RESNET_PAIRS,
-    ("open_clip.modified_resnet", "ModifiedResNet"): _RESNET_PAIRS,  # CLIP RN50's three-conv stem
-    ("open_clip.modified_resnet", "Bottleneck"): _RESNET_PAIRS,
-    ("facenet_pytorch.models.inception_resnet_v1", "BasicConv2d"): (("conv", "bn"),),
-}
-
-
-def fold_batchnorms(model: nn.Module) -> int:
-    """Fold the conv → BatchNorm pairs of a frozen extractor into the convolutions; returns how many.
-
-    Only pairs known to run back to back are touched: the attributes listed in ``CONV_BN_PAIRS`` for
-    torchvision's ResNets, open_clip's ModifiedResNet (CLIP RN50) and facenet-pytorch's BasicConv2d, and a
-    ``Conv2d`` directly followed by a ``BatchNorm2d`` inside an ``nn.Sequential`` (ResNet shortcuts). Each
-    folded BatchNorm becomes an ``Identity``; a model with none of these is left as it is (0).
-    """
-    folded = 0
-    for module in list(model.modules()):
-        cls = type(module)
-        for conv_name, bn_name in CONV_BN_PAIRS.get((cls.__module__, cls.__name__), ()):
-            conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                fold_batchnorm(conv, bn)
-                setattr(module, bn_name, nn.Identity())
-                folded += 1
-        if isinstance(module, nn.Sequential):
-            for index in range(len(module) - 1):
-                conv, bn = module[index], module[index + 1]
-                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                    fold_batchnorm(conv, bn)
-                    module[index + 1] = nn.Identity()
-                    folded += 1
-    return folded
 
 
 def phase_filters(weight: torch.Tensor, factor: int, stride: int, padding: int) -> tuple[torch.Tensor, int, int, int]:
