@@ -29,13 +29,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from fewshot.generate import prepare_device
     from fewshot.metrics.compute import generate_fakes
     from fewshot.metrics.extractors import InceptionExtractor
     from fewshot.metrics.inception import FIDInceptionV3
     from fewshot.metrics.scores import fid_from_features, kid_from_features
     from fewshot.nets import Generator
 
-    device = torch.device(args.device)
+    device = prepare_device(torch.device(args.device))  # as `fewshot metrics` does
     torch.manual_seed(0)
     G = Generator(512, 0, 512, 64, 3, mapping_kwargs={"num_layers": 2},
                   synthesis_kwargs={"channel_base": 16384, "channel_max": 512}).eval().to(device)

@@ -306,6 +306,27 @@ def test_extractors_fold_batchnorms_and_route_3x3_convolutions_without_changing_
     assert sum(isinstance(m, WinogradConv2d) for m in vgg.modules()) == 13  # all of VGG-16's convolutions
 
 
+def test_fakes_for_metrics_take_the_batched_cpu_path_and_match_the_official_forward():
+    from conftest import make_tiny_G
+
+    from fewshot.generate import to_uint8
+    from fewshot.metrics.compute import generate_fakes
+
+    G = make_tiny_G().eval()
+    calls = []
+    original = G.synthesis.forward
+    G.synthesis.forward = lambda ws, **kw: calls.append(kw.get("fused_modconv")) or original(ws, **kw)
+    ours = torch.cat(list(generate_fakes(G, 6, 3, 0.8, 5, torch.device("cpu"))))
+    assert calls == [False, False]  # batches on the CPU: the non-fused modulated conv, as `fewshot sample`
+    # The official forward (fused modconv in eval), same latents and same random noise: the same images.
+    z_rng = torch.Generator().manual_seed(5)
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        official = [to_uint8(original(G.mapping(torch.randn(3, G.z_dim, generator=z_rng), None, truncation_psi=0.8),
+                                      noise_mode="random")) for _ in range(2)]
+    assert (ours.int() - torch.cat(official).int()).abs().max() <= 1
+
+
 def test_weights_go_through_the_registry(tmp_path, monkeypatch, inception_file):
     # Offline with no file anywhere: one error that says where to put it.
     with pytest.raises(FewshotError) as missing:

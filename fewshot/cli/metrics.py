@@ -39,7 +39,7 @@ def metrics_command(
 ) -> None:
     """Measure a generator: FID, KID, precision/recall and IS, computed in memory (no image dumps)."""
     from ..errors import FewshotError
-    from ..generate import resolve_device
+    from ..generate import prepare_device, resolve_device
     from ..metrics import compute_metrics, parse_metrics
     from ..metrics.images import load_real_images
 
@@ -48,7 +48,7 @@ def metrics_command(
         raise FewshotError(f"--n must be at least 2, got {n}")
     if batch < 1:
         raise FewshotError(f"--batch must be at least 1, got {batch}")
-    torch_device = resolve_device(device)
+    torch_device = prepare_device(resolve_device(device))  # on the CPU: freed memory kept for the next batch
     generator = _load_generator(ckpt, torch_device)
     source = ref if ref is not None else data
     if ref is None and not data.exists():

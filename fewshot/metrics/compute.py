@@ -81,7 +81,10 @@ def generate_fakes(generator: nn.Module, n: int, batch_size: int, psi: float, se
             c = torch.zeros(count, generator.c_dim, device=device)
             if generator.c_dim:
                 c[torch.arange(count), torch.randint(generator.c_dim, (count,), generator=z_rng)] = 1
-            images = to_uint8(generator(z, c, truncation_psi=psi, noise_mode="random"))
+            # On the CPU a batch takes the non-fused modulated conv, as `fewshot sample` does (fewshot.generate.
+            # synthesize): one shared-weight GEMM per layer instead of a grouped conv over per-sample weights.
+            fast = {"fused_modconv": False} if device.type == "cpu" and count > 1 else {}
+            images = to_uint8(generator(z, c, truncation_psi=psi, noise_mode="random", **fast))
             if images.shape[1] == 1:  # grayscale G: the extractors see three equal channels
                 images = images.repeat(1, 3, 1, 1)
             yield images
