@@ -70,7 +70,7 @@ def generate_fakes(generator: nn.Module, n: int, batch_size: int, psi: float, se
                    device: torch.device) -> Iterator[torch.Tensor]:
     """uint8 [B, 3, R, R] batches on the CPU: z ~ N(0, I) from a seeded generator, labels uniform over
     classes for a conditional G, noise_mode='random' (as the official metrics) under a seeded RNG."""
-    from ..generate import to_uint8
+    from ..generate import inference_kwargs, to_uint8
 
     z_rng = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -81,9 +81,8 @@ def generate_fakes(generator: nn.Module, n: int, batch_size: int, psi: float, se
             c = torch.zeros(count, generator.c_dim, device=device)
             if generator.c_dim:
                 c[torch.arange(count), torch.randint(generator.c_dim, (count,), generator=z_rng)] = 1
-            # On the CPU a batch takes the non-fused modulated conv, as `fewshot sample` does (fewshot.generate.
-            # synthesize): one shared-weight GEMM per layer instead of a grouped conv over per-sample weights.
-            fast = {"fused_modconv": False} if device.type == "cpu" and count > 1 else {}
+            # On the CPU a batch takes the non-fused modulated conv, as `fewshot sample` does.
+            fast = inference_kwargs(count, device)
             images = to_uint8(generator(z, c, truncation_psi=psi, noise_mode="random", **fast))
             if images.shape[1] == 1:  # grayscale G: the extractors see three equal channels
                 images = images.repeat(1, 3, 1, 1)
