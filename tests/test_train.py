@@ -190,6 +190,67 @@ def test_resume_is_exact(tmp_path):
     assert 0.0 <= bundle.training["augment_p"] <= 1.0
 
 
+def _png_folder(folder: Path, count: int, seed: int) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    gen = torch.Generator().manual_seed(seed)
+    for i in range(count):
+        pixels = torch.randint(0, 256, (32, 32, 3), generator=gen, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def test_resume_survives_an_unreadable_snapshot_and_moved_data(tmp_path):
+    """A truncated newest snapshot is set aside and the one before is used; moved data is named again
+    on resume, other images are refused there and noted in place; a new DATA never silently replaces the run's."""
+    data = _png_folder(tmp_path / "faces", 8, seed=0)
+    run = train(tiny_cfg(tmp_path, data=str(data), kimg=0.016), progress=False, echo=lambda m: None)
+    snaps = sorted((run / "checkpoints").glob("snapshot-*.safetensors"))
+    assert [s.name for s in snaps] == ["snapshot-000000008.safetensors", "snapshot-000000016.safetensors"]
+    assert load_bundle(snaps[-1], with_state=True).training["data"]["images"] == 8
+    snaps[-1].write_bytes(snaps[-1].read_bytes()[:5000])  # a partial copy
+
+    other = _png_folder(tmp_path / "other", 8, seed=1)
+    with pytest.raises(FewshotError, match="trains on .*faces, not .*other"):
+        train(tiny_cfg(tmp_path), resume=str(run), data_override=str(other), progress=False, echo=lambda m: None)
+    assert snaps[-1].exists()  # a refused resume changes nothing
+
+    moved = tmp_path / "moved"
+    data.rename(moved)
+    with pytest.raises(FewshotError, match="no longer exists") as info:
+        train(tiny_cfg(tmp_path), resume=str(run), progress=False, echo=lambda m: None)
+    assert "NEW_PLACE" in info.value.hint
+    with pytest.raises(FewshotError, match="differ from those this run started on"):
+        train(tiny_cfg(tmp_path), resume=str(run), data_override=str(other), progress=False, echo=lambda m: None)
+
+    said: list[str] = []
+    train(tiny_cfg(tmp_path), resume=str(run), data_override=str(moved), kimg_override=0.016, progress=False,
+          echo=said.append)
+    text = "\n".join(said)
+    assert "resuming from snapshot-000000008" in text and "aside as snapshot-000000016.safetensors.unreadable" in text
+    assert "reading this run's images from" in text and "note:" not in text
+    assert (run / "checkpoints" / "snapshot-000000016.safetensors.unreadable").exists()
+    resumed = load_bundle(run / "checkpoints" / "snapshot-000000016.safetensors", with_state=True)
+    assert resumed.training["progress"]["cur_nimg"] == 16 and resumed.training["config"]["data"] == str(moved)
+
+    _png_folder(moved / "more", 1, seed=2)  # an image added in place: the run goes on and says so
+    said.clear()
+    train(tiny_cfg(tmp_path), resume=str(run), kimg_override=0.024, progress=False, echo=said.append)
+    assert any("note:" in line and "8 -> 9 images" in line for line in said)
+
+
+def test_cli_resume_refuses_recipe_flags(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "fewshot", "train", "--resume", "latest", "--outdir", str(tmp_path), "--lr", "0.1",
+         "--set", "gamma=2", "--kimg", "5"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    assert "--lr, --set gamma cannot change" in result.stderr and "--kimg" not in result.stderr.split("\n")[0]
+    assert "Traceback" not in result.stderr
+
+
 def test_dry_run_prints_config_and_trainable_counts(tmp_path, capsys):
     out: list[str] = []
     assert train(tiny_cfg(tmp_path, transfer="freezed", freeze_d=1), dry_run=True, echo=out.append) is None

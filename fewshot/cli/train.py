@@ -28,11 +28,14 @@ TRAIN_EPILOG = """[bold]Examples[/bold]
 """
 
 _OPT = "Options (override the preset)"
+# With --resume: what the user may give. DATA only names the run's own images (or their new place),
+# outdir/name find the run; everything else is the snapshot's.
+RESUME_MAY_CHANGE = frozenset({"kimg", "device", "data", "outdir", "name"})
 
 
 @app.command(rich_help_panel=PANEL_TRAIN, epilog=TRAIN_EPILOG)
 def train(
-    data: Optional[str] = typer.Argument(None, help="Image folder or .zip (or 'demo'). Not needed with --resume."),
+    data: Optional[str] = typer.Argument(None, help="Image folder or .zip (or 'demo'). With --resume only to say where the run's data has moved."),
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Recipe from presets/ (see `fewshot presets`)."),
     base: Optional[str] = typer.Option(None, "--base", help="Checkpoint to fine-tune from (name, hf://, URL, path)."),
     resume: Optional[str] = typer.Option(None, "--resume", help="'latest', a run folder, or a snapshot file."),
@@ -85,6 +88,7 @@ def train(
         mirror=mirror, crop=crop, metrics=metrics, metrics_every=metrics_every, snap=snap, tick_kimg=tick_kimg,
         seed=seed, outdir=outdir, name=name, device=device, allow_partial=allow_partial,
     )
+    given_options = [key for key, value in overrides.items() if value is not None]
     for item in set_values:
         if "=" not in item:
             raise FewshotError(f"--set expects key=value, got {item!r}")
@@ -98,7 +102,14 @@ def train(
     if preset == "demo" and not data:
         overrides["data"] = "demo"
     if resume is not None:
-        # The snapshot carries the config; only the length of training may change.
+        # The snapshot carries the config; only the length of training (and the device) may change.
+        fixed = (["--preset"] if preset else []) + [
+            f"--{key.replace('_', '-')}" for key in given_options if key not in RESUME_MAY_CHANGE
+        ] + [f"--set {item.split('=', 1)[0].strip()}" for item in set_values]
+        if fixed:
+            raise FewshotError(f"a resumed run keeps the config it started with; {', '.join(fixed)} cannot change",
+                               hint="with --resume give only --kimg (to train longer) and --device; "
+                                    "start a new run (--base <snapshot>) for another recipe")
         cfg = resolve_config(None, {"outdir": outdir or "runs", "name": name, "device": device or "auto"})
     else:
         cfg = resolve_config(preset, overrides)
@@ -108,7 +119,8 @@ def train(
 
     try:
         run_training(cfg, resume=resume, dry_run=dry_run, aug_preview=aug_preview, progress=not quiet,
-                     echo=typer.echo, kimg_override=kimg if resume is not None else None)
+                     echo=typer.echo, kimg_override=kimg if resume is not None else None,
+                     data_override=data if resume is not None else None)
     except TrainingInterrupted as exc:
         where = f"snapshot {exc.snapshot}" if exc.snapshot else "no snapshot"
         typer.echo(f"stopped by signal {exc.signum}; wrote {where}; continue with --resume latest", err=True)

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..checkpoint import Bundle, load_checkpoint, load_state_strict, save_bundle
 from ..config import Hyper, TrainConfig, derive_hyper
-from ..data import sample_batch
+from ..data import content_hash, sample_batch
 from ..errors import FewshotError
 from ..host_memory import keep_freed_memory
 from ..nets import Discriminator, Generator
@@ -243,8 +243,12 @@ def train(
     echo: Callable[[str], None] = print,
     max_ticks: int | None = None,
     kimg_override: float | None = None,
+    data_override: str | None = None,
 ) -> Path | None:
-    """Run (or resume) a training run; returns the run folder (None for --dry-run / --aug-preview)."""
+    """Run (or resume) a training run; returns the run folder (None for --dry-run / --aug-preview).
+
+    On resume the snapshot's config wins; ``kimg_override`` trains longer and ``data_override`` names the
+    run's data again (the same source, or its new place when the original is gone)."""
     dist = distributed.init_from_env()
     device = pick_device(cfg.device, dist.local_rank)
     is_main = dist.rank == 0
@@ -254,13 +258,15 @@ def train(
     # --- Resume: the snapshot's config wins, except for how long to train.
     resume_state: Bundle | None = None
     run_dir: Path | None = None
+    data_moved = False
+    unreadable: list[Path] = []
     if resume:
-        run_dir, snap = resolve_resume(resume, cfg.outdir, cfg.name)
-        resume_state = _load_snapshot(snap)
+        run_dir, snap, resume_state, unreadable = _resume_point(resume, cfg.outdir, cfg.name, echo)
         stored = resume_state.training["config"]
         stored["device"] = cfg.device
         if kimg_override is not None:
             stored["kimg"] = kimg_override
+        stored["data"], data_moved = _resumed_data_source(stored.get("data", ""), data_override, resume, echo)
         cfg = TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in stored.items()})
         echo(f"resuming {run_dir} from {snap.name}")
 
@@ -303,6 +309,9 @@ def train(
     images = load_training_images(cfg, resolution, progress and is_main)
     if is_main:
         echo(images.describe())
+    data_record = {"images": len(images), "sha256": content_hash(images.images)}
+    if resume_state is not None:
+        _check_resumed_data(resume_state.training.get("data"), data_record, cfg.data, data_moved, echo)
 
     # --- Networks.
     if resume_state is not None:
@@ -404,6 +413,9 @@ def train(
     if resume_state is not None:
         _restore(resume_state, opt_G, opt_D, augment, loss, data_gen, state)
         transfer.on_kimg(state.cur_nimg / 1000)
+        for path in unreadable if is_main else []:  # out of the way of `--resume latest` and of pruning
+            path.replace(path.with_name(path.name + ".unreadable"))
+            echo(f"set {path.name} aside as {path.name}.unreadable")
     elif is_main:
         name = cfg.name or f"{Path(cfg.data).stem or cfg.data}-{cfg.preset or cfg.aug}"
         run_dir = new_run_dir(cfg.outdir, name)
@@ -528,7 +540,7 @@ def train(
                 metrics = _maybe_metrics(cfg, state, transfer, G_ema, images, device, run_dir, done, echo, disp_bank,
                                          metric_extractors)
                 _write_snapshot(run_dir, cfg, hyper, nets, opt_G, opt_D, augment, loss, data_gen, state,
-                                       transfer, disp_bank)
+                                transfer, disp_bank, data_record)
                 prune_snapshots(run_dir, cfg.keep)
                 if metrics is not None:
                     _maybe_best(cfg, state, metrics, nets, transfer, run_dir, echo, augment, disp_bank)
@@ -575,6 +587,63 @@ def _load_snapshot(path: Path) -> Bundle:
     return bundle
 
 
+def _resume_point(resume: str, outdir: str, name: str | None,
+                  echo: Callable[[str], None]) -> tuple[Path, Path, Bundle, list[Path]]:
+    """The run folder, snapshot and its contents to resume from, and the unreadable snapshots passed over.
+
+    For 'latest' or a run folder, an unreadable newest snapshot (a disk that filled up, a partial copy)
+    does not strand the run: the one before it is used (the caller sets the bad ones aside once the resume
+    goes ahead). A snapshot file named explicitly must itself be readable."""
+    run_dir, snap = resolve_resume(resume, outdir, name)
+    if Path(resume).is_file():
+        return run_dir, snap, _load_snapshot(snap), []
+    candidates = list_snapshots(run_dir)[::-1]
+    for index, path in enumerate(candidates):
+        try:
+            return run_dir, path, _load_snapshot(path), candidates[:index]
+        except FewshotError as exc:
+            if index == len(candidates) - 1:
+                raise
+            echo(f"warning: {exc}; resuming from {candidates[index + 1].name}")
+    raise FewshotError(f"{run_dir} holds no snapshot to resume from")  # not reached: the list is not empty
+
+
+def _same_source(a: str, b: str) -> bool:
+    return a == b or (a not in ("", "demo") and b not in ("", "demo") and Path(a).resolve() == Path(b).resolve())
+
+
+def _resumed_data_source(original: str, given: str | None, resume: str,
+                         echo: Callable[[str], None]) -> tuple[str, bool]:
+    """The data a resumed run reads: its own, or, when that has moved, the place the user names (then True)."""
+    original_exists = original in ("", "demo") or Path(original).exists()
+    if given is None or _same_source(given, original):
+        if not original_exists:
+            raise FewshotError(f"this run's data {original} no longer exists",
+                               hint=f"give its new place: fewshot train NEW_PLACE --resume {resume}")
+        return original, False
+    if original_exists:
+        raise FewshotError(f"this run trains on {original}, not {given}",
+                           hint="resume without DATA (a run keeps its data), or start a new run with "
+                                "--base <snapshot> to fine-tune on other images")
+    if given not in ("", "demo") and not Path(given).exists():
+        raise FewshotError(f"data source {given} does not exist")
+    echo(f"data: {original} no longer exists; reading this run's images from {given}")
+    return given, True
+
+
+def _check_resumed_data(recorded: dict[str, Any] | None, now: dict[str, Any], source: str, moved: bool,
+                        echo: Callable[[str], None]) -> None:
+    """A resumed run continues exactly only on the images it started with: say so when they differ."""
+    if not recorded or recorded.get("sha256") == now["sha256"]:
+        return  # snapshots written before the record existed have nothing to compare
+    change = f"{recorded.get('images')} -> {now['images']} images" if recorded.get("images") != now["images"] \
+        else f"{now['images']} images, different pixels"
+    message = f"the images in {source} differ from those this run started on ({change})"
+    if moved:  # a new place holding other images is most likely the wrong folder
+        raise FewshotError(message, hint="point DATA at the run's original images")
+    echo(f"note: {message}; training goes on with them, so it does not continue exactly")
+
+
 def _build_like(bundle: Bundle, name: str) -> nn.Module:
     from ..nets import build_network
 
@@ -607,8 +676,6 @@ def _setup_disp(cfg: TrainConfig, images: Any, nets: dict[str, nn.Module], resum
         if not meta or BANK_STATE_KEY not in resume_state.state_tensors:
             raise FewshotError("this snapshot has no DISP prior bank; it cannot resume a DISP run")
         bank = PriorBank.from_state(resume_state.state_tensors[BANK_STATE_KEY], meta)
-        from ..data import content_hash
-
         if bank.data_hash != content_hash(images):
             raise FewshotError("the training images differ from those the snapshot's DISP priors were built from",
                                hint=f"resume with the original data ({cfg.data})")
@@ -632,7 +699,7 @@ def _disp_payload(disp_bank: Any, training: dict[str, Any], tensors: dict[str, t
 
 def _write_snapshot(run_dir: Path, cfg: TrainConfig, hyper: Hyper, nets: dict[str, nn.Module], opt_G: Any,
                     opt_D: Any, augment: nn.Module, loss: nn.Module, data_gen: torch.Generator, state: Progress,
-                    transfer: Any, disp_bank: Any = None) -> Path:
+                    transfer: Any, disp_bank: Any = None, data_record: dict[str, Any] | None = None) -> Path:
     tensors: dict[str, torch.Tensor] = {}
     training = {
         "config": cfg.to_dict(),
@@ -646,6 +713,8 @@ def _write_snapshot(run_dir: Path, cfg: TrainConfig, hyper: Hyper, nets: dict[st
         "loss": flatten(loss.state_dict(), "loss", tensors),
         "rng": flatten(capture_rng(data_gen), "rng", tensors),
     }
+    if data_record is not None:
+        training["data"] = data_record  # what a resume checks its images against
     _disp_payload(disp_bank, training, tensors)
     exported = _exported(nets, transfer)
     for name, net in nets.items():
