@@ -251,6 +251,20 @@ def test_cli_resume_refuses_recipe_flags(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_dry_run_with_reg_dgm_loads_no_weights(tmp_path, monkeypatch):
+    """Offline, no extractor weights anywhere: the dry run still answers, and says where weights would come from."""
+    monkeypatch.setenv("FEWSHOT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("FEWSHOT_OFFLINE", "1")
+    out: list[str] = []
+    assert train(tiny_cfg(tmp_path, reg_lambda=0.5, reg_model="resnet18"), dry_run=True, echo=out.append) is None
+    assert out[-1].startswith("Reg-DGM: resnet18, lambda 0.5, estimator mean; weights: resnet18 missing")
+    with pytest.raises(FewshotError, match="unknown Reg-DGM feature extractor"):
+        train(tiny_cfg(tmp_path, reg_lambda=0.5, reg_model="resnet17"), dry_run=True, echo=out.append)
+    with pytest.raises(FewshotError, match="resnet18"):  # the run itself needs them and says so
+        train(tiny_cfg(tmp_path, reg_lambda=0.5, reg_model="resnet18", kimg=0.004), echo=out.append, progress=False)
+
+
 def test_dry_run_prints_config_and_trainable_counts(tmp_path, capsys):
     out: list[str] = []
     assert train(tiny_cfg(tmp_path, transfer="freezed", freeze_d=1), dry_run=True, echo=out.append) is None

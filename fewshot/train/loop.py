@@ -371,7 +371,8 @@ def train(
         return None
 
     regularizer = None
-    if cfg.reg_lambda > 0:
+    reg_plan = _reg_dgm_plan(cfg) if cfg.reg_lambda > 0 and dry_run else None  # a dry run loads no weights
+    if cfg.reg_lambda > 0 and not dry_run:
         from ..regularizers import build_regularizer
 
         regularizer = build_regularizer(
@@ -405,6 +406,8 @@ def train(
         echo(transfer.describe(G, D))
         echo(f"G trainable {count_params(g_params):,} / {sum(p.numel() for p in G.state_dict().values()):,}; "
              f"D trainable {count_params(d_params):,} / {sum(p.numel() for p in D.state_dict().values()):,}")
+        if reg_plan:
+            echo(reg_plan)
         return None
 
     # --- Run folder and state.
@@ -585,6 +588,26 @@ def _load_snapshot(path: Path) -> Bundle:
     if not bundle.training or "config" not in bundle.training or "progress" not in bundle.training:
         raise FewshotError(f"{path} is not a training snapshot (no training state inside)")
     return bundle
+
+
+def _reg_dgm_plan(cfg: TrainConfig) -> str:
+    """What a run would regularise with, and where the extractor's weights would come from (nothing loaded)."""
+    from ..regularizers.extractors import get_extractor_spec
+
+    spec = get_extractor_spec(cfg.reg_model)  # an unknown name fails the dry run as it would fail the run
+    line = f"Reg-DGM: {spec.name}, lambda {cfg.reg_lambda:g}, estimator {cfg.reg_estimator}; weights: "
+    if cfg.reg_weights:
+        found = Path(cfg.reg_weights).expanduser().is_file()
+        return line + f"{cfg.reg_weights}" + ("" if found else " (not found: the run would stop)")
+    if spec.weights_name is None:
+        return line + "none needed"
+    from ..weights import weights_status
+
+    status = weights_status(spec.weights_name, rehash=False)
+    if status.path is not None and status.state in ("ok", "unverified"):
+        return line + f"{status.path}"
+    return line + f"{spec.weights_name} {status.state}, fetched when the run starts (`fewshot weights fetch " \
+        f"{spec.weights_name}` now, or --reg-weights FILE)"
 
 
 def _resume_point(resume: str, outdir: str, name: str | None,
