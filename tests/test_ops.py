@@ -366,7 +366,7 @@ def test_routed_conv_with_bias_matches_conv2d(cpu_ops, monkeypatch, winograd_pat
     g = torch.randn_like(got)
     got_grads = torch.autograd.grad(got, (x, conv.bias), g)
     want_grads = torch.autograd.grad(want, (x, bias), g)
-    for a, b in zip(got_grads, want_grads):
+    for a, b in zip(got_grads, want_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 

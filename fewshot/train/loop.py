@@ -34,7 +34,15 @@ from ..host_memory import keep_freed_memory
 from ..nets import Discriminator, Generator
 from . import distributed
 from .loss import LossWeights, StyleGAN2Loss
-from .run_dir import list_snapshots, new_run_dir, prune_snapshots, resolve_resume, snapshot_path
+from .run_dir import (
+    check_resumed_data,
+    list_snapshots,
+    new_run_dir,
+    open_resume_point,
+    prune_snapshots,
+    resumed_data_source,
+    snapshot_path,
+)
 from .state import capture_rng, flatten, restore_rng, unflatten
 
 
@@ -261,12 +269,12 @@ def train(
     data_moved = False
     unreadable: list[Path] = []
     if resume:
-        run_dir, snap, resume_state, unreadable = _resume_point(resume, cfg.outdir, cfg.name, echo)
+        run_dir, snap, resume_state, unreadable = open_resume_point(resume, cfg.outdir, cfg.name, echo)
         stored = resume_state.training["config"]
         stored["device"] = cfg.device
         if kimg_override is not None:
             stored["kimg"] = kimg_override
-        stored["data"], data_moved = _resumed_data_source(stored.get("data", ""), data_override, resume, echo)
+        stored["data"], data_moved = resumed_data_source(stored.get("data", ""), data_override, resume, echo)
         cfg = TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in stored.items()})
         echo(f"resuming {run_dir} from {snap.name}")
 
@@ -311,7 +319,7 @@ def train(
         echo(images.describe())
     data_record = {"images": len(images), "sha256": content_hash(images.images)}
     if resume_state is not None:
-        _check_resumed_data(resume_state.training.get("data"), data_record, cfg.data, data_moved, echo)
+        check_resumed_data(resume_state.training.get("data"), data_record, cfg.data, data_moved, echo)
 
     # --- Networks.
     if resume_state is not None:
@@ -581,15 +589,6 @@ def _load_base(ref: str) -> Bundle:
     return load_checkpoint(path)
 
 
-def _load_snapshot(path: Path) -> Bundle:
-    from ..checkpoint import load_bundle
-
-    bundle = load_bundle(path, with_state=True)
-    if not bundle.training or "config" not in bundle.training or "progress" not in bundle.training:
-        raise FewshotError(f"{path} is not a training snapshot (no training state inside)")
-    return bundle
-
-
 def _reg_dgm_plan(cfg: TrainConfig) -> str:
     """What a run would regularise with, and where the extractor's weights would come from (nothing loaded)."""
     from ..regularizers.extractors import get_extractor_spec
@@ -608,63 +607,6 @@ def _reg_dgm_plan(cfg: TrainConfig) -> str:
         return line + f"{status.path}"
     return line + f"{spec.weights_name} {status.state}, fetched when the run starts (`fewshot weights fetch " \
         f"{spec.weights_name}` now, or --reg-weights FILE)"
-
-
-def _resume_point(resume: str, outdir: str, name: str | None,
-                  echo: Callable[[str], None]) -> tuple[Path, Path, Bundle, list[Path]]:
-    """The run folder, snapshot and its contents to resume from, and the unreadable snapshots passed over.
-
-    For 'latest' or a run folder, an unreadable newest snapshot (a disk that filled up, a partial copy)
-    does not strand the run: the one before it is used (the caller sets the bad ones aside once the resume
-    goes ahead). A snapshot file named explicitly must itself be readable."""
-    run_dir, snap = resolve_resume(resume, outdir, name)
-    if Path(resume).is_file():
-        return run_dir, snap, _load_snapshot(snap), []
-    candidates = list_snapshots(run_dir)[::-1]
-    for index, path in enumerate(candidates):
-        try:
-            return run_dir, path, _load_snapshot(path), candidates[:index]
-        except FewshotError as exc:
-            if index == len(candidates) - 1:
-                raise
-            echo(f"warning: {exc}; resuming from {candidates[index + 1].name}")
-    raise FewshotError(f"{run_dir} holds no snapshot to resume from")  # not reached: the list is not empty
-
-
-def _same_source(a: str, b: str) -> bool:
-    return a == b or (a not in ("", "demo") and b not in ("", "demo") and Path(a).resolve() == Path(b).resolve())
-
-
-def _resumed_data_source(original: str, given: str | None, resume: str,
-                         echo: Callable[[str], None]) -> tuple[str, bool]:
-    """The data a resumed run reads: its own, or, when that has moved, the place the user names (then True)."""
-    original_exists = original in ("", "demo") or Path(original).exists()
-    if given is None or _same_source(given, original):
-        if not original_exists:
-            raise FewshotError(f"this run's data {original} no longer exists",
-                               hint=f"give its new place: fewshot train NEW_PLACE --resume {resume}")
-        return original, False
-    if original_exists:
-        raise FewshotError(f"this run trains on {original}, not {given}",
-                           hint="resume without DATA (a run keeps its data), or start a new run with "
-                                "--base <snapshot> to fine-tune on other images")
-    if given not in ("", "demo") and not Path(given).exists():
-        raise FewshotError(f"data source {given} does not exist")
-    echo(f"data: {original} no longer exists; reading this run's images from {given}")
-    return given, True
-
-
-def _check_resumed_data(recorded: dict[str, Any] | None, now: dict[str, Any], source: str, moved: bool,
-                        echo: Callable[[str], None]) -> None:
-    """A resumed run continues exactly only on the images it started with: say so when they differ."""
-    if not recorded or recorded.get("sha256") == now["sha256"]:
-        return  # snapshots written before the record existed have nothing to compare
-    change = f"{recorded.get('images')} -> {now['images']} images" if recorded.get("images") != now["images"] \
-        else f"{now['images']} images, different pixels"
-    message = f"the images in {source} differ from those this run started on ({change})"
-    if moved:  # a new place holding other images is most likely the wrong folder
-        raise FewshotError(message, hint="point DATA at the run's original images")
-    echo(f"note: {message}; training goes on with them, so it does not continue exactly")
 
 
 def _build_like(bundle: Bundle, name: str) -> nn.Module:

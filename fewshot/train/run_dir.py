@@ -16,9 +16,14 @@ runs/00003-flowers100-ada/
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FewshotError
+
+if TYPE_CHECKING:
+    from ..checkpoint import Bundle
 
 RUN_PATTERN = re.compile(r"^(\d{5})-(.+)$")
 SNAPSHOT_GLOB = "snapshot-*.safetensors"
@@ -95,3 +100,74 @@ def prune_snapshots(run_dir: Path, keep: int) -> None:
             old.unlink()
         except FileNotFoundError:
             pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Resuming: which snapshot, which data
+
+
+def load_snapshot(path: Path) -> Bundle:
+    """A training snapshot's networks and state (FewshotError for anything else or an unreadable file)."""
+    from ..checkpoint import load_bundle
+
+    bundle = load_bundle(path, with_state=True)
+    if not bundle.training or "config" not in bundle.training or "progress" not in bundle.training:
+        raise FewshotError(f"{path} is not a training snapshot (no training state inside)")
+    return bundle
+
+
+def open_resume_point(resume: str, outdir: str, name: str | None,
+                  echo: Callable[[str], None]) -> tuple[Path, Path, Bundle, list[Path]]:
+    """The run folder, snapshot and its contents to resume from, and the unreadable snapshots passed over.
+
+    For 'latest' or a run folder, an unreadable newest snapshot (a disk that filled up, a partial copy)
+    does not strand the run: the one before it is used (the caller sets the bad ones aside once the resume
+    goes ahead). A snapshot file named explicitly must itself be readable."""
+    run_dir, snap = resolve_resume(resume, outdir, name)
+    if Path(resume).is_file():
+        return run_dir, snap, load_snapshot(snap), []
+    candidates = list_snapshots(run_dir)[::-1]
+    for index, path in enumerate(candidates):
+        try:
+            return run_dir, path, load_snapshot(path), candidates[:index]
+        except FewshotError as exc:
+            if index == len(candidates) - 1:
+                raise
+            echo(f"warning: {exc}; resuming from {candidates[index + 1].name}")
+    raise FewshotError(f"{run_dir} holds no snapshot to resume from")  # not reached: the list is not empty
+
+
+def _same_source(a: str, b: str) -> bool:
+    return a == b or (a not in ("", "demo") and b not in ("", "demo") and Path(a).resolve() == Path(b).resolve())
+
+
+def resumed_data_source(original: str, given: str | None, resume: str,
+                         echo: Callable[[str], None]) -> tuple[str, bool]:
+    """The data a resumed run reads: its own, or, when that has moved, the place the user names (then True)."""
+    original_exists = original in ("", "demo") or Path(original).exists()
+    if given is None or _same_source(given, original):
+        if not original_exists:
+            raise FewshotError(f"this run's data {original} no longer exists",
+                               hint=f"give its new place: fewshot train NEW_PLACE --resume {resume}")
+        return original, False
+    if original_exists:
+        raise FewshotError(f"this run trains on {original}, not {given}",
+                           hint="resume without DATA (a run keeps its data), or start a new run with "
+                                "--base <snapshot> to fine-tune on other images")
+    if given not in ("", "demo") and not Path(given).exists():
+        raise FewshotError(f"data source {given} does not exist")
+    echo(f"data: {original} no longer exists; reading this run's images from {given}")
+    return given, True
+
+
+def check_resumed_data(recorded: dict[str, Any] | None, now: dict[str, Any], source: str, moved: bool,
+                        echo: Callable[[str], None]) -> None:
+    """A resumed run continues exactly only on the images it started with: say so when they differ."""
+    if not recorded or recorded.get("sha256") == now["sha256"]:
+        return  # snapshots written before the record existed have nothing to compare
+    change = f"{recorded.get('images')} -> {now['images']} images" if recorded.get("images") != now["images"] \
+        else f"{now['images']} images, different pixels"
+    message = f"the images in {source} differ from those this run started on ({change})"
+    if moved:  # a new place holding other images is most likely the wrong folder
+        raise FewshotError(message, hint="point DATA at the run's original images")
+    echo(f"note: {message}; training goes on with them, so it does not continue exactly")
