@@ -117,7 +117,7 @@ def load_snapshot(path: Path) -> Bundle:
 
 
 def open_resume_point(resume: str, outdir: str, name: str | None,
-                  echo: Callable[[str], None]) -> tuple[Path, Path, Bundle, list[Path]]:
+                      echo: Callable[[str], None]) -> tuple[Path, Path, Bundle, list[Path]]:
     """The run folder, snapshot and its contents to resume from, and the unreadable snapshots passed over.
 
     For 'latest' or a run folder, an unreadable newest snapshot (a disk that filled up, a partial copy)
