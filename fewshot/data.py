@@ -262,7 +262,10 @@ def load_images(
 
     names, contents, ignored, description = _iter_sources(source)
     summary = DataSummary(source=description, resolution=resolution, crop=crop, ignored=ignored)
-    arrays: list[np.ndarray] = []
+    capacity = len(names) if max_images is None else min(len(names), max_images)
+    _check_memory(capacity, resolution, description)
+    # Decoded straight into the final [N, 3, R, R] layout: one copy of the set in memory, not two.
+    buffer = np.empty((max(capacity, 1), 3, resolution, resolution), dtype=np.uint8)
     kept: list[str] = []
     by_hash: dict[str, list[str]] = {}
     smallest = largest = None
@@ -283,7 +286,7 @@ def load_images(
             except Exception as exc:  # noqa: BLE001 - any decoder failure means "skip this file"
                 summary.skipped.append((name, _reason(exc)))
                 continue
-            arrays.append(array)
+            buffer[len(kept)] = array.transpose(2, 0, 1)
             kept.append(name)
             by_hash.setdefault(pixels_hash, []).append(name)
             area = size[0] * size[1]
@@ -305,8 +308,24 @@ def load_images(
             f"need at least 2 usable images, {found}",
             hint=f"supported suffixes: {', '.join(IMAGE_SUFFIXES)} (any letter case)",
         )
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    images = torch.from_numpy(buffer[: len(kept)])  # slots of skipped files were never touched: not resident
     return ImageSet(images=images, names=kept, summary=summary, mirror=bool(mirror))
+
+
+def _check_memory(count: int, resolution: int, description: str) -> None:
+    """Refuse up front a set that cannot fit in memory, rather than decode for minutes and be killed."""
+    from .host_memory import available_bytes
+
+    needed = count * 3 * resolution * resolution
+    available = available_bytes()
+    if available is None or needed <= 0.8 * available:
+        return
+    fits = max(int(0.8 * available // (3 * resolution * resolution)), 0)
+    raise FewshotError(
+        f"{count} images at {resolution}x{resolution} need {needed / 2**30:.1f} GiB in memory, more than the "
+        f"{available / 2**30:.1f} GiB available, from {description}",
+        hint=f"use at most ~{fits} of them (training: --set max_images={fits}) or a smaller resolution",
+    )
 
 
 def infer_resolution(source: str | Path, crop: str = "center", sample: int = 256) -> tuple[int, str]:

@@ -37,3 +37,15 @@ def keep_freed_memory() -> bool:
     ok = ok and libc.mallopt(_M_TOP_PAD, 64 << 20) == 1
     _applied = ok
     return ok
+
+
+def available_bytes() -> int | None:
+    """Memory the kernel says a new allocation can use without swapping (Linux MemAvailable); None elsewhere."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -158,6 +158,20 @@ def test_max_images_keeps_the_first_in_sorted_order(messy_folder: Path) -> None:
     assert data.names == load_images(messy_folder, 8, progress=False).names[:3]
 
 
+def test_a_set_too_large_for_memory_is_refused_before_decoding(messy_folder: Path, monkeypatch) -> None:
+    from fewshot import host_memory
+
+    full = load_images(messy_folder, 16)
+    assert full.images.is_contiguous() and full.images.shape[1:] == (3, 16, 16)
+    monkeypatch.setattr(host_memory, "available_bytes", lambda: 3 * 64 * 64 * 4)  # room for ~3 images at 64 px
+    with pytest.raises(FewshotError, match=r"images at 64x64 need .* GiB in memory, more than the") as info:
+        load_images(messy_folder, 64)
+    assert "max_images=3" in info.value.hint
+    assert len(load_images(messy_folder, 64, max_images=2)) == 2  # a subset that fits goes through
+    monkeypatch.setattr(host_memory, "available_bytes", lambda: None)  # unknown (not Linux): no guard
+    assert len(load_images(messy_folder, 64)) == len(full)
+
+
 def test_content_hash_tracks_pixels() -> None:
     a = demo_images(4, 8, seed=1)
     b = demo_images(4, 8, seed=1)
