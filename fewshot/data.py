@@ -33,6 +33,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -237,6 +238,63 @@ def _reason(exc: BaseException) -> str:
     return f"cannot decode: {text}"
 
 
+def _check_arguments(source: str | Path, resolution: int, crop: str) -> Path:
+    if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 1:
+        raise FewshotError(f"resolution must be a positive integer, got {resolution!r}")
+    if crop not in CROP_MODES:
+        raise FewshotError(f"unknown crop mode {crop!r}", hint=f"use one of: {', '.join(CROP_MODES)}")
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise FewshotError(f"data source {source} does not exist")
+    return source
+
+
+def _decoded(contents: Iterator[tuple[str, bytes | Exception]], summary: DataSummary, bar: Any) -> Iterator[
+        tuple[str, np.ndarray]]:
+    """(name, uint8 [R, R, 3]) for each usable file, in order; ``summary`` collects the count, the size range,
+    what was skipped and the duplicate groups (complete once the iteration ends or is closed)."""
+    by_hash: dict[str, list[str]] = {}
+    try:
+        for name, content in contents:
+            bar.update(1)
+            if isinstance(content, Exception):
+                summary.skipped.append((name, f"cannot read: {content}"))
+                continue
+            try:
+                array, size, pixels_hash = _decode(content, summary.resolution, summary.crop, summary.converted)
+            except Exception as exc:  # noqa: BLE001 - any decoder failure means "skip this file"
+                summary.skipped.append((name, _reason(exc)))
+                continue
+            summary.count += 1
+            by_hash.setdefault(pixels_hash, []).append(name)
+            area = size[0] * size[1]
+            if summary.min_size is None or area < summary.min_size[0] * summary.min_size[1]:
+                summary.min_size = size
+            if summary.max_size is None or area > summary.max_size[0] * summary.max_size[1]:
+                summary.max_size = size
+            yield name, array
+    finally:
+        summary.duplicates = [group for group in by_hash.values() if len(group) > 1]
+
+
+def _require_two(summary: DataSummary, candidates: int) -> None:
+    if summary.count >= 2:
+        return
+    found = f"found {summary.count} usable image(s) among {candidates} candidate file(s) in {summary.source}"
+    if summary.skipped:
+        found += "; skipped: " + "; ".join(f"{n}: {r}" for n, r in summary.skipped[:5])
+    raise FewshotError(
+        f"need at least 2 usable images, {found}",
+        hint=f"supported suffixes: {', '.join(IMAGE_SUFFIXES)} (any letter case)",
+    )
+
+
+def _decoding_bar(total: int, progress: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="decoding images", unit="img", disable=None if progress else True, leave=False)
+
+
 def load_images(
     source: str | Path,
     resolution: int,
@@ -250,16 +308,9 @@ def load_images(
     Bad files are skipped and listed in ``summary.skipped``; fewer than two usable images is a
     :class:`FewshotError`. See the module docstring for the conversion rules.
     """
-    if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 1:
-        raise FewshotError(f"resolution must be a positive integer, got {resolution!r}")
-    if crop not in CROP_MODES:
-        raise FewshotError(f"unknown crop mode {crop!r}", hint=f"use one of: {', '.join(CROP_MODES)}")
     if max_images is not None and max_images < 1:
         raise FewshotError(f"max_images must be at least 1, got {max_images}")
-    source = Path(source).expanduser()
-    if not source.exists():
-        raise FewshotError(f"data source {source} does not exist")
-
+    source = _check_arguments(source, resolution, crop)
     names, contents, ignored, description = _iter_sources(source)
     summary = DataSummary(source=description, resolution=resolution, crop=crop, ignored=ignored)
     capacity = len(names) if max_images is None else min(len(names), max_images)
@@ -267,49 +318,70 @@ def load_images(
     # Decoded straight into the final [N, 3, R, R] layout: one copy of the set in memory, not two.
     buffer = np.empty((max(capacity, 1), 3, resolution, resolution), dtype=np.uint8)
     kept: list[str] = []
-    by_hash: dict[str, list[str]] = {}
-    smallest = largest = None
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(names), desc="decoding images", unit="img", disable=None if progress else True, leave=False)
+    bar = _decoding_bar(len(names), progress)
+    decoded = _decoded(contents, summary, bar)
     try:
-        for name, content in contents:
-            bar.update(1)
-            if max_images is not None and len(kept) >= max_images:
-                break
-            if isinstance(content, Exception):
-                summary.skipped.append((name, f"cannot read: {content}"))
-                continue
-            try:
-                array, size, pixels_hash = _decode(content, resolution, crop, summary.converted)
-            except Exception as exc:  # noqa: BLE001 - any decoder failure means "skip this file"
-                summary.skipped.append((name, _reason(exc)))
-                continue
+        for name, array in decoded:
             buffer[len(kept)] = array.transpose(2, 0, 1)
             kept.append(name)
-            by_hash.setdefault(pixels_hash, []).append(name)
-            area = size[0] * size[1]
-            if smallest is None or area < smallest[0] * smallest[1]:
-                smallest = size
-            if largest is None or area > largest[0] * largest[1]:
-                largest = size
+            if len(kept) == capacity:
+                break
     finally:
+        decoded.close()
         bar.close()
-
-    summary.count = len(kept)
-    summary.min_size, summary.max_size = smallest, largest
-    summary.duplicates = [group for group in by_hash.values() if len(group) > 1]
-    if len(kept) < 2:
-        found = f"found {len(kept)} usable image(s) among {len(names)} candidate file(s) in {description}"
-        if summary.skipped:
-            found += "; skipped: " + "; ".join(f"{n}: {r}" for n, r in summary.skipped[:5])
-        raise FewshotError(
-            f"need at least 2 usable images, {found}",
-            hint=f"supported suffixes: {', '.join(IMAGE_SUFFIXES)} (any letter case)",
-        )
+    _require_two(summary, len(names))
     images = torch.from_numpy(buffer[: len(kept)])  # slots of skipped files were never touched: not resident
     return ImageSet(images=images, names=kept, summary=summary, mirror=bool(mirror))
+
+
+class ImageStream:
+    """The images of a source decoded a chunk at a time, for sets too large to hold at once (a metrics
+    reference set such as the full 70k FFHQ). Same files, order and conversions as :func:`load_images`."""
+
+    def __init__(self, source: str | Path, resolution: int, crop: str = "center") -> None:
+        self.source = _check_arguments(source, resolution, crop)
+        self.resolution, self.crop = resolution, crop
+        names, _, ignored, self.description = _iter_sources(self.source)
+        self.candidates = len(names)
+        self.summary = DataSummary(source=self.description, resolution=resolution, crop=crop, ignored=ignored)
+
+    def listing_key(self) -> str:
+        """sha256 over what identifies the files without decoding them (a cache key): relative names with
+        their sizes and modification times (folder) or CRCs (zip), and the decoding settings."""
+        digest = hashlib.sha256(f"fewshot.ImageStream/1|{self.resolution}|{self.crop}".encode())
+        if self.source.is_dir():
+            entries, _ = _list_folder(self.source)
+            for rel, path in entries:
+                stat = path.stat()
+                digest.update(f"|{rel}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        else:
+            with zipfile.ZipFile(self.source) as archive:
+                for info in sorted(archive.infolist(), key=lambda m: m.filename):
+                    if not info.is_dir() and not _is_hidden(info.filename):
+                        digest.update(f"|{info.filename}|{info.file_size}|{info.CRC}".encode())
+        return digest.hexdigest()
+
+    def chunks(self, size: int, progress: bool = False) -> Iterator[torch.Tensor]:
+        """uint8 ``[<=size, 3, R, R]`` batches of every usable image; ``summary`` describes the pass once it
+        ends (fewer than two usable images is a FewshotError then)."""
+        names, contents, ignored, _ = _iter_sources(self.source)
+        self.summary = DataSummary(source=self.description, resolution=self.resolution, crop=self.crop,
+                                   ignored=ignored)
+        bar = _decoding_bar(len(names), progress)
+        decoded = _decoded(contents, self.summary, bar)
+        batch: list[np.ndarray] = []
+        try:
+            for _, array in decoded:
+                batch.append(array.transpose(2, 0, 1))
+                if len(batch) == size:
+                    yield torch.from_numpy(np.stack(batch))
+                    batch = []
+            if batch:
+                yield torch.from_numpy(np.stack(batch))
+        finally:
+            decoded.close()
+            bar.close()
+        _require_two(self.summary, len(names))
 
 
 def _check_memory(count: int, resolution: int, description: str) -> None:

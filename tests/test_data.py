@@ -172,6 +172,36 @@ def test_a_set_too_large_for_memory_is_refused_before_decoding(messy_folder: Pat
     assert len(load_images(messy_folder, 64)) == len(full)
 
 
+def test_image_stream_decodes_the_same_images_as_load_images(messy_folder: Path, tmp_path: Path) -> None:
+    from fewshot.data import ImageStream
+
+    whole = load_images(messy_folder, 16, progress=False)
+    stream = ImageStream(messy_folder, 16)
+    chunks = list(stream.chunks(3))
+    assert [c.shape[0] for c in chunks] == [3, 3, 2]
+    assert torch.equal(torch.cat(chunks), whole.images)  # same files, order and conversions
+    assert stream.summary.count == whole.summary.count and stream.summary.skipped == whole.summary.skipped
+    assert stream.summary.duplicates == whole.summary.duplicates and stream.candidates == 11
+
+    key = stream.listing_key()
+    assert key == ImageStream(messy_folder, 16).listing_key()
+    assert key != ImageStream(messy_folder, 32).listing_key()  # other decoding, other key
+    (messy_folder / "z_new.png").write_bytes((messy_folder / "sub" / "e_gray.png").read_bytes())
+    assert ImageStream(messy_folder, 16).listing_key() != key
+    with zipfile.ZipFile(tmp_path / "set.zip", "w") as archive:
+        archive.writestr("a.png", (messy_folder / "sub" / "e_gray.png").read_bytes())
+        archive.writestr("b.png", (messy_folder / "sub" / "deeper" / "f_rgba.png").read_bytes())
+    zipped = ImageStream(tmp_path / "set.zip", 16)
+    assert len(torch.cat(list(zipped.chunks(8)))) == 2
+    assert zipped.listing_key() == ImageStream(tmp_path / "set.zip", 16).listing_key()
+
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "one.png").write_bytes((messy_folder / "sub" / "e_gray.png").read_bytes())
+    with pytest.raises(FewshotError, match="need at least 2 usable images"):
+        list(ImageStream(single, 16).chunks(4))
+
+
 def test_content_hash_tracks_pixels() -> None:
     a = demo_images(4, 8, seed=1)
     b = demo_images(4, 8, seed=1)

@@ -364,6 +364,38 @@ def test_compute_metrics_reuses_the_cached_real_statistics(tmp_path):
     assert stub.calls == 7 + 5
 
 
+def test_compute_metrics_on_a_stream_matches_the_tensor_and_decodes_once(tmp_path, monkeypatch):
+    """A reference set streamed batch by batch gives the numbers of the same set in memory; one decoding pass
+    feeds both extractors; a second call takes everything (notes included) from the cache, decoding nothing."""
+    from fewshot.data import ImageStream
+    from fewshot.metrics.images import load_real_images
+
+    folder = tmp_path / "reals"
+    _write_images(folder, 9, res=40)  # decoded at the generator's 32 px: a "resized" note
+    G = tiny_generator()
+    tensor, tensor_notes = load_real_images(folder, 32)
+    inception, vgg = StubExtractor(INCEPTION), StubExtractor(VGG16, dim=16)
+    kwargs = dict(metrics=("fid", "kid", "pr"), n_fake=10, batch_size=4, extractors={INCEPTION: inception, VGG16: vgg},
+                  progress=False)
+    in_memory = compute_metrics(G, tensor, use_cache=False, **kwargs)
+
+    passes = []
+    chunks = ImageStream.chunks
+    monkeypatch.setattr(ImageStream, "chunks", lambda self, *a, **k: passes.append(1) or chunks(self, *a, **k))
+    streamed = compute_metrics(G, ImageStream(folder, 32), cache_dir=tmp_path / "cache", **kwargs)
+    assert len(passes) == 1
+    for key in ("fid", "kid", "precision", "recall"):
+        assert streamed[key] == pytest.approx(in_memory[key], rel=1e-6, abs=1e-9), key
+    assert streamed["protocol"]["n_real"] == 9 and tensor_notes[0] in streamed["protocol"]["notes"]
+
+    again = compute_metrics(G, ImageStream(folder, 32), cache_dir=tmp_path / "cache", **kwargs)
+    assert len(passes) == 1 and set(again["protocol"]["real_features_cached"].values()) == {True}
+    assert again["protocol"]["n_real"] == 9 and tensor_notes[0] in again["protocol"]["notes"]
+    assert again["fid"] == pytest.approx(streamed["fid"], rel=1e-9)
+    with pytest.raises(FewshotError, match="decoded at 16 px"):
+        compute_metrics(G, ImageStream(folder, 16), use_cache=False, **kwargs)
+
+
 def test_compute_metrics_matches_formulas_on_the_same_features(tmp_path):
     G = tiny_generator()
     reals = random_reals(12)

@@ -41,7 +41,7 @@ def metrics_command(
     from ..errors import FewshotError
     from ..generate import prepare_device, resolve_device
     from ..metrics import compute_metrics, parse_metrics
-    from ..metrics.images import load_real_images
+    from ..metrics.images import open_real_images
 
     names = parse_metrics(metrics)  # bad names fail before anything heavy loads
     if n < 2:
@@ -53,12 +53,12 @@ def metrics_command(
     source = ref if ref is not None else data
     if ref is None and not data.exists():
         raise FewshotError(f"--data {data} does not exist")
-    real, notes = load_real_images(source, int(generator.img_resolution), progress=not quiet)
+    # Decoded batch by batch while the features are computed (and not at all when they are cached).
+    real = open_real_images(source, int(generator.img_resolution))
     weights = {k: v for k, v in (("inception-v3-fid", inception_weights), ("vgg16", vgg_weights)) if v is not None}
     result = compute_metrics(
         generator, real, metrics=names, n_fake=n, psi=psi, batch_size=batch, device=torch_device,
         weights_paths=weights, seed=seed, progress=not quiet, kid_subset_size=kid_subset, use_cache=not no_cache,
-        notes=notes,
     )
     result["protocol"]["checkpoint"] = str(ckpt)
     result["protocol"]["real_source"] = str(source)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,6 +31,7 @@ class RealFeatures:
     stats: GaussianStats  # over all images
     num_images: int
     from_cache: bool = False
+    notes: list[str] = field(default_factory=list)  # what decoding the real set found (resized, skipped)
 
 
 def data_hash(images: torch.Tensor) -> str:
@@ -88,6 +89,8 @@ def load_real_features(path: Path) -> RealFeatures | None:
             stats = GaussianStats(mu=tensors["mu"].double().numpy(), sigma=tensors["sigma"].double().numpy(), num=num)
         else:
             stats = gaussian_stats(features)
-        return RealFeatures(features=features, stats=stats, num_images=num, from_cache=True)
+        notes = json.loads(header.get("meta", "{}")).get("notes", [])
+        return RealFeatures(features=features, stats=stats, num_images=num, from_cache=True,
+                            notes=[str(n) for n in notes] if isinstance(notes, list) else [])
     except (OSError, KeyError, ValueError, RuntimeError, FewshotError):
         return None

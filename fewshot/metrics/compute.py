@@ -16,11 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data import ImageStream
 from ..errors import FewshotError
 from . import scores
 from .cache import RealFeatures, cache_path, data_hash, load_real_features, make_real_features, save_real_features
 from .extractors import INCEPTION, VGG16, FeatureExtractor, load_extractor
-from .images import check_real_images, resize_uint8
+from .images import check_real_images, decoding_notes, resize_uint8
 
 METRIC_NAMES = ("fid", "kid", "pr", "is")
 # Which extractor output each metric reads, and whether it needs the real set.
@@ -89,27 +90,54 @@ def generate_fakes(generator: nn.Module, n: int, batch_size: int, psi: float, se
             yield images
 
 
-def _real_features(real: torch.Tensor, extractor: FeatureExtractor, output: str, resolution: int,
-                   cache_dir: Path | None, batch_size: int, progress: bool) -> RealFeatures:
-    path = None
+def _real_features(real: torch.Tensor | ImageStream, wanted: dict[str, set[str]],
+                   extractors: dict[str, FeatureExtractor], resolution: int, cache_dir: Path | None,
+                   batch_size: int, progress: bool) -> dict[tuple[str, str], RealFeatures]:
+    """Features of the real set for each wanted (extractor, output): from the cache where it has them, else
+    from one pass over the images that feeds every extractor still missing (a stream is decoded once)."""
+    found: dict[tuple[str, str], RealFeatures] = {}
+    paths: dict[tuple[str, str], Path] = {}
     if cache_dir is not None:
-        path = cache_path(cache_dir, data_hash(real), resolution, extractor.name, extractor.fingerprint, output)
-        cached = load_real_features(path)
-        if cached is not None:
-            return cached
-    parts = [extractor(batch)[output] for batch in
-             _progress(_batches(real, batch_size), -(-real.shape[0] // batch_size), f"real {extractor.name}", progress)]
-    found = make_real_features(torch.cat(parts))
-    if path is not None:
-        save_real_features(path, found, {"num_images": int(real.shape[0]), "resolution": resolution,
-                                         "extractor": extractor.name, "weights_sha256": extractor.fingerprint,
-                                         "output": output})
+        key = real.listing_key() if isinstance(real, ImageStream) else data_hash(real)
+        for name, outputs in wanted.items():
+            for output in outputs:
+                paths[(name, output)] = cache_path(cache_dir, key, resolution, name, extractors[name].fingerprint,
+                                                   output)
+                cached = load_real_features(paths[(name, output)])
+                if cached is not None:
+                    found[(name, output)] = cached
+    missing = {name: {o for o in outputs if (name, o) not in found} for name, outputs in wanted.items()}
+    missing = {name: outputs for name, outputs in missing.items() if outputs}
+    if not missing:
+        return found
+
+    if isinstance(real, ImageStream):
+        batches: Iterable[torch.Tensor] = real.chunks(batch_size, progress=progress)
+        total = -(-real.candidates // batch_size)
+    else:
+        batches, total = _batches(real, batch_size), -(-real.shape[0] // batch_size)
+    parts: dict[tuple[str, str], list[torch.Tensor]] = {(e, o): [] for e, outs in missing.items() for o in outs}
+    label = "real " + ", ".join(missing)
+    for batch in _progress(batches, total, label, progress and not isinstance(real, ImageStream)):
+        for name, outputs in missing.items():
+            feats = extractors[name](batch)
+            for output in outputs:
+                parts[(name, output)].append(feats[output])
+    notes = decoding_notes(real.summary) if isinstance(real, ImageStream) else []
+    for (name, output), chunks in parts.items():
+        features = make_real_features(torch.cat(chunks))
+        features.notes = notes
+        found[(name, output)] = features
+        if (name, output) in paths:
+            save_real_features(paths[(name, output)], features, {
+                "num_images": features.num_images, "resolution": resolution, "extractor": name,
+                "weights_sha256": extractors[name].fingerprint, "output": output, "notes": notes})
     return found
 
 
 def compute_metrics(
     generator: nn.Module,
-    real_images: torch.Tensor,
+    real_images: torch.Tensor | ImageStream,
     metrics: str | Iterable[str] = ("fid", "kid"),
     n_fake: int = 5000,
     psi: float = 1.0,
@@ -125,7 +153,8 @@ def compute_metrics(
     use_cache: bool = True,
     notes: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """Evaluate ``generator`` against ``real_images`` (uint8 [N, 3, H, W]).
+    """Evaluate ``generator`` against ``real_images``: uint8 [N, 3, H, W], or an :class:`~fewshot.data.ImageStream`
+    at the generator's resolution for a set too large to hold (decoded once, while its features are computed).
 
     Returns flat numbers (``fid``; ``kid``, ``kid_std``; ``precision``, ``recall``; ``is``, ``is_std``)
     and a ``protocol`` dict recording how they were measured. ``weights_paths`` maps extractor names
@@ -135,7 +164,9 @@ def compute_metrics(
     """
     started = time.perf_counter()
     names = parse_metrics(metrics)
-    check_real_images(real_images)
+    streamed = isinstance(real_images, ImageStream)
+    if not streamed:
+        check_real_images(real_images)
     if n_fake < 2:
         raise FewshotError(f"need at least 2 generated images, got n_fake={n_fake}")
     if batch_size < 1:
@@ -145,7 +176,10 @@ def compute_metrics(
     device = torch.device(device)
     notes = list(notes)
     resolution = int(generator.img_resolution)
-    if tuple(real_images.shape[-2:]) != (resolution, resolution):
+    if streamed and real_images.resolution != resolution:
+        raise FewshotError(f"the real images are decoded at {real_images.resolution} px, the generator makes "
+                           f"{resolution} px", hint="open the stream at the generator's resolution")
+    if not streamed and tuple(real_images.shape[-2:]) != (resolution, resolution):
         notes.append(f"real images {real_images.shape[-1]}x{real_images.shape[-2]} resized to the generator's "
                      f"{resolution}x{resolution}")
         real_images = resize_uint8(real_images, resolution)
@@ -166,12 +200,16 @@ def compute_metrics(
             path = (weights_paths or {}).get(extractor_name)
             extractors[extractor_name] = load_extractor(extractor_name, path, device)
 
-    real: dict[tuple[str, str], RealFeatures] = {}
+    needs_real: dict[str, set[str]] = {}
     for name in names:
-        extractor_name, output, needs_real = _METRIC_FEATURES[name]
-        if needs_real and (extractor_name, output) not in real:
-            real[(extractor_name, output)] = _real_features(
-                real_images, extractors[extractor_name], output, resolution, cache_dir, batch_size, progress)
+        extractor_name, output, needs = _METRIC_FEATURES[name]
+        if needs:
+            needs_real.setdefault(extractor_name, set()).add(output)
+    real = _real_features(real_images, needs_real, extractors, resolution, cache_dir, batch_size, progress)
+    for found in real.values():
+        notes.extend(note for note in found.notes if note not in notes)
+        if found.num_images < 2:
+            raise FewshotError(f"metrics need at least 2 real images, found {found.num_images}")
 
     # One pass over the fakes feeds every extractor: the images are never kept.
     fake_parts: dict[tuple[str, str], list[torch.Tensor]] = {
@@ -214,7 +252,7 @@ def compute_metrics(
             inception_score = scores.inception_score_from_logits(fake[key], num_splits=IS_SPLITS)
             result["is"], result["is_std"] = inception_score["mean"], inception_score["std"]
 
-    n_real = int(real_images.shape[0])
+    n_real = next(iter(real.values())).num_images if real else (0 if streamed else int(real_images.shape[0]))
     if any(r.features.shape[0] < r.num_images for r in real.values()):
         notes.append("KID / precision-recall use a fixed subset of the real features (set larger than the cache keeps)")
     protocol: dict[str, Any] = {
