@@ -201,14 +201,17 @@ def _png_folder(folder: Path, count: int, seed: int) -> Path:
     return folder
 
 
-def test_resume_survives_an_unreadable_snapshot_and_moved_data(tmp_path):
+def test_resume_survives_an_unreadable_snapshot_and_moved_data(tmp_path, monkeypatch):
     """A truncated newest snapshot is set aside and the one before is used; moved data is named again
     on resume, other images are refused there and noted in place; a new DATA never silently replaces the run's."""
     data = _png_folder(tmp_path / "faces", 8, seed=0)
-    run = train(tiny_cfg(tmp_path, data=str(data), kimg=0.016), progress=False, echo=lambda m: None)
+    monkeypatch.chdir(tmp_path)  # a relative DATA is stored absolute: resumable from anywhere
+    run = train(tiny_cfg(tmp_path, data="faces", kimg=0.016), progress=False, echo=lambda m: None)
+    monkeypatch.chdir(REPO)
     snaps = sorted((run / "checkpoints").glob("snapshot-*.safetensors"))
     assert [s.name for s in snaps] == ["snapshot-000000008.safetensors", "snapshot-000000016.safetensors"]
-    assert load_bundle(snaps[-1], with_state=True).training["data"]["images"] == 8
+    stored = load_bundle(snaps[-1], with_state=True).training
+    assert stored["data"]["images"] == 8 and stored["config"]["data"] == str(data.resolve())
     snaps[-1].write_bytes(snaps[-1].read_bytes()[:5000])  # a partial copy
 
     other = _png_folder(tmp_path / "other", 8, seed=1)

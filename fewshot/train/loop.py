@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -288,8 +288,11 @@ def train(
     if device.type == "cpu":
         keep_freed_memory()  # large per-step temporaries: reuse them instead of re-faulting fresh pages
 
-    if resume_state is None and cfg.data not in ("", "demo") and not Path(cfg.data).exists():
-        raise FewshotError(f"data source {cfg.data} does not exist")
+    if resume_state is None and cfg.data not in ("", "demo"):
+        if not Path(cfg.data).expanduser().exists():
+            raise FewshotError(f"data source {cfg.data} does not exist")
+        # Stored absolute, so `--resume` finds the images from any working directory.
+        cfg = replace(cfg, data=str(Path(cfg.data).expanduser().resolve()))
 
     # --- Base network (the architecture follows it) or scratch networks.
     base: Bundle | None = None
