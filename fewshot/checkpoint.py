@@ -297,14 +297,17 @@ def detect_format(path: str | Path) -> str:
     try:
         with open(path, "rb") as fh:
             head = fh.read(16)
+            size = fh.seek(0, 2)
     except OSError as exc:
         raise FewshotError(f"cannot read {path}: {exc.strerror or exc}") from None
     if head[:2] == b"PK":
         return "torch-zip"
-    if head[:1] == b"\x80":
-        return "pickle"
-    if len(head) >= 9 and head[8:9] == b"{":
+    # safetensors: an 8-byte little-endian header length, then the JSON header. Tested before the pickle
+    # signature: a header length whose low byte is 0x80 (1 bundle in 256) starts with a pickle's PROTO byte.
+    if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
         return "safetensors"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"
     return "unknown"
 
 

@@ -357,3 +357,25 @@ def test_torch_zip_detected_by_magic(tmp_path):
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("a", "b")
     assert checkpoint.detect_format(path) == "torch-zip"
+
+
+def test_a_bundle_whose_header_length_starts_with_a_pickle_byte_is_still_a_bundle(tmp_path):
+    """1 bundle in 256 has a header length whose low byte is 0x80, a pickle's PROTO opcode (a run's
+    final.safetensors once failed to load as "unsupported pickle protocol: 156")."""
+    G = make_tiny_G()
+    for pad in range(512):
+        path = tmp_path / f"G{pad}.safetensors"
+        save_bundle(path, {"G": G}, provenance={"note": "x" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+        path.unlink()
+    else:
+        pytest.fail("no padding gave a header length with low byte 0x80")
+    assert checkpoint.detect_format(path) == "safetensors"
+    loaded = load_checkpoint(path)
+    for key, value in G.state_dict().items():
+        assert torch.equal(loaded.networks["G"].state_dict()[key], value), key
+    for protocol in (2, 3, 4, 5):  # and real pickles of every protocol stay pickles
+        pickled = tmp_path / f"p{protocol}.pkl"
+        pickled.write_bytes(__import__("pickle").dumps({"a": 1}, protocol=protocol))
+        assert checkpoint.detect_format(pickled) == "pickle"
