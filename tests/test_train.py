@@ -243,6 +243,35 @@ def test_resume_survives_an_unreadable_snapshot_and_moved_data(tmp_path, monkeyp
     assert any("note:" in line and "8 -> 9 images" in line for line in said)
 
 
+def test_info_on_a_run_folder_tells_how_far_it_got(tmp_path):
+    from typer.testing import CliRunner
+
+    from fewshot.cli import app, register_commands
+    from fewshot.train.run_dir import describe_run
+
+    register_commands()
+    run = train(tiny_cfg(tmp_path, kimg=0.008), progress=False, echo=lambda m: None)
+    with (run / "metrics.jsonl").open("w") as fh:
+        fh.write('{"kimg": 0.004, "fid": 91.5}\n{"kimg": 0.008, "fid": 80.25}\n{"kimg": 0.0')  # last line cut short
+    with (run / "log.jsonl").open("a") as fh:
+        fh.write('{"tick": 9, "kimg"')  # a crash mid-line
+    summary = describe_run(run)
+    assert summary["preset"] is None and summary["data"] == "demo" and summary["target_kimg"] == 0.008
+    assert summary["done_kimg"] == 0.008 and summary["last_tick"]["kimg"] == 0.008
+    assert summary["best"] == {"metric": "fid", "value": 80.25, "kimg": 0.008}
+    assert summary["snapshots"] == ["snapshot-000000008.safetensors"] and summary["exports"] == ["final.safetensors"]
+
+    result = CliRunner().invoke(app, ["info", str(run)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"{run}  [run folder]" and "trained 0.008 of 0.008 kimg (tick 0" in lines[2]
+    assert "best fid 80.25 at 0.008 kimg" in result.output and "--resume" not in result.output
+    assert f"{run / 'final.safetensors'}  [fewshot bundle" in result.output  # then the checkpoint it stands for
+    (run / "final.safetensors").unlink()  # only the snapshot left: info stands on it
+    result = CliRunner().invoke(app, ["info", str(run), "--json"])
+    assert json.loads(result.output)["run"]["exports"] == []
+
+
 def test_cli_resume_refuses_recipe_flags(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "fewshot", "train", "--resume", "latest", "--outdir", str(tmp_path), "--lr", "0.1",

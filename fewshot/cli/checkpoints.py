@@ -42,6 +42,30 @@ def convert(
     typer.echo(f"wrote {dst}")
 
 
+def _run_lines(run: dict) -> list[str]:
+    """A run folder in a few lines: recipe, how far it got, the last tick, the best metric, what to do next."""
+    lines = [f"{run['path']}  [run folder]"]
+    recipe = f"  preset {run['preset'] or '-'}, data {run['data'] or '-'}"
+    lines.append(recipe + (f", base {run['base']}" if run["base"] else ""))
+    target = run["target_kimg"]
+    progress = f"  trained {run['done_kimg']:.3f}" + (f" of {target:g} kimg" if target else " kimg")
+    tick = run["last_tick"]
+    if tick:
+        shown = ("loss_G", "loss_D", "aug_p", "sec_per_kimg")
+        progress += f" (tick {tick.get('tick')}: " + ", ".join(
+            f"{k} {tick[k]:.4g}" for k in shown if isinstance(tick.get(k), (int, float))) + ")"
+    lines.append(progress)
+    if run["best"]:
+        best = run["best"]
+        lines.append(f"  best {best['metric']} {best['value']:.4g} at {best['kimg']} kimg")
+    snaps = run["snapshots"]
+    files = ([f"{len(snaps)} snapshot(s), newest {snaps[-1]}"] if snaps else ["no snapshot"]) + run["exports"]
+    lines.append("  " + "; ".join(files))
+    if snaps and target and run["done_kimg"] < target:
+        lines.append(f"  continue: fewshot train --resume {run['path']}")
+    return lines
+
+
 def _format_count(n: int) -> str:
     return f"{n:,}"
 
@@ -76,7 +100,14 @@ def info(
     from ..checkpoint import detect_format, read_header
     from ..errors import FewshotError
 
-    if not Path(ckpt).exists():  # a name, hf:// reference or URL: resolved (and converted) through the hub
+    run = None
+    if Path(ckpt).is_dir():  # a run folder: its progress, then the checkpoint it stands for
+        from ..generate import resolve_run_folder
+        from ..train.run_dir import describe_run
+
+        run = describe_run(Path(ckpt))
+        ckpt = resolve_run_folder(Path(ckpt))
+    elif not Path(ckpt).exists():  # a name, hf:// reference or URL: resolved (and converted) through the hub
         from ..hub import resolve_checkpoint
 
         ckpt = resolve_checkpoint(ckpt)
@@ -111,9 +142,14 @@ def info(
     else:
         raise FewshotError(f"{ckpt} is not a checkpoint (neither a fewshot bundle nor an official pickle)")
 
+    if run is not None:
+        result["run"] = run
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
+    if run is not None:
+        for line in _run_lines(run):
+            typer.echo(line)
     typer.echo(f"{result['path']}  [{result['format']}]")
     for name, net in result["networks"].items():
         kw = net["init_kwargs"]

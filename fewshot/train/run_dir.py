@@ -102,6 +102,61 @@ def prune_snapshots(run_dir: Path, keep: int) -> None:
             pass
 
 
+def describe_run(run_dir: Path) -> dict[str, Any]:
+    """What a run folder holds, read from its files without loading a tensor: recipe, progress (from the newest
+    readable snapshot's header, else config.toml), the last tick line, the best metric and the files."""
+    import json
+
+    from ..checkpoint import read_header
+    from ..config import tomllib  # tomli on Python 3.10
+
+    snaps = list_snapshots(run_dir)
+    config: dict[str, Any] = {}
+    progress: dict[str, Any] = {}
+    for snap in reversed(snaps):
+        try:
+            training = read_header(snap).training or {}
+        except FewshotError:
+            continue
+        config, progress = training.get("config", {}), training.get("progress", {})
+        break
+    if not config and (run_dir / "config.toml").is_file():
+        try:
+            config = tomllib.loads((run_dir / "config.toml").read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            config = {}
+
+    def records(name: str) -> list[dict[str, Any]]:
+        try:
+            lines = (run_dir / name).read_text().splitlines()
+        except OSError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut short by a crash
+        return [r for r in out if isinstance(r, dict)]
+
+    ticks = records("log.jsonl")
+    metric = config.get("best_metric", "fid")
+    scored = [r for r in records("metrics.jsonl") if isinstance(r.get(metric), (int, float))]
+    best = min(scored, key=lambda r: r[metric]) if scored else None
+    return {
+        "path": str(run_dir),
+        "preset": config.get("preset") or None,
+        "data": config.get("data"),
+        "base": config.get("base") or None,
+        "target_kimg": config.get("kimg"),
+        "done_kimg": progress["cur_nimg"] / 1000 if "cur_nimg" in progress else (ticks[-1].get("kimg") if ticks else 0),
+        "last_tick": ticks[-1] if ticks else None,
+        "best": {"metric": metric, "value": best[metric], "kimg": best.get("kimg")} if best else None,
+        "snapshots": [p.name for p in snaps],
+        "exports": [name for name in ("best.safetensors", "final.safetensors") if (run_dir / name).is_file()],
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Resuming: which snapshot, which data
 
