@@ -712,4 +712,16 @@ def push_to_hub(path: Path, repo_id: str, *, private: bool = False, dry_run_dir:
             raise FewshotError(f"push to {repo_id} failed: {str(exc).splitlines()[0]}", hint=hint) from None
         except (OSError, ValueError) as exc:
             raise FewshotError(f"push to {repo_id} failed: {exc}".splitlines()[0]) from None
+        except Exception as exc:
+            if not _is_network_error(exc):
+                raise
+            raise FewshotError(f"cannot reach the Hub at {endpoint or 'https://huggingface.co'}: {exc}",
+                               hint="check the network; --dry-run DIR writes the folder to upload later") from None
     return str(url)
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    """A transport failure of huggingface_hub's HTTP client (httpx, or the httpx2 of newer releases), which is
+    not an OSError: matched by class name so no client version is imported here."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(names & {"TransportError", "NetworkError", "TimeoutException", "ConnectError"})

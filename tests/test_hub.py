@@ -419,6 +419,37 @@ def test_push_dry_run_writes_card_config_grid_and_bundle(hub_env: Path) -> None:
     assert code != 0
 
 
+def test_push_to_an_unreachable_hub_is_one_clear_error(hub_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub's HTTP client raises its own transport errors (not OSError): they become one line."""
+    import huggingface_hub
+
+    from fewshot.hub import push_to_hub
+
+    class ConnectError(Exception):  # the name httpx (and huggingface_hub's httpx2) give a refused connection
+        pass
+
+    class UnreachableApi:
+        def __init__(self, **kwargs: object) -> None:
+            pass
+
+        def create_repo(self, repo_id: str, **kwargs: object) -> str:
+            raise ConnectError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", UnreachableApi)
+    monkeypatch.setenv("HF_ENDPOINT", "http://hub.invalid")
+    bundle, _ = tiny_bundle_bytes(hub_env)
+    with pytest.raises(FewshotError, match=r"cannot reach the Hub at http://hub.invalid: \[Errno -2\]") as info:
+        push_to_hub(bundle, "me/gan", seeds=[1])
+    assert "--dry-run" in info.value.hint
+
+    class Bug(Exception):
+        pass
+
+    UnreachableApi.create_repo = lambda self, repo_id, **kwargs: (_ for _ in ()).throw(Bug("a bug"))
+    with pytest.raises(Bug):  # anything else is not dressed up as a network problem
+        push_to_hub(bundle, "me/gan", seeds=[1])
+
+
 def test_push_uploads_through_hfapi(hub_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub
 
