@@ -366,6 +366,11 @@ def hf_download(ref: str | HubFileRef, *, offline: bool | None = None) -> Path:
         raise FewshotError(f"{hub_ref}: the Hub answered an error: {exc}".splitlines()[0]) from None
     except (OSError, ValueError) as exc:
         raise FewshotError(f"{hub_ref}: download failed: {exc}".splitlines()[0]) from None
+    except Exception as exc:
+        if not _is_network_error(exc):
+            raise
+        raise FewshotError(f"{hub_ref}: cannot reach the Hub: {exc}".splitlines()[0],
+                           hint="check the network, or set FEWSHOT_OFFLINE=1 to use only the cache") from None
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------
