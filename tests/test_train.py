@@ -243,6 +243,30 @@ def test_resume_survives_an_unreadable_snapshot_and_moved_data(tmp_path, monkeyp
     assert any("note:" in line and "8 -> 9 images" in line for line in said)
 
 
+def test_a_full_disk_stops_the_run_with_one_line_and_it_resumes(tmp_path, monkeypatch):
+    import errno
+
+    from fewshot.train import loop
+
+    real_save, calls = loop.save_bundle, []
+
+    def save_until_the_disk_fills(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "save_bundle", save_until_the_disk_fills)
+    with pytest.raises(FewshotError, match="could not write the snapshot at 0.016 kimg: No space left") as info:
+        train(tiny_cfg(tmp_path, kimg=0.016), progress=False, echo=lambda m: None)
+    run = calls[0].parent.parent
+    assert "snapshot-000000008.safetensors is intact" in info.value.hint and f"--resume {run}" in info.value.hint
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["snapshot-000000008.safetensors"]  # the resume point
+    monkeypatch.setattr(loop, "save_bundle", real_save)
+    train(tiny_cfg(tmp_path), resume=str(run), progress=False, echo=lambda m: None)
+    assert (run / "final.safetensors").exists() and (run / "checkpoints" / "snapshot-000000016.safetensors").exists()
+
+
 def test_info_on_a_run_folder_tells_how_far_it_got(tmp_path):
     from typer.testing import CliRunner
 

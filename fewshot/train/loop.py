@@ -18,7 +18,8 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -549,12 +550,14 @@ def train(
                 snapshot_due = True
             if snapshot_due and is_main:
                 kimg_tag = f"{state.cur_nimg / 1000:08.3f}".replace(".", "_")
-                save_grid(render_fakes(G_ema, latents, hyper.batch_gpu, grid_priors), run_dir / "samples" / f"fakes_{kimg_tag}.png",
-                          cfg.sample_grid)
+                with _writing(f"the sample grid at {state.cur_nimg / 1000:g} kimg", run_dir):
+                    save_grid(render_fakes(G_ema, latents, hyper.batch_gpu, grid_priors),
+                              run_dir / "samples" / f"fakes_{kimg_tag}.png", cfg.sample_grid)
                 metrics = _maybe_metrics(cfg, state, transfer, G_ema, images, device, run_dir, done, echo, disp_bank,
                                          metric_extractors)
-                _write_snapshot(run_dir, cfg, hyper, nets, opt_G, opt_D, augment, loss, data_gen, state,
-                                transfer, disp_bank, data_record)
+                with _writing(f"the snapshot at {state.cur_nimg / 1000:g} kimg", run_dir):
+                    _write_snapshot(run_dir, cfg, hyper, nets, opt_G, opt_D, augment, loss, data_gen, state,
+                                    transfer, disp_bank, data_record)
                 prune_snapshots(run_dir, cfg.keep)
                 if metrics is not None:
                     _maybe_best(cfg, state, metrics, nets, transfer, run_dir, echo, augment, disp_bank)
@@ -570,8 +573,9 @@ def train(
     if bar is not None:
         bar.close()
     if is_main and state.cur_nimg >= total_nimg:
-        final = _write_export(run_dir / "final.safetensors", cfg, nets, transfer, state, augment,
-                              disp_bank=disp_bank)
+        with _writing("final.safetensors", run_dir):
+            final = _write_export(run_dir / "final.safetensors", cfg, nets, transfer, state, augment,
+                                  disp_bank=disp_bank)
         echo(f"done: {state.cur_nimg / 1000:g} kimg; wrote {final}")
     distributed.barrier(dist)
     return run_dir
@@ -579,6 +583,19 @@ def train(
 
 # ---------------------------------------------------------------------------------------------
 # Loop helpers
+
+
+@contextmanager
+def _writing(what: str, run_dir: Path) -> Iterator[None]:
+    """A write that fails (a full disk, a folder gone) stops the run with one line that says what failed and
+    which snapshot the run can resume from: snapshots are written atomically, so the earlier ones are whole."""
+    try:
+        yield
+    except OSError as exc:
+        snaps = list_snapshots(run_dir)
+        hint = (f"{snaps[-1].name} is intact: free some space, then `fewshot train --resume {run_dir}`" if snaps
+                else "no snapshot was written yet: free some space and start the run again")
+        raise FewshotError(f"could not write {what}: {exc.strerror or exc}", hint=hint) from None
 
 
 def _load_base(ref: str) -> Bundle:
