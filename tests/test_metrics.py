@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -394,6 +396,18 @@ def test_compute_metrics_on_a_stream_matches_the_tensor_and_decodes_once(tmp_pat
     assert again["fid"] == pytest.approx(streamed["fid"], rel=1e-9)
     with pytest.raises(FewshotError, match="decoded at 16 px"):
         compute_metrics(G, ImageStream(folder, 16), use_cache=False, **kwargs)
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_a_note_not_the_result(tmp_path, monkeypatch):
+    def full_disk(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("fewshot.checkpoint.atomic_write_bytes", full_disk)
+    stub = StubExtractor(INCEPTION)
+    result = compute_metrics(tiny_generator(), random_reals(10), metrics=("fid",), n_fake=10, batch_size=5,
+                             cache_dir=tmp_path / "cache", extractors={INCEPTION: stub}, progress=False)
+    assert math.isfinite(result["fid"]) and not list((tmp_path / "cache").glob("*"))
+    assert any("not cached" in note and "No space left" in note for note in result["protocol"]["notes"])
 
 
 def test_compute_metrics_matches_formulas_on_the_same_features(tmp_path):

@@ -129,9 +129,14 @@ def _real_features(real: torch.Tensor | ImageStream, wanted: dict[str, set[str]]
         features.notes = notes
         found[(name, output)] = features
         if (name, output) in paths:
-            save_real_features(paths[(name, output)], features, {
-                "num_images": features.num_images, "resolution": resolution, "extractor": name,
-                "weights_sha256": extractors[name].fingerprint, "output": output, "notes": notes})
+            meta = {"num_images": features.num_images, "resolution": resolution, "extractor": name,
+                    "weights_sha256": extractors[name].fingerprint, "output": output, "notes": list(notes)}
+            try:
+                save_real_features(paths[(name, output)], features, meta)
+            except OSError as exc:  # a read-only or full cache folder costs the next run time, not this result
+                unsaved = f"real-set features not cached ({paths[(name, output)].parent}: {exc.strerror or exc})"
+                if unsaved not in notes:
+                    notes.append(unsaved)
     return found
 
 
