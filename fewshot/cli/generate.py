@@ -140,7 +140,8 @@ def sample(
     )
     if not grid_only:
         kept = f" (kept {len(report.kept)} existing; --overwrite replaces them)" if report.kept else ""
-        typer.echo(f"wrote {len(report.written)} images to {outdir}{kept}")
+        count = len(report.written)
+        typer.echo(f"wrote {count} image{'' if count == 1 else 's'} to {outdir}{kept}")
     if report.grid is not None:
         typer.echo(f"kept existing grid {report.grid}" if report.grid_kept else f"wrote grid {report.grid}")
 
