@@ -308,6 +308,48 @@ def validate(cfg: TrainConfig) -> None:
         raise FewshotError("reg_lambda must be >= 0")
     if cfg.gpus < 1:
         raise FewshotError("gpus must be at least 1")
+    for key, test, wanted in _RANGES:
+        value = getattr(cfg, key)
+        if value is not None and not test(value):
+            raise FewshotError(f"{key} must be {wanted}, got {value}")
+    if cfg.sample_grid and min(cfg.sample_grid) < 1:
+        raise FewshotError(f"sample_grid must be COLUMNS,ROWS of at least 1, got {cfg.sample_grid}")
+
+
+# Numeric knobs that would fail late (a division by zero at the first lazy step, a negative R1 weight
+# silently rewarding sharp D gradients) or mean nothing: refused when the config is resolved.
+_RANGES: tuple[tuple[str, Any, str], ...] = (
+    ("gamma", lambda v: v >= 0, ">= 0"),
+    ("lr", lambda v: v > 0, "> 0"),
+    ("lr_g", lambda v: v > 0, "> 0"),
+    ("lr_d", lambda v: v > 0, "> 0"),
+    ("ema_kimg", lambda v: v >= 0, ">= 0"),
+    ("r1_interval", lambda v: v >= 1, "at least 1"),
+    ("pl_interval", lambda v: v >= 1, "at least 1"),
+    ("pl_batch_shrink", lambda v: v >= 1, "at least 1"),
+    ("pl_weight", lambda v: v >= 0, ">= 0"),
+    ("pl_decay", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("style_mixing", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("ada_target", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("ada_kimg", lambda v: v > 0, "> 0"),
+    ("ada_interval", lambda v: v >= 1, "at least 1"),
+    ("freeze_d", lambda v: v >= 0, ">= 0"),
+    ("adafm_start_kimg", lambda v: v >= 0, ">= 0"),
+    ("batch_gpu", lambda v: v >= 1, "at least 1"),
+    ("max_images", lambda v: v >= 1, "at least 1"),
+    ("z_dim", lambda v: v >= 1, "at least 1"),
+    ("w_dim", lambda v: v >= 1, "at least 1"),
+    ("map_layers", lambda v: v >= 1, "at least 1"),
+    ("channel_base", lambda v: v >= 1, "at least 1"),
+    ("channel_max", lambda v: v >= 1, "at least 1"),
+    ("num_fp16_res", lambda v: v >= 0, ">= 0"),
+    ("conv_clamp", lambda v: v > 0, "> 0 (or unset)"),
+    ("mbstd_group", lambda v: v >= 1, "at least 1"),
+    ("snap", lambda v: v >= 0, ">= 0 (0: only at the end)"),
+    ("keep", lambda v: v >= 1, "at least 1"),
+    ("metrics_every", lambda v: v >= 0, ">= 0 (0: only at the end)"),
+    ("metrics_n", lambda v: v >= 2, "at least 2"),
+)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from fewshot.checkpoint import load_bundle, save_bundle
 from fewshot.config import derive_hyper, resolve_config
 from fewshot.errors import FewshotError
+from fewshot.nets import Discriminator, Generator
 from fewshot.train.loop import lazy_opt_kwargs, train
 from fewshot.train.loss import LossWeights, StyleGAN2Loss
 
@@ -49,6 +51,15 @@ def tiny_cfg(tmp_path: Path, **extra):
 
 
 # ---- configuration ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key, value, wanted", [
+    ("gamma", -1.0, ">= 0"), ("r1_interval", 0, "at least 1"), ("style_mixing", 1.5, "in [0, 1]"),
+    ("lr", 0.0, "> 0"), ("keep", 0, "at least 1"), ("metrics_n", 1, "at least 2"),
+])
+def test_numeric_knobs_out_of_range_are_refused_at_resolution(key, value, wanted):
+    with pytest.raises(FewshotError, match=rf"^{key} must be {re.escape(wanted)}, got {value}$"):
+        resolve_config("ada", {key: value})
 
 
 def test_preset_extends_and_overrides_win():
@@ -323,7 +334,17 @@ def test_dry_run_with_reg_dgm_loads_no_weights(tmp_path, monkeypatch):
 
 def test_dry_run_prints_config_and_trainable_counts(tmp_path, capsys):
     out: list[str] = []
-    assert train(tiny_cfg(tmp_path, transfer="freezed", freeze_d=1), dry_run=True, echo=out.append) is None
+    with pytest.raises(FewshotError, match="transfer 'freezed' keeps layers of a pretrained network frozen"):
+        train(tiny_cfg(tmp_path, transfer="freezed", freeze_d=1), dry_run=True, echo=out.append)
+    base = tmp_path / "base.safetensors"
+    G = Generator(32, 0, 32, 32, 3, mapping_kwargs={"num_layers": 2},
+                  synthesis_kwargs={"channel_base": 256, "channel_max": 32, "num_fp16_res": 0, "conv_clamp": None})
+    D = Discriminator(0, 32, 3, channel_base=256, channel_max=32, num_fp16_res=0, conv_clamp=None,
+                      epilogue_kwargs={"mbstd_group_size": 2})
+    save_bundle(base, {"G": G, "G_ema": G, "D": D})
+    assert train(tiny_cfg(tmp_path, transfer="freezed", freeze_d=1, base=str(base), resolution=64), dry_run=True,
+                 echo=out.append) is None
+    assert "note: resolution 64 ignored: the base makes 32 px images" in out[0]
     text = "\n".join(out)
     assert "freeze_d = 1" in text and "trainable" in text
     assert not (tmp_path / "runs").exists()

@@ -297,6 +297,10 @@ def train(
 
     # --- Base network (the architecture follows it) or scratch networks.
     base: Bundle | None = None
+    if resume_state is None and not cfg.base and cfg.transfer != "finetune":
+        raise FewshotError(f"transfer {cfg.transfer!r} keeps layers of a pretrained network frozen: it needs --base",
+                           hint="e.g. --base ffhq256 (`fewshot download --list`), or --transfer finetune "
+                                "to train from scratch")
     if cfg.base and resume_state is None:
         base = _load_base(cfg.base)
     g_ref = (base.networks.get("G") or base.networks.get("G_ema")) if base else None
@@ -304,6 +308,9 @@ def train(
         resolution = resume_state.specs["G"].init_kwargs["img_resolution"]
     elif g_ref is not None:
         resolution = g_ref.img_resolution
+        if cfg.resolution is not None and cfg.resolution != resolution and is_main:
+            echo(f"note: resolution {cfg.resolution} ignored: the base makes {resolution} px images, and the "
+                 f"training images are resized to that")
     else:
         resolution = cfg.resolution
         if resolution is None:  # from scratch on a real folder: the data decides, as the official dataset tool
