@@ -278,6 +278,31 @@ def test_a_full_disk_stops_the_run_with_one_line_and_it_resumes(tmp_path, monkey
     assert (run / "final.safetensors").exists() and (run / "checkpoints" / "snapshot-000000016.safetensors").exists()
 
 
+def test_metrics_never_cost_the_training(tmp_path, monkeypatch):
+    """Metric weights that are missing stop a run before it starts (no run folder); an evaluation that fails
+    mid-run still leaves the snapshot of the training it evaluated."""
+    from fewshot.train import loop
+
+    monkeypatch.setenv("FEWSHOT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("FEWSHOT_OFFLINE", "1")
+    monkeypatch.setenv("FEWSHOT_OPS", "reference")  # a fresh FEWSHOT_HOME would rebuild the compiled ops
+    for var in ("FEWSHOT_WEIGHTS_INCEPTION_V3_FID", "FEWSHOT_WEIGHTS_VGG16"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(FewshotError, match="inception-v3-fid"):
+        train(tiny_cfg(tmp_path, metrics=("fid",)), progress=False, echo=lambda m: None)
+    assert not (tmp_path / "runs").exists()
+
+    def failing_evaluation(*args, **kwargs):
+        raise RuntimeError("the evaluation broke")
+
+    monkeypatch.setattr(loop, "_maybe_metrics", failing_evaluation)
+    with pytest.raises(RuntimeError, match="the evaluation broke"):
+        train(tiny_cfg(tmp_path, kimg=0.016), progress=False, echo=lambda m: None)
+    snaps = list((tmp_path / "runs").glob("*/checkpoints/snapshot-000000008.safetensors"))
+    assert len(snaps) == 1 and load_bundle(snaps[0], with_state=True).training["progress"]["cur_nimg"] == 8
+
+
 def test_info_on_a_run_folder_tells_how_far_it_got(tmp_path):
     from typer.testing import CliRunner
 

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from .compute import METRIC_NAMES, compute_metrics, parse_metrics
+from .compute import METRIC_NAMES, compute_metrics, load_metric_extractors, parse_metrics
 from .scores import (
     GaussianStats,
     fid_from_features,
@@ -29,6 +29,7 @@ __all__ = [
     "gaussian_stats",
     "inception_score_from_logits",
     "kid_from_features",
+    "load_metric_extractors",
     "parse_metrics",
     "precision_recall_from_features",
 ]

@@ -140,6 +140,20 @@ def _real_features(real: torch.Tensor | ImageStream, wanted: dict[str, set[str]]
     return found
 
 
+def load_metric_extractors(metrics: str | Iterable[str], device: str | torch.device = "cpu",
+                           weights_paths: dict[str, str | Path] | None = None,
+                           into: dict[str, FeatureExtractor] | None = None) -> dict[str, FeatureExtractor]:
+    """The feature extractors ``metrics`` read, loaded now (missing ones added to ``into``). A training run
+    calls this before it trains, so absent weights stop it at the start rather than at its first evaluation."""
+    extractors = into if into is not None else {}
+    for name in parse_metrics(metrics):
+        extractor_name = _METRIC_FEATURES[name][0]
+        if extractor_name not in extractors:
+            path = (weights_paths or {}).get(extractor_name)
+            extractors[extractor_name] = load_extractor(extractor_name, path, device)
+    return extractors
+
+
 def compute_metrics(
     generator: nn.Module,
     real_images: torch.Tensor | ImageStream,
@@ -200,10 +214,7 @@ def compute_metrics(
     for name in names:
         extractor_name, output, _ = _METRIC_FEATURES[name]
         wanted.setdefault(extractor_name, set()).add(output)
-    for extractor_name in wanted:
-        if extractor_name not in extractors:
-            path = (weights_paths or {}).get(extractor_name)
-            extractors[extractor_name] = load_extractor(extractor_name, path, device)
+    load_metric_extractors(names, device, weights_paths, into=extractors)
 
     needs_real: dict[str, set[str]] = {}
     for name in names:

@@ -429,6 +429,14 @@ def train(
             echo(reg_plan)
         return None
 
+    # --- Metric extractors, loaded before the run folder exists: absent weights stop the run here, not at
+    # its first evaluation. Loaded once, reused by every evaluation.
+    metric_extractors: dict[str, Any] = {}
+    if cfg.metrics and is_main:
+        from ..metrics import load_metric_extractors
+
+        load_metric_extractors(cfg.metrics, device, into=metric_extractors)
+
     # --- Run folder and state.
     data_gen = torch.Generator().manual_seed(cfg.seed * 1000 + dist.rank)
     state = Progress()
@@ -462,7 +470,6 @@ def train(
     start_elapsed = state.elapsed_sec
     session_start = time.time()
     bar = _progress_bar(total_nimg, state.cur_nimg, progress and is_main)
-    metric_extractors: dict[str, Any] = {}  # loaded once, reused by every evaluation
 
     with StopRequested() as stop:
         while state.cur_nimg < total_nimg:
@@ -560,8 +567,13 @@ def train(
                 with _writing(f"the sample grid at {state.cur_nimg / 1000:g} kimg", run_dir):
                     save_grid(render_fakes(G_ema, latents, hyper.batch_gpu, grid_priors),
                               run_dir / "samples" / f"fakes_{kimg_tag}.png", cfg.sample_grid)
-                metrics = _maybe_metrics(cfg, state, transfer, G_ema, images, device, run_dir, done, echo, disp_bank,
-                                         metric_extractors)
+                try:
+                    metrics = _maybe_metrics(cfg, state, transfer, G_ema, images, device, run_dir, done, echo,
+                                             disp_bank, metric_extractors)
+                except BaseException:  # a failed evaluation does not cost the training since the last snapshot
+                    _write_snapshot(run_dir, cfg, hyper, nets, opt_G, opt_D, augment, loss, data_gen, state,
+                                    transfer, disp_bank, data_record)
+                    raise
                 with _writing(f"the snapshot at {state.cur_nimg / 1000:g} kimg", run_dir):
                     _write_snapshot(run_dir, cfg, hyper, nets, opt_G, opt_D, augment, loss, data_gen, state,
                                     transfer, disp_bank, data_record)
