@@ -574,12 +574,21 @@ def test_metrics_during_training_write_jsonl_and_keep_best(tmp_path, monkeypatch
         return real_compute(generator, real_images, cache_dir=tmp_path / "cache", **kwargs)
 
     monkeypatch.setattr(metrics_pkg, "compute_metrics", compute_with_toy)
+    loaded = []
+
+    def load_toy(metrics, device, into):  # the run loads its extractors before it trains
+        loaded.append(tuple(metrics))
+        into.setdefault("inception-v3-fid", ToyInception())
+        return into
+
+    monkeypatch.setattr(metrics_pkg, "load_metric_extractors", load_toy)
     cfg = tiny_cfg(tmp_path, kimg=0.016, metrics=("fid",), metrics_every=1, metrics_n=8)
     run = train(cfg, progress=False, echo=lambda m: None)
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["kimg"] for r in lines] == [0.008, 0.016] and all(r["fid"] >= 0 for r in lines)
     assert calls[0]["n_fake"] == 8 and calls[0]["metrics"] == ("fid",)
     assert calls[0]["extractors"] is calls[1]["extractors"]  # extractors are loaded once per run
+    assert loaded == [("fid",)] and isinstance(calls[0]["extractors"]["inception-v3-fid"], ToyInception)
     best = load_bundle(run / "best.safetensors")
     assert best.training["metrics"]["fid"] == min(r["fid"] for r in lines)
 
