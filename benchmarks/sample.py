@@ -1,13 +1,18 @@
 """Sampling throughput: batched generation vs one seed per forward pass, with peak memory (CPU or CUDA).
 
-Runs the 64 px default generator (``Generator(512, 0, 512, 64, 3)``: 8 mapping layers, channel_base
-32768, 27.0 M parameters) with random weights through :func:`fewshot.generate.iter_sample_batches`,
-the path ``fewshot sample`` uses, and prints images/s for each batch size and the peak resident
-memory of each phase (Linux: VmHWM, reset between phases through /proc/self/clear_refs; on CUDA the
-peak of torch's allocator). Each phase ends with the uint8 images on the host, as ``fewshot sample``
+Runs a 64 px generator with random weights through :func:`fewshot.generate.iter_sample_batches`, the path
+``fewshot sample`` uses: ``--arch constructor`` is ``Generator(512, 0, 512, 64, 3)`` (8 mapping layers,
+channel_base 32768, 27.0 M parameters), ``--arch auto`` what ``fewshot train --resolution 64`` builds
+(train.py's ``--cfg auto``: 2 mapping layers, channel_base 16384). Prints images/s for each batch size and
+the peak resident memory of each phase (Linux: VmHWM, reset between phases through /proc/self/clear_refs; on
+CUDA the peak of torch's allocator). Each phase ends with the uint8 images on the host, as ``fewshot sample``
 needs them, so GPU timings include the copy back.
 
-    .venv/bin/python benchmarks/sample.py [--images 64] [--batches 1,8,16,32] [--rounds 3] [--threads N] [--png] [--device cuda]
+Two per-seed loops are timed when batch 1 is asked for: "1 (off.)", the official forward (fused modulated
+conv, per-sample weights) as the official generate.py runs it for each seed, and "1", fewshot's own path
+for one image (on the CPU the non-fused conv with the weights' Winograd transforms kept, fewshot.cuda.derived).
+
+    .venv/bin/python benchmarks/sample.py [--images 64] [--batches 1,8,16,32] [--rounds 3] [--arch auto] [--threads N] [--png] [--device cuda]
 
 With ``--rounds R`` the phases run R times, interleaved (batch 1, 8, ..., batch 1, 8, ...), and each
 batch size reports its fastest round: on a shared machine the other tenants slow some rounds down,
@@ -22,6 +27,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -51,8 +57,15 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def run_phase(G: Generator, seeds: list[int], batch: int, encode_png: bool) -> tuple[float, float | None]:
-    """Seconds for all seeds at this batch size, and the phase's peak memory in MiB (RSS, or CUDA allocator)."""
+def run_phase(G: Generator, seeds: list[int], batch: int, encode_png: bool,
+              official: bool = False) -> tuple[float, float | None]:
+    """Seconds for all seeds at this batch size, and the phase's peak memory in MiB (RSS, or CUDA allocator).
+
+    ``official``: the synthesis runs the official forward (fused modulated conv, per-sample weights), as the
+    official generate.py does for each seed, instead of fewshot's choice for the device."""
+    if official:
+        with mock.patch("fewshot.generate.inference_kwargs", lambda device: {}):
+            return run_phase(G, seeds, batch, encode_png)
     on_cuda = next(G.parameters()).device.type == "cuda"
     if on_cuda:
         torch.cuda.synchronize()
@@ -77,6 +90,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions; each batch size keeps its best")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--png", action="store_true", help="also encode each image as PNG (as `fewshot sample` does)")
+    parser.add_argument("--arch", default="constructor", choices=("constructor", "auto"),
+                        help="constructor: Generator(512, 0, 512, 64, 3) (cb 32768, 8 mapping layers); "
+                             "auto: what `fewshot train --resolution 64` builds (cb 16384, 2 mapping layers)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 convolutions (torch's cuDNN default)")
     args = parser.parse_args()
@@ -85,7 +101,11 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
 
     torch.manual_seed(0)
-    G = Generator(512, 0, 512, 64, 3).eval().requires_grad_(False)
+    if args.arch == "auto":
+        G = Generator(512, 0, 512, 64, 3, mapping_kwargs={"num_layers": 2}, synthesis_kwargs={"channel_base": 16384})
+    else:
+        G = Generator(512, 0, 512, 64, 3)
+    G = G.eval().requires_grad_(False)
     G.mapping.w_avg.normal_()
     params = sum(p.numel() for p in G.parameters())
     device_text = "no GPU used"
@@ -98,32 +118,45 @@ def main() -> None:
         device_text = f"GPU {torch.cuda.get_device_name()}, TF32 {'on' if args.tf32 else 'off'}"
     print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, ops {settings.ops_choice()}, {device_text}")
-    print(f"generator: 64 px default, {params:,} parameters; {args.images} images per phase, psi 0.7, const noise"
+    print(f"generator: 64 px, {args.arch} config, {params:,} parameters; {args.images} images per phase, psi 0.7, "
+          f"const noise"
           f"{', PNG encoding included' if args.png else ''}")
     baseline_rss = _status_kib("VmRSS")
     print(f"RSS after building G: {baseline_rss / 1024:.0f} MiB" if baseline_rss else "RSS: unavailable")
 
-    for batch in batches:  # warm-up: first-call allocations, kernel selection (cuDNN searches per shape)
-        run_phase(G, list(range(batch)), batch, False)
+    # Phases: "official" is one seed per forward through the official fused forward (generate.py's loop);
+    # the numbers are fewshot's path at that batch size (1: one seed per forward).
+    phases: list[int | str] = (["official"] if 1 in batches else []) + list(batches)
+
+    def run(phase: int | str, seeds: list[int]) -> tuple[float, float | None]:
+        return run_phase(G, seeds, 1 if phase == "official" else int(phase), args.png, official=phase == "official")
+
+    for phase in phases:  # warm-up: first-call allocations, kept transforms, kernel selection (cuDNN)
+        run(phase, list(range(1 if phase == "official" else int(phase))))
     seeds = list(range(args.images))
-    results: dict[int, list[tuple[float, float | None]]] = {batch: [] for batch in batches}
+    results: dict[int | str, list[tuple[float, float | None]]] = {phase: [] for phase in phases}
     for _ in range(max(args.rounds, 1)):
-        for batch in batches:
-            results[batch].append(run_phase(G, seeds, batch, args.png))
-    rates: dict[int, float] = {}
-    print(f"{'batch':>6} {'seconds':>9} {'images/s':>9} {'peak MiB':>13} {'vs batch 1':>11}"
+        for phase in phases:
+            results[phase].append(run(phase, seeds))
+    rates: dict[int | str, float] = {}
+    print(f"{'batch':>9} {'seconds':>9} {'images/s':>9} {'peak MiB':>9} {'vs official':>12} {'vs batch 1':>11}"
           + ("   all rounds (s)" if args.rounds > 1 else ""))
-    for batch in batches:
-        elapsed = min(t for t, _ in results[batch])
-        peaks = [p for _, p in results[batch] if p is not None]
-        rates[batch] = args.images / elapsed
-        speedup = f"{rates[batch] / rates[1]:.2f}x" if 1 in rates else "-"
+    for phase in phases:
+        elapsed = min(t for t, _ in results[phase])
+        peaks = [p for _, p in results[phase] if p is not None]
+        rates[phase] = args.images / elapsed
+        vs_official = f"{rates[phase] / rates['official']:.2f}x" if "official" in rates else "-"
+        vs_one = f"{rates[phase] / rates[1]:.2f}x" if 1 in rates else "-"
         peak_text = f"{max(peaks):.0f}" if peaks else "n/a"
-        rounds_text = "   " + " ".join(f"{t:.2f}" for t, _ in results[batch]) if args.rounds > 1 else ""
-        print(f"{batch:>6} {elapsed:>9.2f} {rates[batch]:>9.2f} {peak_text:>13} {speedup:>11}{rounds_text}")
-    if 1 in rates and len(rates) > 1:
-        best = max((b for b in rates if b != 1), key=rates.get)
-        print(f"best batched: batch {best}, {rates[best]:.2f} images/s = {rates[best] / rates[1]:.2f}x the per-seed loop")
+        rounds_text = "   " + " ".join(f"{t:.2f}" for t, _ in results[phase]) if args.rounds > 1 else ""
+        label = "1 (off.)" if phase == "official" else str(phase)
+        print(f"{label:>9} {elapsed:>9.2f} {rates[phase]:>9.2f} {peak_text:>9} {vs_official:>12} {vs_one:>11}"
+              f"{rounds_text}")
+    batched = [b for b in batches if b != 1]
+    if 1 in rates and batched:
+        best = max(batched, key=lambda b: rates[b])
+        print(f"best batched: batch {best}, {rates[best]:.2f} images/s = {rates[best] / rates[1]:.2f}x fewshot's "
+              f"per-seed loop, {rates[best] / rates['official']:.2f}x the official per-seed forward")
 
 
 if __name__ == "__main__":

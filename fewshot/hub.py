@@ -645,7 +645,7 @@ def sample_grid(bundle_path: Path, out: Path, seeds: list[int], psi: float = 1.0
     if G.c_dim:
         c[torch.arange(len(seeds)), torch.tensor([seed % G.c_dim for seed in seeds])] = 1  # cycle through labels
     with torch.no_grad():  # one batch: the per-seed latents are the official ones either way
-        images = G(z, c, truncation_psi=psi, noise_mode="const", **inference_kwargs(len(seeds), z.device))
+        images = G(z, c, truncation_psi=psi, noise_mode="const", **inference_kwargs(z.device))
     tiles = list((images * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
     h, w, ch = tiles[0].shape
     columns = min(columns, len(tiles))

@@ -484,3 +484,61 @@ def test_keep_freed_memory_applies_once_and_can_be_turned_off():
     glibc = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
     assert on == [str(glibc)] * 2
     assert off == ["False", "False"]
+
+
+# ---- weight-derived tensors kept at inference (fewshot.cuda.derived) ----------------------------------------
+
+
+def test_derived_tensors_are_kept_only_while_the_weight_is_unchanged_and_outside_autograd():
+    import gc
+
+    from fewshot.cuda.derived import derived, kept_count
+
+    computed = []
+
+    def square_sum(t):
+        computed.append(1)
+        return t.square().sum(dim=1)
+
+    weight = torch.nn.Parameter(torch.randn(4, 3), requires_grad=False)
+    before = kept_count()
+    with torch.no_grad():
+        first = derived(weight, "t", square_sum)
+        assert derived(weight, "t", square_sum) is first and len(computed) == 1 and kept_count() == before + 1
+        weight.mul_(2)  # an in-place change (an optimiser or EMA step) bumps the version
+        assert torch.allclose(derived(weight, "t", square_sum), 4 * first) and len(computed) == 2
+        derived(weight, "t", square_sum)  # a weight seen to change is no longer kept
+        assert len(computed) == 3 and kept_count() == before
+        assert derived(torch.ones(2, 2), "t", square_sum) is not None and len(computed) == 4  # not a parameter
+    derived(weight, "t", square_sum)  # autograd enabled: always computed, never kept
+    assert len(computed) == 5
+
+    other = torch.nn.Parameter(torch.randn(3, 3), requires_grad=False)
+    with torch.no_grad():
+        derived(other, "t", square_sum)
+    assert kept_count() == before + 1
+    del other
+    gc.collect()
+    assert kept_count() == before  # dropped with its parameter
+
+
+def test_sampling_is_never_stale_after_the_weights_change():
+    import copy
+
+    from conftest import make_tiny_G
+
+    from fewshot.cuda.derived import kept_count
+    from fewshot.generate import synthesize
+
+    G = make_tiny_G(synthesis_kwargs={"channel_base": 4096, "channel_max": 64}).eval().requires_grad_(False)
+    ws = G.mapping(torch.randn(4, G.z_dim), None)
+    held = kept_count()
+    before = synthesize(G, ws)
+    assert kept_count() > held  # 64x64-channel 3x3 convolutions: Winograd, their transforms kept
+    assert torch.equal(synthesize(G, ws), before)  # the kept transforms give the same bytes
+    with torch.no_grad():
+        for p in G.synthesis.parameters():
+            p.mul_(1.05)
+    after = synthesize(G, ws)
+    fresh = synthesize(copy.deepcopy(G), ws)  # new parameters: nothing kept for them
+    assert not torch.equal(after, before) and torch.equal(after, fresh)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import settings
+from .derived import derived  # U(W) [36, O, C] computed once per weight at inference
 
 # Where the transforms cost more than the smaller GEMMs save, the direct convolution stays:
 # few channels (the transforms scale with C + O, the GEMMs with C x O) or few tiles (narrow GEMMs,
@@ -43,7 +44,7 @@ class _LinearMap(torch.autograd.Function):
 
 def conv3x3_winograd_compiled(module, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     n, _, h, width = x.shape
-    u = _LinearMap.apply(w, module, "winograd_weight", "winograd_weight_t", (), ())  # [36, O, C]
+    u = derived(w, "winograd_u", lambda t: _LinearMap.apply(t, module, "winograd_weight", "winograd_weight_t", (), ()))
     v = _LinearMap.apply(x, module, "winograd_input", "winograd_input_t", (), (n, h, width))  # [36, C, tiles]
     return _LinearMap.apply(torch.bmm(u, v), module, "winograd_output", "winograd_output_t", (n, h, width), ())
 

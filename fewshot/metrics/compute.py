@@ -83,7 +83,7 @@ def generate_fakes(generator: nn.Module, n: int, batch_size: int, psi: float, se
             if generator.c_dim:
                 c[torch.arange(count), torch.randint(generator.c_dim, (count,), generator=z_rng)] = 1
             # On the CPU a batch takes the non-fused modulated conv, as `fewshot sample` does.
-            fast = inference_kwargs(count, device)
+            fast = inference_kwargs(device)
             images = to_uint8(generator(z, c, truncation_psi=psi, noise_mode="random", **fast))
             if images.shape[1] == 1:  # grayscale G: the extractors see three equal channels
                 images = images.repeat(1, 3, 1, 1)

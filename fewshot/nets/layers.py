@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..cuda import ACTIVATIONS, bias_act, conv2d_resample, setup_filter
+from ..cuda.derived import derived
 
 DEFAULT_RESAMPLE_FILTER = (1, 3, 3, 1)
 
@@ -161,7 +162,8 @@ def modulated_conv2d(
         w = w * dcoefs.reshape(batch_size, -1, 1, 1, 1)
     elif demodulate:
         # sum_{i,k} (W[o,i,k] s[n,i])^2 = sum_i s[n,i]^2 sum_k W[o,i,k]^2: no per-sample weight tensor needed.
-        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, O]
+        weight_sq = derived(weight, "demod_sq_sum", lambda t: t.square().sum(dim=[2, 3]).t())  # [I, O]
+        dcoefs = (styles.square() @ weight_sq + 1e-8).rsqrt()  # [N, O]
 
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(batch_size, -1, 1, 1)

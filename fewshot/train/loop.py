@@ -232,7 +232,7 @@ def render_fakes(G_ema: nn.Module, latents: torch.Tensor, batch: int,
                  conditions: torch.Tensor | None = None) -> torch.Tensor:
     from ..generate import inference_kwargs
 
-    fast = inference_kwargs(min(batch, latents.shape[0]), latents.device)  # the batched CPU path of `fewshot sample`
+    fast = inference_kwargs(latents.device)  # the batched CPU path of `fewshot sample`
     if conditions is None:
         return torch.cat([G_ema(z, None, noise_mode="const", **fast) for z in latents.split(batch)])
     return torch.cat([G_ema(z, c, noise_mode="const", **fast)
