@@ -510,8 +510,15 @@ def test_derived_tensors_are_kept_only_while_the_weight_is_unchanged_and_outside
         derived(weight, "t", square_sum)  # a weight seen to change is no longer kept
         assert len(computed) == 3 and kept_count() == before
         assert derived(torch.ones(2, 2), "t", square_sum) is not None and len(computed) == 4  # not a parameter
-    derived(weight, "t", square_sum)  # autograd enabled: always computed, never kept
-    assert len(computed) == 5
+    trained = torch.nn.Parameter(torch.randn(4, 3))  # requires grad, autograd on: always computed, never kept
+    derived(trained, "t", square_sum)
+    derived(trained, "t", square_sum)
+    assert len(computed) == 6 and kept_count() == before
+    frozen = torch.nn.Parameter(torch.randn(4, 3), requires_grad=False)  # a frozen extractor's weight, autograd on
+    derived(frozen, "t", square_sum)
+    assert derived(frozen, "t", square_sum) is not None and len(computed) == 7 and kept_count() == before + 1
+    del frozen
+    gc.collect()
 
     other = torch.nn.Parameter(torch.randn(3, 3), requires_grad=False)
     with torch.no_grad():

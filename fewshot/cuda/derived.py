@@ -6,10 +6,13 @@ Sampling recomputes the same functions of the same weights for every batch: the 
 ``weight`` is the same parameter at the same version (torch bumps ``_version`` on every in-place change).
 
 What is kept, and when:
-- only under ``torch.no_grad()`` / inference mode, and only for ``nn.Parameter`` weights (a per-sample
-  modulated weight is a new tensor every call): training phases, which need autograd, are untouched;
-- a weight found changed since its entry was made (G_ema between two sample grids of a training run) is
-  marked as changing and its derivations are no longer kept, so a training run holds no stale copies;
+- only ``nn.Parameter`` weights (a per-sample modulated weight is a new tensor every call), and never one
+  that autograd differentiates at that moment (grad enabled and ``requires_grad``): a network being trained
+  computes its transforms afresh, while a frozen one (the Reg-DGM extractor, through which gradients flow
+  to the fakes, not to its weights) computes them once for the whole run;
+- a weight found changed since its entry was made (G_ema between two sample grids, G or D seen frozen in
+  the other network's phase and then updated) is marked as changing and no longer kept, so a training run
+  holds no stale copies;
 - an entry lives as long as its parameter (a weak reference drops it).
 
 The price is memory while sampling: ``U(W)`` is 36/9 = 4x its filter bank (120-170 MB for the 64 px and
@@ -29,8 +32,8 @@ _KEPT: dict[tuple[int, str], tuple[weakref.ReferenceType, int, torch.Tensor | No
 
 
 def derived(weight: torch.Tensor, tag: str, compute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """``compute(weight)``, reused while ``weight`` is unchanged (parameters, outside autograd only)."""
-    if torch.is_grad_enabled() or not isinstance(weight, nn.Parameter):
+    """``compute(weight)``, reused while ``weight`` is unchanged (parameters autograd does not differentiate)."""
+    if not isinstance(weight, nn.Parameter) or (torch.is_grad_enabled() and weight.requires_grad):
         return compute(weight)
     key = (id(weight), tag)
     kept = _KEPT.get(key)
