@@ -303,6 +303,19 @@ def test_metrics_never_cost_the_training(tmp_path, monkeypatch):
     assert len(snaps) == 1 and load_bundle(snaps[0], with_state=True).training["progress"]["cur_nimg"] == 8
 
 
+def test_a_run_is_written_by_one_process_at_a_time(tmp_path):
+    from fewshot.train.run_dir import run_lock
+
+    run = train(tiny_cfg(tmp_path, kimg=0.008), progress=False, echo=lambda m: None)
+    assert (run / ".lock").exists()  # released with the run, left for the next holder
+    with run_lock(run):  # another trainer holds the run
+        with pytest.raises(FewshotError, match=rf"is being trained by another process \(pid {os.getpid()}\)"):
+            train(tiny_cfg(tmp_path), resume=str(run), kimg_override=0.016, progress=False, echo=lambda m: None)
+    assert (run / "checkpoints" / "snapshot-000000008.safetensors").exists()
+    train(tiny_cfg(tmp_path), resume=str(run), kimg_override=0.016, progress=False, echo=lambda m: None)
+    assert (run / "checkpoints" / "snapshot-000000016.safetensors").exists()
+
+
 def test_info_on_a_run_folder_tells_how_far_it_got(tmp_path):
     from typer.testing import CliRunner
 

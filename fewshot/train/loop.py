@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from .run_dir import (
     open_resume_point,
     prune_snapshots,
     resumed_data_source,
+    run_lock,
     snapshot_path,
 )
 from .state import capture_rng, flatten, restore_rng, unflatten
@@ -258,6 +259,14 @@ def train(
 
     On resume the snapshot's config wins; ``kimg_override`` trains longer and ``data_override`` names the
     run's data again (the same source, or its new place when the original is gone)."""
+    with ExitStack() as held:  # the run folder's lock, released however the run ends
+        return _train(cfg, resume, dry_run, aug_preview, progress, echo, max_ticks, kimg_override, data_override,
+                      held)
+
+
+def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Path | None, progress: bool,
+           echo: Callable[[str], None], max_ticks: int | None, kimg_override: float | None,
+           data_override: str | None, held: ExitStack) -> Path | None:
     dist = distributed.init_from_env()
     device = pick_device(cfg.device, dist.local_rank)
     is_main = dist.rank == 0
@@ -441,6 +450,8 @@ def train(
     data_gen = torch.Generator().manual_seed(cfg.seed * 1000 + dist.rank)
     state = Progress()
     if resume_state is not None:
+        if is_main:  # one process at a time writes a run: a second resume of it is refused here
+            held.enter_context(run_lock(run_dir))
         _restore(resume_state, opt_G, opt_D, augment, loss, data_gen, state)
         transfer.on_kimg(state.cur_nimg / 1000)
         for path in unreadable if is_main else []:  # out of the way of `--resume latest` and of pruning
@@ -449,6 +460,7 @@ def train(
     elif is_main:
         name = cfg.name or f"{Path(cfg.data).stem or cfg.data}-{cfg.preset or cfg.aug}"
         run_dir = new_run_dir(cfg.outdir, name)
+        held.enter_context(run_lock(run_dir))
         (run_dir / "config.toml").write_text(cfg.to_toml())
         save_grid(images.images[: cfg.sample_grid[0] * cfg.sample_grid[1]].float() / 127.5 - 1,
                   run_dir / "samples" / "reals.png", cfg.sample_grid)

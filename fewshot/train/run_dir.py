@@ -15,8 +15,10 @@ runs/00003-flowers100-ada/
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 RUN_PATTERN = re.compile(r"^(\d{5})-(.+)$")
 SNAPSHOT_GLOB = "snapshot-*.safetensors"
+LOCK_NAME = ".lock"
 
 
 def safe_name(text: str) -> str:
@@ -52,6 +55,34 @@ def new_run_dir(outdir: str | Path, name: str) -> Path:
     (path / "samples").mkdir()
     (path / "checkpoints").mkdir()
     return path
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``<run>/.lock`` (an advisory lock, with the holder's pid inside) while this process writes the run.
+
+    Two processes resuming one run would write snapshots of two diverging trainings under the same names;
+    the second is refused with the first one's pid. The lock goes with the process, however it ends. Where
+    ``fcntl`` is missing (Windows) runs are not locked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = run_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            raise FewshotError(f"{run_dir} is being trained by another process" + (f" (pid {holder})" if holder else ""),
+                               hint="let it finish, or stop it (Ctrl-C writes a snapshot), then resume") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def list_snapshots(run_dir: Path) -> list[Path]:
