@@ -304,11 +304,13 @@ def test_metrics_never_cost_the_training(tmp_path, monkeypatch):
 
 
 def test_a_run_is_written_by_one_process_at_a_time(tmp_path):
-    from fewshot.train.run_dir import run_lock
+    from fewshot.train.run_dir import describe_run, run_lock
 
     run = train(tiny_cfg(tmp_path, kimg=0.008), progress=False, echo=lambda m: None)
     assert (run / ".lock").exists()  # released with the run, left for the next holder
+    assert describe_run(run)["training_now"] is None
     with run_lock(run):  # another trainer holds the run
+        assert describe_run(run)["training_now"] == os.getpid()
         with pytest.raises(FewshotError, match=rf"is being trained by another process \(pid {os.getpid()}\)"):
             train(tiny_cfg(tmp_path), resume=str(run), kimg_override=0.016, progress=False, echo=lambda m: None)
     assert (run / "checkpoints" / "snapshot-000000008.safetensors").exists()

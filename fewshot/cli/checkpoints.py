@@ -61,7 +61,10 @@ def _run_lines(run: dict) -> list[str]:
     snaps = run["snapshots"]
     files = ([f"{len(snaps)} snapshot(s), newest {snaps[-1]}"] if snaps else ["no snapshot"]) + run["exports"]
     lines.append("  " + "; ".join(files))
-    if snaps and target and run["done_kimg"] < target:
+    if run.get("training_now"):
+        pid = run["training_now"]
+        lines.append("  being trained now" + (f" by pid {pid}" if pid > 0 else " by another process"))
+    elif snaps and target and run["done_kimg"] < target:
         lines.append(f"  continue: fewshot train --resume {run['path']}")
     return lines
 

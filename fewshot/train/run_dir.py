@@ -57,6 +57,26 @@ def new_run_dir(outdir: str | Path, name: str) -> Path:
     return path
 
 
+def lock_holder(run_dir: Path) -> int | None:
+    """The pid of the process training ``run_dir`` now, or None (no lock, or not lockable here)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(run_dir / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None  # nobody holds it
+    except BlockingIOError:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else -1
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold ``<run>/.lock`` (an advisory lock, with the holder's pid inside) while this process writes the run.
@@ -183,6 +203,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
         "done_kimg": progress["cur_nimg"] / 1000 if "cur_nimg" in progress else (ticks[-1].get("kimg") if ticks else 0),
         "last_tick": ticks[-1] if ticks else None,
         "best": {"metric": metric, "value": best[metric], "kimg": best.get("kimg")} if best else None,
+        "training_now": lock_holder(run_dir),  # the pid of the process training it, if one is
         "snapshots": [p.name for p in snaps],
         "exports": [name for name in ("best.safetensors", "final.safetensors") if (run_dir / name).is_file()],
     }
