@@ -38,10 +38,17 @@ for kind in ('cuda', 'cpu'):
     print(kind, s.status, f'{time.time() - t0:.0f} s', (s.reason or '')[-1500:])"
 step doctor 60 $PY -m fewshot doctor
 step tests 300 $PY -m pytest -q -p no:cacheprovider -m gpu tests/
-step ops 120 $PY benchmarks/ops.py --device cuda --repeats 20
-step sample 180 $PY benchmarks/sample.py --device cuda --images 512 --batches 1,8,32,64
-step train_step 300 $PY benchmarks/train_step.py --device cuda --repeats 5
-step reg_dgm 120 $PY benchmarks/reg_dgm.py --device cuda --steps 20
+# The figures BENCHMARKS.md's GPU section does not have yet (GPU_BENCH=all adds the ones it has, GPU_BENCH=none
+# runs the tests alone).
+[ "${GPU_BENCH:-}" = none ] || step train_256 150 $PY benchmarks/train_step.py --device cuda --repeats 3 --only 256px --ops compiled
+[ "${GPU_BENCH:-}" = none ] || step metrics 90 $PY benchmarks/metrics.py --device cuda --n 512 --batch 64
+[ "${GPU_BENCH:-}" = none ] || step reg_dgm 90 $PY benchmarks/reg_dgm.py --device cuda --steps 20 --resolution 256 --batch 16
+if [ "${GPU_BENCH:-}" = all ]; then
+  step ops 120 $PY benchmarks/ops.py --device cuda --repeats 20
+  step sample 180 $PY benchmarks/sample.py --device cuda --images 512 --batches 1,8,32,64
+  step train_step 300 $PY benchmarks/train_step.py --device cuda --repeats 5
+  step reg_dgm32 120 $PY benchmarks/reg_dgm.py --device cuda --steps 20
+fi
 
 echo "=== summary" | tee -a "$LOG"
 printf '%s\n' "${SUMMARY[@]}" | tee -a "$LOG"

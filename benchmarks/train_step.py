@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-default", action="store_true")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--only", default="", help="run only the configs whose label contains this text (e.g. 256px)")
+    parser.add_argument("--ops", default="reference,compiled", help="op implementations to time, comma-separated")
     args = parser.parse_args()
     import torch
 
@@ -117,9 +119,11 @@ def main() -> None:
         configs.append(("auto 64px cb16384 cm512 map2 batch 4", dict(channel_base=16384, channel_max=512, map=2, batch=4)))
     print(f"{'config':42s} {'ops':10s} {'s/step':>8s} {'img/s':>8s} {'s/kimg':>9s} {'peak MB':>8s}")
     for label, cfg in configs:
+        if args.only not in label:
+            continue
         cfg["repeats"] = args.repeats
         cfg["device"] = args.device
-        for ops in ("reference", "compiled"):
+        for ops in args.ops.split(","):
             r = run(ops, cfg)
             print(f"{label:42s} {ops:10s} {r['sec_per_step']:8.3f} {r['img_per_sec']:8.2f} "
                   f"{r['sec_per_kimg']:9.1f} {r['peak_mb']:8.0f}")

@@ -394,3 +394,23 @@ def test_grid_sample_bilinear_equals_torch_and_has_a_second_derivative() -> None
     assert torch.autograd.gradgradcheck(lambda t: grid_sample_bilinear(t, grid), (x,))
     with pytest.raises(ValueError, match="grid"):
         grid_sample_bilinear(x, grid.clone().requires_grad_(True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_deterministic_transposed_sampling_equals_atens_backward(dtype) -> None:
+    """The scatter-add form of S^T (what a deterministic CUDA run uses) is aten's grid-sampler input gradient,
+    taps outside the image included, and the adjoint of the sampling: <S x, v> = <x, S^T v>."""
+    from fewshot.augment.grid_sample import _sample, _sample_transposed, _sample_transposed_by_scatter
+
+    gen = torch.Generator().manual_seed(6)
+    theta = 1.4 * torch.eye(2, 3, dtype=dtype).expand(3, 2, 3) + 0.3 * torch.randn(3, 2, 3, dtype=dtype, generator=gen)
+    grid = torch.nn.functional.affine_grid(theta, [3, 2, 11, 9], align_corners=False)  # some taps fall outside
+    assert (grid.abs() > 1).any()
+    shape = torch.Size([3, 2, 8, 10])
+    v = torch.randn(3, 2, 11, 9, dtype=dtype, generator=gen)
+    got = _sample_transposed_by_scatter(v, grid, shape)
+    want = _sample_transposed(v, grid, shape)  # aten on the CPU
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+    x = torch.randn(shape, dtype=dtype, generator=gen)
+    assert torch.isclose((_sample(x, grid) * v).sum(), (x * got).sum(), rtol=tol * 10)

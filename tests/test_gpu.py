@@ -7,7 +7,9 @@ plain-PyTorch reference in float32 or float64, so a wrong kernel cannot hide beh
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,9 @@ from fewshot.cuda.bias_act_compiled import bias_act_compiled
 from fewshot.cuda.bias_act_ref import ACTIVATIONS, bias_act_ref
 from fewshot.cuda.upfirdn2d_compiled import upfirdn2d_compiled
 from fewshot.cuda.upfirdn2d_ref import setup_filter, upfirdn2d_ref
+
+# cuBLAS reads this when it is first used: deterministic GEMMs for the exact-resume test (set before any test runs).
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 pytestmark = [
     pytest.mark.gpu,
@@ -191,6 +196,20 @@ def test_ada_r1_double_backward_on_gpu():
     grid = torch.nn.functional.affine_grid(theta, [2, 3, 9, 8], align_corners=False).cuda()
     assert torch.autograd.gradgradcheck(lambda t: grid_sample_bilinear(t, grid), (x,))
 
+    # Deterministic mode: the scatter-add form of S^T, the same sums in the same order on every call.
+    from fewshot.augment.grid_sample import _sample_transposed
+
+    v = torch.randn(2, 3, 9, 8, dtype=torch.float32, generator=gen).cuda()
+    grid32 = grid.float()
+    atomic = _sample_transposed(v, grid32, torch.Size([2, 3, 7, 6]))
+    torch.use_deterministic_algorithms(True)
+    try:
+        once, twice = (_sample_transposed(v, grid32, torch.Size([2, 3, 7, 6])) for _ in range(2))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert torch.equal(once, twice)
+    assert _rel_err(once, atomic) < 1e-6
+
     aug = build_augment("ada", p=1.0, pipeline="bgcfnc").cuda()
     w = torch.randn(4, 3, 3, 3, device="cuda", requires_grad=True)
     images = (torch.rand(4, 3, 32, 32, device="cuda") * 2 - 1).requires_grad_()
@@ -232,7 +251,7 @@ def test_train_on_gpu_with_fp16_resumes_and_samples(tmp_path, monkeypatch):
     first = runner.invoke(app, ["train", str(data), "--kimg", "0.032", *common])
     assert first.exit_code == 0, first.output
     run = next((tmp_path / "runs").glob("*-gpu"))
-    second = runner.invoke(app, ["train", str(data), "--kimg", "0.064", "--resume", str(run), *common])
+    second = runner.invoke(app, ["train", "--kimg", "0.064", "--resume", str(run), "--device", "cuda"])
     assert second.exit_code == 0, second.output
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [round(r["kimg"], 3) for r in log] == [0.032, 0.064]
@@ -263,3 +282,169 @@ def test_reg_dgm_energy_on_gpu_equals_cpu(tmp_path):
         energies.append(loss.detach().cpu())
     assert _rel_err(energies[1], energies[0]) < 1e-4
     assert torch.nn.functional.cosine_similarity(grads[0].flatten(), grads[1].flatten(), dim=0) > 0.999
+
+
+def test_non_fused_inference_on_gpu_follows_weight_changes():
+    """The kept demodulation sums (fewshot.cuda.derived) on CUDA tensors: the non-fused path agrees with the
+    fused one, and after an in-place weight change it equals a fresh copy's output bit for bit."""
+    G = _generator().cuda()
+    z = torch.randn(6, 512, generator=torch.Generator().manual_seed(8)).cuda()
+    with torch.no_grad():
+        ws = G.mapping(z, None, truncation_psi=0.7)
+        fused = G.synthesis(ws, noise_mode="const")
+        non_fused = G.synthesis(ws, noise_mode="const", fused_modconv=False)
+        assert _rel_err(non_fused, fused) < 1e-5
+        for param in G.synthesis.parameters():
+            param.mul_(1.02)
+        after = G.synthesis(ws, noise_mode="const", fused_modconv=False)
+        fresh = copy.deepcopy(G).synthesis(ws, noise_mode="const", fused_modconv=False)
+    # cuDNN may pick another kernel for the copy's differently aligned tensors: equal up to rounding. A stale
+    # demodulation sum would be 2% off (the weights are 1.02x, the kept sum would not be).
+    assert _rel_err(after, fresh) < 1e-6
+    assert _rel_err(after, non_fused) > 1e-3
+
+
+@pytest.fixture
+def deterministic_mode():
+    yield
+    torch.use_deterministic_algorithms(False)  # train() turned it on for the process
+
+
+TINY_RUN = dict(
+    data="demo", resolution=32, z_dim=32, w_dim=32, map_layers=2, channel_base=256, channel_max=32,
+    num_fp16_res=0, conv_clamp=None, batch=4, mbstd_group=2, tick_kimg=0.008, snap=1, keep=10,
+    r1_interval=2, pl_interval=2, pl_weight=2.0, gamma=0.5, ada_kimg=0.05, sample_grid=(2, 2),
+    device="cuda", max_images=16, seed=3, deterministic=True,
+)
+
+
+@pytest.mark.parametrize("aug, aug_p", [("none", 0.0), ("ada", 0.3)])
+def test_resume_is_exact_on_gpu_when_deterministic(tmp_path, deterministic_mode, aug, aug_p):
+    """`--set deterministic=true` on a GPU: two ticks straight equal one tick + resume + one tick, bit for bit."""
+    from fewshot.checkpoint import load_bundle
+    from fewshot.config import resolve_config
+    from fewshot.train.loop import train
+
+    def cfg(name: str, kimg: float):
+        return resolve_config(None, dict(TINY_RUN, aug=aug, aug_p=aug_p, outdir=str(tmp_path / "runs"), name=name,
+                                         kimg=kimg))
+
+    quiet = dict(progress=False, echo=lambda m: None)
+    straight = train(cfg("straight", 0.016), **quiet)
+    first = train(cfg("split", 0.008), **quiet)
+    resumed = train(cfg("split", 0.008), resume=str(first), kimg_override=0.016, **quiet)
+    a = load_bundle(straight / "final.safetensors", with_state=True)
+    b = load_bundle(resumed / "final.safetensors", with_state=True)
+    differing = {}
+    for name in ("G", "G_ema", "D"):
+        theirs = b.networks[name].state_dict()
+        for key, value in a.networks[name].state_dict().items():
+            if not torch.equal(value, theirs[key]):
+                differing[f"{name}.{key}"] = (value.double() - theirs[key].double()).abs().max().item()
+    assert not differing, f"{len(differing)} tensors differ, largest: {max(differing.items(), key=lambda kv: kv[1])}"
+
+
+def test_frozen_inception_and_metrics_on_gpu_equal_cpu(tmp_path, monkeypatch):
+    """The FID Inception (BatchNorms folded; Winograd on the CPU, cuDNN on the GPU) gives the CPU's features on
+    the GPU, and `compute_metrics(device="cuda")` gives the CPU's FID of the same images."""
+    from test_metrics import _random_inception_state
+
+    from fewshot.metrics import compute_metrics
+    from fewshot.metrics.extractors import INCEPTION, load_extractor
+
+    weights = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save(_random_inception_state(), weights)
+    registry = tmp_path / "weights.toml"  # an entry without the published hash accepts random weights
+    registry.write_text(f'[inception-v3-fid]\nfilename = "{weights.name}"\nurl = "http://127.0.0.1:9/x.pth"\n')
+    monkeypatch.setenv("FEWSHOT_WEIGHTS_REGISTRY", str(registry))
+    images = torch.randint(0, 256, (6, 3, 64, 64), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    on_cpu = load_extractor(INCEPTION, weights, "cpu", reuse=False)
+    on_gpu = load_extractor(INCEPTION, weights, "cuda", reuse=False)
+    want, got = on_cpu(images), on_gpu(images.cuda())
+    for key in ("pool", "logits"):
+        assert _rel_err(got[key], want[key]) < 1e-4, key
+
+    # The metric on the GPU is the formula on the same fakes' features. (Its fakes are not the CPU's: z is drawn
+    # on the CPU, but the per-layer noise of noise_mode='random', as the official metrics, by the device's RNG.)
+    from fewshot.metrics import fid_from_features
+    from fewshot.metrics.compute import generate_fakes
+
+    G = _generator().cuda()
+    reals = torch.randint(0, 256, (24, 3, 64, 64), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    result = compute_metrics(G, reals, metrics=("fid",), n_fake=24, batch_size=8, device="cuda", use_cache=False,
+                             progress=False, psi=0.7, extractors={INCEPTION: on_gpu})
+    fakes = torch.cat(list(generate_fakes(G, 24, 8, 0.7, 0, torch.device("cuda"))))
+    assert result["fid"] == pytest.approx(fid_from_features(on_cpu(reals)["pool"], on_cpu(fakes)["pool"]), rel=1e-3)
+
+
+def _base_bundle(path: Path) -> Path:
+    from conftest import make_tiny_D, make_tiny_G
+
+    from fewshot.checkpoint import save_bundle
+
+    G = make_tiny_G(0).eval()
+    return save_bundle(path, {"G": G, "G_ema": copy.deepcopy(G), "D": make_tiny_D(0)})
+
+
+def _cli(args: list[str]):
+    from typer.testing import CliRunner
+
+    from fewshot.cli import app, register_commands
+
+    register_commands()
+    return CliRunner().invoke(app, args)
+
+
+SMALL_RUN = ["--set", "batch=4", "--set", "mbstd_group=2", "--set", "tick_kimg=0.008", "--set", "snap=1",
+             "--set", "sample_grid=2,2", "--device", "cuda"]
+
+
+def test_reg_adafm_trains_from_a_base_on_gpu_and_samples(tmp_path, monkeypatch):
+    """The preset no published code offers, on a GPU: AdaFM general-part transfer + Reg-DGM (ResNet-18 from a
+    local file in torchvision's format) + ADA, two ticks, resumed, then sampled."""
+    import torchvision
+
+    monkeypatch.setenv("FEWSHOT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FEWSHOT_OFFLINE", "1")
+    torch.manual_seed(0)
+    resnet = tmp_path / "resnet18-random.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), resnet)
+    base = _base_bundle(tmp_path / "base.safetensors")
+    data = _demo_folder(tmp_path / "data")
+    runs = tmp_path / "runs"
+    common = ["--preset", "reg-adafm", "--base", str(base), "--reg-weights", str(resnet), "--reg-lambda", "0.5",
+              "--outdir", str(runs), "--name", "adafm", *SMALL_RUN]
+    first = _cli(["train", str(data), "--kimg", "0.008", *common])
+    assert first.exit_code == 0, first.output
+    run = next(runs.glob("*-adafm"))
+    second = _cli(["train", str(data), "--kimg", "0.016", "--resume", str(run), "--device", "cuda"])
+    assert second.exit_code == 0, second.output
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [round(r["kimg"], 3) for r in log] == [0.008, 0.016]
+    assert all(r["loss_reg"] > 0 for r in log)
+    sample = _cli(["sample", str(run), "--seeds", "0-3", "--device", "cuda", "--outdir", str(tmp_path / "s")])
+    assert sample.exit_code == 0, sample.output
+    assert len(list((tmp_path / "s").glob("seed*.png"))) == 4
+
+
+def test_disp_trains_on_gpu_and_samples(tmp_path, monkeypatch):
+    """DISP on a GPU: the prior bank (a toy extractor registered here), the conditioned G and the projection D."""
+    from fewshot.disp.bank import PriorExtractorSpec, register_prior_extractor
+
+    def load_toy(weights_path, device):  # noqa: ANN001 - the registry's loader signature
+        proj = torch.randn(48, 16, generator=torch.Generator().manual_seed(7)).to(device)
+        return lambda images: torch.nn.functional.adaptive_avg_pool2d(images.to(device).float() / 255, 4).flatten(1) @ proj
+
+    register_prior_extractor(PriorExtractorSpec("gpu-toy16", 16, load_toy, description="gpu test toy"), replace=True)
+    monkeypatch.setenv("FEWSHOT_HOME", str(tmp_path / "home"))
+    base = _base_bundle(tmp_path / "base.safetensors")
+    data = _demo_folder(tmp_path / "data")
+    runs = tmp_path / "runs"
+    result = _cli(["train", str(data), "--preset", "disp", "--base", str(base), "--set", "disp_extractor=gpu-toy16",
+                   "--kimg", "0.016", "--outdir", str(runs), "--name", "disp", *SMALL_RUN])
+    assert result.exit_code == 0, result.output
+    run = next(runs.glob("*-disp"))
+    assert (run / "prior_bank.safetensors").is_file()
+    sample = _cli(["sample", str(run), "--seeds", "0-3", "--device", "cuda", "--outdir", str(tmp_path / "s")])
+    assert sample.exit_code == 0, sample.output
+    assert len(list((tmp_path / "s").glob("seed*.png"))) == 4

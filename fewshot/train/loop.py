@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -294,6 +295,8 @@ def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Pat
         torch.backends.cudnn.allow_tf32 = cfg.tf32
         torch.backends.cudnn.benchmark = not cfg.deterministic
     if cfg.deterministic:
+        # cuBLAS keeps its GEMMs deterministic only when told so before its first use in the process.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
     if device.type == "cpu":
         keep_freed_memory()  # large per-step temporaries: reuse them instead of re-faulting fresh pages
