@@ -8,9 +8,15 @@ the peak resident memory of each phase (Linux: VmHWM, reset between phases throu
 CUDA the peak of torch's allocator). Each phase ends with the uint8 images on the host, as ``fewshot sample``
 needs them, so GPU timings include the copy back.
 
-Two per-seed loops are timed when batch 1 is asked for: "1 (off.)", the official forward (fused modulated
-conv, per-sample weights) as the official generate.py runs it for each seed, and "1", fewshot's own path
-for one image (on the CPU the non-fused conv with the weights' Winograd transforms kept, fewshot.cuda.derived).
+Per-seed loops are timed when batch 1 is asked for:
+- "1 (off.)": the official forward as the official generate.py runs it for each seed: the fused modulated
+  conv with per-sample weights and, on the CPU, the plain-PyTorch reference ops with torch's direct
+  convolutions (NVIDIA's CUDA plugins do not run on CPU tensors, so its bias_act and upfirdn2d fall back
+  to their reference code there; fewshot's references compute the same functions the same way). On CUDA
+  the official code runs its compiled plugins, so this row uses fewshot's compiled CUDA ops;
+- "1 (fused)" (CPU only): the same fused forward on fewshot's compiled CPU ops and Winograd convolutions;
+- "1": fewshot's own path for one image (on the CPU the non-fused conv with the weights' Winograd
+  transforms kept, fewshot.cuda.derived).
 
     .venv/bin/python benchmarks/sample.py [--images 64] [--batches 1,8,16,32] [--rounds 3] [--arch auto] [--threads N] [--png] [--device cuda]
 
@@ -58,15 +64,17 @@ def reset_peak_rss() -> bool:
 
 
 def run_phase(G: Generator, seeds: list[int], batch: int, encode_png: bool,
-              official: bool = False) -> tuple[float, float | None]:
+              forward: str = "fewshot") -> tuple[float, float | None]:
     """Seconds for all seeds at this batch size, and the phase's peak memory in MiB (RSS, or CUDA allocator).
 
-    ``official``: the synthesis runs the official forward (fused modulated conv, per-sample weights), as the
-    official generate.py does for each seed, instead of fewshot's choice for the device."""
-    if official:
-        with mock.patch("fewshot.generate.inference_kwargs", lambda device: {}):
-            return run_phase(G, seeds, batch, encode_png)
+    ``forward``: "fewshot" (fewshot's choice for the device), "fused" (the official forward: fused modulated
+    conv, per-sample weights) or "official" (the fused forward with the ops the official code has on this
+    device: on the CPU the reference ops and direct convolutions)."""
     on_cuda = next(G.parameters()).device.type == "cuda"
+    if forward != "fewshot":
+        env = {"FEWSHOT_OPS": "reference", "FEWSHOT_WINOGRAD": "0"} if forward == "official" and not on_cuda else {}
+        with mock.patch("fewshot.generate.inference_kwargs", lambda device: {}), mock.patch.dict(os.environ, env):
+            return run_phase(G, seeds, batch, encode_png)
     if on_cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -124,15 +132,18 @@ def main() -> None:
     baseline_rss = _status_kib("VmRSS")
     print(f"RSS after building G: {baseline_rss / 1024:.0f} MiB" if baseline_rss else "RSS: unavailable")
 
-    # Phases: "official" is one seed per forward through the official fused forward (generate.py's loop);
-    # the numbers are fewshot's path at that batch size (1: one seed per forward).
-    phases: list[int | str] = (["official"] if 1 in batches else []) + list(batches)
+    # Phases: "official" and "fused" are one seed per forward through the fused forward (generate.py's loop),
+    # with the official code's ops and with fewshot's; the numbers are fewshot's path at that batch size.
+    per_seed_extra = ["official"] + ([] if args.device == "cuda" else ["fused"])
+    phases: list[int | str] = (per_seed_extra if 1 in batches else []) + list(batches)
 
     def run(phase: int | str, seeds: list[int]) -> tuple[float, float | None]:
-        return run_phase(G, seeds, 1 if phase == "official" else int(phase), args.png, official=phase == "official")
+        if isinstance(phase, str):
+            return run_phase(G, seeds, 1, args.png, forward=phase)
+        return run_phase(G, seeds, phase, args.png)
 
     for phase in phases:  # warm-up: first-call allocations, kept transforms, kernel selection (cuDNN)
-        run(phase, list(range(1 if phase == "official" else int(phase))))
+        run(phase, list(range(1 if isinstance(phase, str) else phase)))
     seeds = list(range(args.images))
     results: dict[int | str, list[tuple[float, float | None]]] = {phase: [] for phase in phases}
     for _ in range(max(args.rounds, 1)):
@@ -149,14 +160,15 @@ def main() -> None:
         vs_one = f"{rates[phase] / rates[1]:.2f}x" if 1 in rates else "-"
         peak_text = f"{max(peaks):.0f}" if peaks else "n/a"
         rounds_text = "   " + " ".join(f"{t:.2f}" for t, _ in results[phase]) if args.rounds > 1 else ""
-        label = "1 (off.)" if phase == "official" else str(phase)
+        label = {"official": "1 (off.)", "fused": "1 (fused)"}.get(str(phase), str(phase))
         print(f"{label:>9} {elapsed:>9.2f} {rates[phase]:>9.2f} {peak_text:>9} {vs_official:>12} {vs_one:>11}"
               f"{rounds_text}")
     batched = [b for b in batches if b != 1]
     if 1 in rates and batched:
         best = max(batched, key=lambda b: rates[b])
-        print(f"best batched: batch {best}, {rates[best]:.2f} images/s = {rates[best] / rates[1]:.2f}x fewshot's "
-              f"per-seed loop, {rates[best] / rates['official']:.2f}x the official per-seed forward")
+        fused = f", {rates[best] / rates['fused']:.2f}x the fused forward on fewshot's ops" if "fused" in rates else ""
+        print(f"best batched: batch {best}, {rates[best]:.2f} images/s = {rates[best] / rates['official']:.2f}x the "
+              f"official per-seed loop{fused}, {rates[best] / rates[1]:.2f}x fewshot's own per-seed loop")
 
 
 if __name__ == "__main__":

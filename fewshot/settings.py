@@ -56,7 +56,7 @@ def ops_choice() -> str:
 
 
 def winograd_enabled() -> bool:
-    """``FEWSHOT_WINOGRAD`` (default on): 3x3 convolutions on the CPU by Winograd F(2x2, 3x3);
+    """``FEWSHOT_WINOGRAD`` (default on): 3x3 convolutions on the CPU by Winograd F(4x4, 3x3);
     ``0`` keeps torch's direct convolution everywhere (fewshot.cuda.winograd)."""
     value = os.environ.get("FEWSHOT_WINOGRAD")
     return value is None or value.strip() == "" or _truthy(value)
