@@ -253,6 +253,7 @@ def test_train_on_gpu_with_fp16_resumes_and_samples(tmp_path, monkeypatch):
     run = next((tmp_path / "runs").glob("*-gpu"))
     second = runner.invoke(app, ["train", "--kimg", "0.064", "--resume", str(run), "--device", "cuda"])
     assert second.exit_code == 0, second.output
+    assert "up to float rounding" in second.output and "deterministic=true" in second.output
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [round(r["kimg"], 3) for r in log] == [0.032, 0.064]
     assert all(torch.isfinite(torch.tensor(r["loss_G"])) for r in log if "loss_G" in r)
