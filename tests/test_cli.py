@@ -150,3 +150,12 @@ def test_version(tmp_path):
     done = run_cli("--version", home=tmp_path)
     assert done.returncode == 0
     assert done.stdout.strip() == f"fewshot {__version__}"
+
+
+def test_deterministic_flag_reaches_the_config_and_cannot_change_on_resume(tmp_path):
+    """--deterministic is a recipe flag: the dry run shows it in the resolved config; a resume refuses it."""
+    done = run_cli("train", "--preset", "demo", "--deterministic", "--dry-run", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "deterministic = true" in done.stdout
+    refused = run_cli("train", "--resume", str(tmp_path / "runs"), "--deterministic", home=tmp_path)
+    assert refused.returncode == 1 and "--deterministic cannot change" in refused.stderr

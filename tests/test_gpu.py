@@ -253,7 +253,7 @@ def test_train_on_gpu_with_fp16_resumes_and_samples(tmp_path, monkeypatch):
     run = next((tmp_path / "runs").glob("*-gpu"))
     second = runner.invoke(app, ["train", "--kimg", "0.064", "--resume", str(run), "--device", "cuda"])
     assert second.exit_code == 0, second.output
-    assert "up to float rounding" in second.output and "deterministic=true" in second.output
+    assert "up to float rounding" in second.output and "--deterministic" in second.output
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [round(r["kimg"], 3) for r in log] == [0.032, 0.064]
     assert all(torch.isfinite(torch.tensor(r["loss_G"])) for r in log if "loss_G" in r)
@@ -321,7 +321,7 @@ TINY_RUN = dict(
 
 @pytest.mark.parametrize("aug, aug_p", [("none", 0.0), ("ada", 0.3)])
 def test_resume_is_exact_on_gpu_when_deterministic(tmp_path, deterministic_mode, aug, aug_p):
-    """`--set deterministic=true` on a GPU: two ticks straight equal one tick + resume + one tick, bit for bit."""
+    """`--deterministic` on a GPU: two ticks straight equal one tick + resume + one tick, bit for bit."""
     from fewshot.checkpoint import load_bundle
     from fewshot.config import resolve_config
     from fewshot.train.loop import train

@@ -70,6 +70,7 @@ def train(
     name: Optional[str] = typer.Option(None, "--name", help="Run name (folder suffix).", rich_help_panel=_OPT),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda", rich_help_panel=_OPT),
     allow_partial: Optional[bool] = typer.Option(None, "--allow-partial", help="Train even if base tensors do not fit.", rich_help_panel=_OPT),
+    deterministic: Optional[bool] = typer.Option(None, "--deterministic", help="Deterministic GPU kernels (no cuDNN autotuning): a resumed run then equals a straight one bit for bit, as CPU runs always do.", rich_help_panel=_OPT),
     set_values: list[str] = typer.Option([], "--set", help="Any config key: --set key=value (repeatable).", rich_help_panel=_OPT),
     gpus: int = typer.Option(1, "--gpus", help="Processes to launch (torchrun) for data parallelism."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and what trains, then exit."),
@@ -86,7 +87,7 @@ def train(
         reg_lambda=reg_lambda, reg_model=reg_model, reg_estimator=reg_estimator, reg_weights=reg_weights,
         resolution=resolution,
         mirror=mirror, crop=crop, metrics=metrics, metrics_every=metrics_every, snap=snap, tick_kimg=tick_kimg,
-        seed=seed, outdir=outdir, name=name, device=device, allow_partial=allow_partial,
+        seed=seed, outdir=outdir, name=name, device=device, allow_partial=allow_partial, deterministic=deterministic,
     )
     given_options = [key for key, value in overrides.items() if value is not None]
     for item in set_values:

@@ -290,7 +290,7 @@ def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Pat
         echo(f"resuming {run_dir} from {snap.name}")
         if device.type == "cuda" and not cfg.deterministic:
             echo("note: on a GPU a resumed run follows the straight run up to float rounding (atomic sums in "
-                 "cuDNN and ADA); runs started with --set deterministic=true resume exactly")
+                 "cuDNN and ADA); runs started with --deterministic resume exactly")
 
     torch.manual_seed(cfg.seed * dist.world_size + dist.rank)
     if device.type == "cuda":
