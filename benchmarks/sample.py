@@ -4,8 +4,9 @@ Runs a 64 px generator with random weights through :func:`fewshot.generate.iter_
 ``fewshot sample`` uses: ``--arch constructor`` is ``Generator(512, 0, 512, 64, 3)`` (8 mapping layers,
 channel_base 32768, 27.0 M parameters), ``--arch auto`` what ``fewshot train --resolution 64`` builds
 (train.py's ``--cfg auto``: 2 mapping layers, channel_base 16384). Prints images/s for each batch size and
-the peak resident memory of each phase (Linux: VmHWM, reset between phases through /proc/self/clear_refs; on
-CUDA the peak of torch's allocator). Each phase ends with the uint8 images on the host, as ``fewshot sample``
+the peak memory of each phase: on the CPU the peak resident memory of a fresh process that builds the same
+generator and runs only that phase (sampled every millisecond; one process cannot separate its phases, since
+the freed memory `fewshot sample` keeps for reuse stays resident), on CUDA the peak of torch's allocator. Each phase ends with the uint8 images on the host, as ``fewshot sample``
 needs them, so GPU timings include the copy back.
 
 Per-seed loops are timed when batch 1 is asked for:
@@ -30,7 +31,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from unittest import mock
@@ -54,15 +57,6 @@ def _status_kib(field: str) -> int | None:
     return None
 
 
-def reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where it is not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def run_phase(G: Generator, seeds: list[int], batch: int, encode_png: bool,
               forward: str = "fewshot") -> tuple[float, float | None]:
     """Seconds for all seeds at this batch size, and the phase's peak memory in MiB (RSS, or CUDA allocator).
@@ -78,17 +72,72 @@ def run_phase(G: Generator, seeds: list[int], batch: int, encode_png: bool,
     if on_cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    can_reset = reset_peak_rss()
     start = time.perf_counter()
     for _, images in iter_sample_batches(G, seeds, psi=0.7, noise_mode="const", batch_size=batch):
         if encode_png:
             for image in images:
                 encode_image(image.permute(1, 2, 0).numpy(), "png")
     elapsed = time.perf_counter() - start
-    if on_cuda:
-        return elapsed, torch.cuda.max_memory_allocated() / 2**20
-    peak = _status_kib("VmHWM")
-    return elapsed, (peak / 1024 if peak is not None and can_reset else None)
+    return elapsed, (torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None)
+
+
+def build_generator(arch: str) -> Generator:
+    torch.manual_seed(0)
+    if arch == "auto":
+        G = Generator(512, 0, 512, 64, 3, mapping_kwargs={"num_layers": 2}, synthesis_kwargs={"channel_base": 16384})
+    else:
+        G = Generator(512, 0, 512, 64, 3)
+    G = G.eval().requires_grad_(False)
+    G.mapping.w_avg.normal_()
+    return G
+
+
+def _phase_args(phase: int | str) -> tuple[int, str]:
+    return (1, phase) if isinstance(phase, str) else (phase, "fewshot")
+
+
+def peak_in_child(phase: int | str, args: argparse.Namespace) -> float | None:
+    """Peak RSS in MiB of a fresh process that builds the generator and runs ``phase`` alone (two batches)."""
+    command = [sys.executable, __file__, "--peak-of", str(phase), "--arch", args.arch]
+    command += ["--threads", str(args.threads)] if args.threads else []
+    command += ["--png"] if args.png else []
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"peak of phase {phase}: the child failed: {done.stderr.strip()[-300:]}", file=sys.stderr)
+        return None
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+class RssSampler(threading.Thread):
+    """The largest resident set seen, read from /proc/self/statm every millisecond while the phase runs (torch
+    releases the GIL in its kernels). ru_maxrss would also count building the generator, and VmHWM cannot be
+    reset in every sandbox."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.peak = self.read()
+        self.done = threading.Event()
+
+    def read(self) -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * self.page
+
+    def run(self) -> None:
+        while not self.done.wait(0.001):
+            self.peak = max(self.peak, self.read())
+
+
+def child_main(phase_text: str, args: argparse.Namespace) -> None:
+    phase: int | str = int(phase_text) if phase_text.isdigit() else phase_text
+    G = build_generator(args.arch)
+    prepare_device(torch.device("cpu"))
+    batch, forward = _phase_args(phase)
+    sampler = RssSampler()
+    sampler.start()
+    run_phase(G, list(range(2 * batch)), batch, args.png, forward=forward)
+    sampler.done.set()
+    sampler.join()
+    print(max(sampler.peak, sampler.read()) / 2**20)
 
 
 def main() -> None:
@@ -102,19 +151,16 @@ def main() -> None:
                         help="constructor: Generator(512, 0, 512, 64, 3) (cb 32768, 8 mapping layers); "
                              "auto: what `fewshot train --resolution 64` builds (cb 16384, 2 mapping layers)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--peak-of", default=None, help=argparse.SUPPRESS)  # internal: one phase's peak, in a child
     parser.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 convolutions (torch's cuDNN default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.peak_of is not None:
+        return child_main(args.peak_of, args)
     batches = [int(b) for b in args.batches.split(",")]
 
-    torch.manual_seed(0)
-    if args.arch == "auto":
-        G = Generator(512, 0, 512, 64, 3, mapping_kwargs={"num_layers": 2}, synthesis_kwargs={"channel_base": 16384})
-    else:
-        G = Generator(512, 0, 512, 64, 3)
-    G = G.eval().requires_grad_(False)
-    G.mapping.w_avg.normal_()
+    G = build_generator(args.arch)
     params = sum(p.numel() for p in G.parameters())
     device_text = "no GPU used"
     if args.device == "cpu":
@@ -138,9 +184,8 @@ def main() -> None:
     phases: list[int | str] = (per_seed_extra if 1 in batches else []) + list(batches)
 
     def run(phase: int | str, seeds: list[int]) -> tuple[float, float | None]:
-        if isinstance(phase, str):
-            return run_phase(G, seeds, 1, args.png, forward=phase)
-        return run_phase(G, seeds, phase, args.png)
+        batch, forward = _phase_args(phase)
+        return run_phase(G, seeds, batch, args.png, forward=forward)
 
     for phase in phases:  # warm-up: first-call allocations, kept transforms, kernel selection (cuDNN)
         run(phase, list(range(1 if isinstance(phase, str) else phase)))
@@ -149,6 +194,9 @@ def main() -> None:
     for _ in range(max(args.rounds, 1)):
         for phase in phases:
             results[phase].append(run(phase, seeds))
+    if args.device == "cpu":
+        for phase in phases:
+            results[phase].append((float("inf"), peak_in_child(phase, args)))
     rates: dict[int | str, float] = {}
     print(f"{'batch':>9} {'seconds':>9} {'images/s':>9} {'peak MiB':>9} {'vs official':>12} {'vs batch 1':>11}"
           + ("   all rounds (s)" if args.rounds > 1 else ""))
@@ -159,7 +207,8 @@ def main() -> None:
         vs_official = f"{rates[phase] / rates['official']:.2f}x" if "official" in rates else "-"
         vs_one = f"{rates[phase] / rates[1]:.2f}x" if 1 in rates else "-"
         peak_text = f"{max(peaks):.0f}" if peaks else "n/a"
-        rounds_text = "   " + " ".join(f"{t:.2f}" for t, _ in results[phase]) if args.rounds > 1 else ""
+        timed = [t for t, _ in results[phase] if t != float("inf")]
+        rounds_text = "   " + " ".join(f"{t:.2f}" for t in timed) if args.rounds > 1 else ""
         label = {"official": "1 (off.)", "fused": "1 (fused)"}.get(str(phase), str(phase))
         print(f"{label:>9} {elapsed:>9.2f} {rates[phase]:>9.2f} {peak_text:>9} {vs_official:>12} {vs_one:>11}"
               f"{rounds_text}")
