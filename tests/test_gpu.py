@@ -305,12 +305,6 @@ def test_non_fused_inference_on_gpu_follows_weight_changes():
     assert _rel_err(after, non_fused) > 1e-3
 
 
-@pytest.fixture
-def deterministic_mode():
-    yield
-    torch.use_deterministic_algorithms(False)  # train() turned it on for the process
-
-
 TINY_RUN = dict(
     data="demo", resolution=32, z_dim=32, w_dim=32, map_layers=2, channel_base=256, channel_max=32,
     num_fp16_res=0, conv_clamp=None, batch=4, mbstd_group=2, tick_kimg=0.008, snap=1, keep=10,
@@ -320,7 +314,7 @@ TINY_RUN = dict(
 
 
 @pytest.mark.parametrize("aug, aug_p", [("none", 0.0), ("ada", 0.3)])
-def test_resume_is_exact_on_gpu_when_deterministic(tmp_path, deterministic_mode, aug, aug_p):
+def test_resume_is_exact_on_gpu_when_deterministic(tmp_path, aug, aug_p):
     """`--deterministic` on a GPU: two ticks straight equal one tick + resume + one tick, bit for bit."""
     from fewshot.checkpoint import load_bundle
     from fewshot.config import resolve_config

@@ -201,6 +201,19 @@ def test_resume_is_exact(tmp_path):
     assert 0.0 <= bundle.training["augment_p"] <= 1.0
 
 
+def test_a_run_gives_the_process_its_torch_settings_back(tmp_path):
+    """--deterministic switches torch's deterministic algorithms on for the run; a program calling train() gets
+    its own settings back afterwards, also when the run fails."""
+    assert not torch.are_deterministic_algorithms_enabled()
+    run = train(tiny_cfg(tmp_path, kimg=0.004, deterministic=True, name="det"), progress=False, echo=lambda m: None)
+    assert (run / "final.safetensors").exists()
+    assert not torch.are_deterministic_algorithms_enabled()
+    with pytest.raises(FewshotError):
+        train(tiny_cfg(tmp_path, deterministic=True, data=str(tmp_path / "missing")), progress=False,
+              echo=lambda m: None)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
 def _png_folder(folder: Path, count: int, seed: int) -> Path:
     from PIL import Image
 

@@ -261,8 +261,22 @@ def train(
     On resume the snapshot's config wins; ``kimg_override`` trains longer and ``data_override`` names the
     run's data again (the same source, or its new place when the original is gone)."""
     with ExitStack() as held:  # the run folder's lock, released however the run ends
+        held.enter_context(_process_torch_settings())
         return _train(cfg, resume, dry_run, aug_preview, progress, echo, max_ticks, kimg_override, data_override,
                       held)
+
+
+@contextmanager
+def _process_torch_settings() -> Iterator[None]:
+    """A run sets process-wide torch switches (deterministic algorithms, cuDNN autotuning, TF32); a program that
+    calls train() gets its own settings back when the run ends."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved[2:]
 
 
 def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Path | None, progress: bool,
