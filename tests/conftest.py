@@ -6,6 +6,8 @@ noise strengths, w_avg) are filled with small random values, so numeric tests ex
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,3 +60,15 @@ def tiny_G() -> nn.Module:
 @pytest.fixture
 def tiny_D() -> nn.Module:
     return make_tiny_D(0).eval()
+
+
+def straight_and_resumed(config_for: Callable[[str, float], Any], kimg: float = 0.016) -> tuple[Path, Path]:
+    """Run folders of a run trained ``kimg`` straight and of one trained half, resumed, and trained to ``kimg``:
+    ``config_for(name, kimg)`` gives each run's config. Exact resumption makes their final tensors equal."""
+    from fewshot.train.loop import train
+
+    quiet = dict(progress=False, echo=lambda m: None)
+    straight = train(config_for("straight", kimg), **quiet)
+    first = train(config_for("split", kimg / 2), **quiet)
+    resumed = train(config_for("split", kimg / 2), resume=str(first), kimg_override=kimg, **quiet)
+    return straight, resumed

@@ -293,19 +293,17 @@ def test_disp_presets_resolve():
 @pytest.mark.realdata
 @pytest.mark.skipif(not SKETCHES.is_dir(), reason="../shared/data/sketches-10 is absent")
 def test_disp_trains_on_real_sketches_resumes_exactly_and_samples_from_an_image(tmp_path):
+    from conftest import straight_and_resumed
+
     from fewshot.config import resolve_config
     from fewshot.disp.sample import conditions_for
     from fewshot.generate import generate_images, load_generator
-    from fewshot.train.loop import train
 
     def cfg(name: str, kimg: float):
         return resolve_config("disp-diffaug", dict(TINY_RUN, data=str(SKETCHES), outdir=str(tmp_path), name=name,
                                                    kimg=kimg))
 
-    quiet = dict(progress=False, echo=lambda m: None)
-    straight = train(cfg("straight", 0.016), **quiet)
-    first = train(cfg("split", 0.008), **quiet)
-    resumed = train(cfg("split", 0.008), resume=str(first), kimg_override=0.016, **quiet)
+    straight, resumed = straight_and_resumed(cfg)
     a = load_bundle(straight / "final.safetensors", with_state=True)
     b = load_bundle(resumed / "final.safetensors", with_state=True)
     for name in ("G", "G_ema", "D"):

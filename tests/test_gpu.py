@@ -316,18 +316,16 @@ TINY_RUN = dict(
 @pytest.mark.parametrize("aug, aug_p", [("none", 0.0), ("ada", 0.3)])
 def test_resume_is_exact_on_gpu_when_deterministic(tmp_path, aug, aug_p):
     """`--deterministic` on a GPU: two ticks straight equal one tick + resume + one tick, bit for bit."""
+    from conftest import straight_and_resumed
+
     from fewshot.checkpoint import load_bundle
     from fewshot.config import resolve_config
-    from fewshot.train.loop import train
 
     def cfg(name: str, kimg: float):
         return resolve_config(None, dict(TINY_RUN, aug=aug, aug_p=aug_p, outdir=str(tmp_path / "runs"), name=name,
                                          kimg=kimg))
 
-    quiet = dict(progress=False, echo=lambda m: None)
-    straight = train(cfg("straight", 0.016), **quiet)
-    first = train(cfg("split", 0.008), **quiet)
-    resumed = train(cfg("split", 0.008), resume=str(first), kimg_override=0.016, **quiet)
+    straight, resumed = straight_and_resumed(cfg)
     a = load_bundle(straight / "final.safetensors", with_state=True)
     b = load_bundle(resumed / "final.safetensors", with_state=True)
     differing = {}
