@@ -1,8 +1,8 @@
 """Tensors computed from a network weight alone, kept while the weight is unchanged (inference).
 
 Sampling recomputes the same functions of the same weights for every batch: the Winograd transform
-``U(W)`` of each 3x3 filter bank (4x the filter's size, a pass over it per call) and the demodulation's
-``sum_k W^2``. ``derived(weight, tag, compute)`` computes them once and returns the kept result while
+``U(W)`` of each 3x3 filter bank (4x the filter's size, a pass over it per call), the demodulation's
+``sum_k W^2`` and the transposed convolutions' ``[in, out, k, k]`` weight layout. ``derived(weight, tag, compute)`` computes them once and returns the kept result while
 ``weight`` is the same parameter at the same version (torch bumps ``_version`` on every in-place change).
 
 What is kept, and when:
@@ -16,7 +16,8 @@ What is kept, and when:
 - an entry lives as long as its parameter (a weak reference drops it).
 
 The price is memory while sampling: ``U(W)`` is 36/9 = 4x its filter bank (120-170 MB for the 64 px and
-1024 px generators, whose 512-channel 3x3 layers at 8-64 px are most of it).
+1024 px generators, whose 512-channel 3x3 layers at 8-64 px are most of it), and the upsampling convolutions
+keep a contiguous transposed copy of their weights (33 MB for the 64 px generator).
 """
 
 from __future__ import annotations

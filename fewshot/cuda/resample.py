@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .derived import derived
 from .dispatch import upfirdn2d
 from .upfirdn2d_ref import Padding, Scale, filter_size, parse_padding, parse_scaling
 from .winograd import conv3x3
@@ -106,7 +107,9 @@ def conv2d_resample(
     if up > 1:
         # Transposed convolution wants [in, out/groups, kh, kw].
         if groups == 1:
-            w = w.transpose(0, 1)
+            # A contiguous copy, kept per weight at inference (fewshot.cuda.derived): torch would otherwise copy
+            # the transposed view inside every call (10 ms of a 64 px generator's single-image forward on a CPU).
+            w = derived(w, "conv_transpose_weight", lambda t: t.transpose(0, 1).contiguous())
         else:
             w = w.reshape(groups, out_channels // groups, in_per_group, kh, kw).transpose(1, 2)
             w = w.reshape(groups * in_per_group, out_channels // groups, kh, kw)
