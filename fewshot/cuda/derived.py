@@ -2,8 +2,9 @@
 
 Sampling recomputes the same functions of the same weights for every batch: the Winograd transform
 ``U(W)`` of each 3x3 filter bank (4x the filter's size, a pass over it per call), the demodulation's
-``sum_k W^2`` and the transposed convolutions' ``[in, out, k, k]`` weight layout. ``derived(weight, tag, compute)`` computes them once and returns the kept result while
-``weight`` is the same parameter at the same version (torch bumps ``_version`` on every in-place change).
+``sum_k W^2`` and the transposed convolutions' ``[in, out, k, k]`` weight layout. ``derived(weight, tag,
+compute)`` computes them once and returns the kept result while ``weight`` is the same parameter at the same
+version (torch bumps ``_version`` on every in-place change).
 
 What is kept, and when:
 - only ``nn.Parameter`` weights (a per-sample modulated weight is a new tensor every call), and never one
