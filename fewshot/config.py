@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ class TrainConfig:
     # What to train on and from.
     data: str = ""  # folder, zip, or "demo" (built-in procedural images)
     base: str | None = None  # checkpoint reference to fine-tune from; None = from scratch
+    base_note: str = ""  # where the base came from: "--base", "default of reg-ada for 256 px images", ...
     allow_partial: bool = False  # accept a base whose tensors do not all fit
     resolution: int | None = None  # scratch only; a base decides its own
     crop: str = "center"  # center | pad
@@ -273,22 +274,136 @@ def preset_description(name: str) -> str:
     return str(data.get("description", ""))
 
 
+SCRATCH = "none"  # --base none: train from scratch even where the preset names a default base
+
+
 def resolve_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """defaults <- preset <- overrides, each value checked and converted."""
+    """defaults <- preset <- overrides, each value checked and converted.
+
+    A preset's ``default_base`` (a reference, ``"none"``, or a table from image size to reference) decides
+    the base when ``base`` is not given; ``base = "none"`` trains from scratch. ``base_note`` records which."""
     values: dict[str, Any] = {}
     description = ""
     if preset:
         values.update(read_preset(preset))
         description = preset_description(preset)
+    preset_default = values.pop("default_base", None)
+    if "base" in values:  # a preset that names one base outright: that is its default
+        preset_default = values.pop("base")
     for key, value in (overrides or {}).items():
         if value is not None:
             values[key] = value
+    given_base = values.pop("base", None)  # before coercion, which reads "none" as unset
     converted = {key: coerce(key, value) for key, value in values.items()}
     converted["preset"] = preset or ""
     converted["description"] = description
     cfg = TrainConfig(**converted)
     validate(cfg)
+    return choose_base(cfg, given_base, preset_default)
+
+
+def choose_base(cfg: TrainConfig, given: Any, preset_default: Any) -> TrainConfig:
+    """Fill ``base``/``base_note``: the given base, ``--base none`` (scratch), or the preset's default."""
+    if isinstance(given, str) and given.strip().lower() == SCRATCH:
+        return replace(cfg, base=None, base_note="--base none")
+    if given:
+        return replace(cfg, base=str(given), base_note="--base")
+    owner = f"default of {cfg.preset}" if cfg.preset else "default"
+    if preset_default is None or (isinstance(preset_default, str) and preset_default.lower() == SCRATCH):
+        return replace(cfg, base=None, base_note=f"the {cfg.preset} preset trains from scratch" if cfg.preset else "")
+    if isinstance(preset_default, str):
+        return replace(cfg, base=preset_default, base_note=owner)
+    if not isinstance(preset_default, dict) or not preset_default:
+        raise FewshotError(f"preset {cfg.preset}: default_base must be a reference, \"none\" or a table "
+                           f"{{resolution = reference}}, got {preset_default!r}")
+    if not cfg.data:
+        return cfg  # nothing to size the choice by; the run itself refuses a missing DATA
+    resolution, measured = _target_resolution(cfg)
+    ref, size = pick_by_resolution(preset_default, resolution)
+    why = f"{owner} for {measured}" + ("" if size == resolution else f"; the images are resized to {size} px")
+    return replace(cfg, base=ref, base_note=why)
+
+
+def pick_by_resolution(table: dict[str, Any], resolution: int) -> tuple[str, int]:
+    """The entry of a {resolution: reference} table for images of ``resolution`` px: the smallest network at or
+    above it (images are then upscaled only by what the smallest network needs), else the largest."""
+    try:
+        sizes = sorted((int(k), str(v)) for k, v in table.items())
+    except (TypeError, ValueError):
+        raise FewshotError(f"default_base table keys must be resolutions, got {sorted(table)}") from None
+    for size, ref in sizes:
+        if size >= resolution:
+            return ref, size
+    return sizes[-1][1], sizes[-1][0]
+
+
+def _target_resolution(cfg: TrainConfig) -> tuple[int, str]:
+    if cfg.resolution is not None:
+        return cfg.resolution, f"--resolution {cfg.resolution}"
+    if cfg.data == "demo":
+        return 32, "the 32 px demo images"
+    from .data import infer_resolution  # reads image headers only
+
+    resolution, _ = infer_resolution(cfg.data, crop=cfg.crop)
+    return resolution, f"{resolution} px images"
+
+
+# What a resumed run may be told: how long to train and where to run. DATA names the run's own images (or their
+# new place) and outdir/name find the run; those are handled where the run is opened.
+RESUME_MAY_CHANGE = frozenset({"kimg", "device", "data", "outdir", "name"})
+PROVENANCE_KEYS = frozenset({"preset", "description", "base_note"})
+
+
+def resumed_config(stored: dict[str, Any], requested: dict[str, Any] | None = None) -> TrainConfig:
+    """A snapshot's config with what the resuming command asked for.
+
+    The same command again (``--resume latest`` added) is accepted: a flag equal to the run's value changes
+    nothing. ``kimg`` and ``device`` may change; any other value that differs is refused, naming the key, the
+    run's value and the new one (a new recipe is a new run: ``--base <snapshot>``)."""
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in stored.items()}
+    known = {f.name for f in fields(TrainConfig)}
+    values = {k: v for k, v in values.items() if k in known}
+    differ: list[str] = []
+    for key, value in (requested or {}).items():
+        if value is None or key in ("data", "outdir", "name"):
+            continue
+        if key == "preset":
+            if value != values.get("preset", ""):
+                differ.append(f"preset {values.get('preset') or '(none)'!s} -> {value}")
+            continue
+        if key == "base" and isinstance(value, str) and value.strip().lower() == SCRATCH:
+            new: Any = None
+        else:
+            new = coerce(key, value)
+        if key in RESUME_MAY_CHANGE:
+            values[key] = new
+            continue
+        old = values.get(key)
+        if not _same_value(old, new):
+            differ.append(f"{key} {_shown(old)} -> {_shown(new)}")
+    if differ:
+        raise FewshotError("a resumed run keeps the recipe it started with; the command changes " + ", ".join(differ),
+                           hint="drop those flags to resume (--kimg and --device may change), or start a new run "
+                                "from this one: --base <run folder or snapshot>")
+    cfg = TrainConfig(**values)
+    validate(cfg)
     return cfg
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) == float(b)
+    return a == b
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "(derived)"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -385,7 +500,12 @@ def derive_hyper(cfg: TrainConfig, resolution: int, fine_tuning: bool, world_siz
     if batch % (batch_gpu * world_size):
         raise FewshotError(f"batch {batch} is not a multiple of batch_gpu {batch_gpu} x {world_size} processes")
     lr = cfg.lr if cfg.lr is not None else spec["lr"]
-    rampup = spec["ema_rampup"] if cfg.ema_rampup == -1.0 else (cfg.ema_rampup or None)
+    # The official train.py turns the G_ema ramp-up off when it starts from a network (--resume): the ramp-up
+    # exists to forget a random initialisation quickly, and a pretrained base has none to forget.
+    if cfg.ema_rampup == -1.0:
+        rampup = None if fine_tuning else spec["ema_rampup"]
+    else:
+        rampup = cfg.ema_rampup or None
     return Hyper(
         batch=batch,
         batch_gpu=batch_gpu,

@@ -276,7 +276,7 @@ def test_unconditional_checkpoints_refuse_prior_options(tmp_path):
 TINY_RUN = dict(
     resolution=32, z_dim=32, w_dim=32, map_layers=2, channel_base=256, channel_max=32, num_fp16_res=0,
     conv_clamp=None, batch=4, mbstd_group=2, tick_kimg=0.008, snap=1, keep=10, r1_interval=2, pl_interval=2,
-    gamma=0.5, sample_grid=(2, 2), device="cpu", seed=3, disp_extractor=TOY,
+    gamma=0.5, sample_grid=(2, 2), device="cpu", seed=3, disp_extractor=TOY, base="none",
 )
 
 

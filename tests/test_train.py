@@ -91,9 +91,13 @@ def test_auto_hyperparameters_follow_the_official_formulas():
     hyper = derive_hyper(cfg, 256, fine_tuning=True)
     assert hyper.batch == 16 and hyper.map_layers == 2 and hyper.channel_base == 16384
     assert math.isclose(hyper.gamma, 0.0002 * 256**2 / 16)
-    assert math.isclose(hyper.ema_kimg, 16 * 10 / 32) and hyper.ema_rampup == 0.05
+    assert math.isclose(hyper.ema_kimg, 16 * 10 / 32)
     assert hyper.ada_kimg == 100.0  # fine-tuning
-    assert derive_hyper(cfg, 256, fine_tuning=False).ada_kimg == 500.0
+    scratch = derive_hyper(cfg, 256, fine_tuning=False)
+    assert scratch.ada_kimg == 500.0
+    # G_ema ramp-up: official train.py sets ema_rampup = None when it starts from a network; from scratch 0.05.
+    assert hyper.ema_rampup is None and scratch.ema_rampup == 0.05
+    assert derive_hyper(resolve_config(None, {"ema_rampup": 0.1}), 256, fine_tuning=True).ema_rampup == 0.1
     paper = derive_hyper(resolve_config(None, {"cfg": "paper256"}), 256, fine_tuning=True)
     assert (paper.batch, paper.gamma, paper.lr_g, paper.ema_kimg, paper.map_layers) == (64, 1.0, 0.0025, 20.0, 8)
 
@@ -320,7 +324,7 @@ def test_a_run_is_written_by_one_process_at_a_time(tmp_path):
     from fewshot.train.run_dir import describe_run, run_lock
 
     run = train(tiny_cfg(tmp_path, kimg=0.008), progress=False, echo=lambda m: None)
-    assert (run / ".lock").exists()  # released with the run, left for the next holder
+    assert not (run / ".lock").exists()  # released and removed with the run: a finished run holds no stale lock
     assert describe_run(run)["training_now"] is None
     with run_lock(run):  # another trainer holds the run
         assert describe_run(run)["training_now"] == os.getpid()
@@ -360,15 +364,169 @@ def test_info_on_a_run_folder_tells_how_far_it_got(tmp_path):
     assert json.loads(result.output)["run"]["exports"] == []
 
 
-def test_cli_resume_refuses_recipe_flags(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "fewshot", "train", "--resume", "latest", "--outdir", str(tmp_path), "--lr", "0.1",
-         "--set", "gamma=2", "--kimg", "5"],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 1
-    assert "--lr, --set gamma cannot change" in result.stderr and "--kimg" not in result.stderr.split("\n")[0]
-    assert "Traceback" not in result.stderr
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", FEWSHOT_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "fewshot", *args], capture_output=True, text=True, timeout=240, env=env)
+
+
+def test_resume_with_the_same_command_and_only_differing_values_refused(tmp_path):
+    """The command that started a run, with --resume latest added, continues it; a raised --kimg becomes the run's
+    target (config.toml, info); a recipe value that differs is refused by name with both values; a finished run
+    is left as it is."""
+    out = tmp_path / "runs"
+    command = ["train", "demo", "--preset", "demo", "--base", "none", "--outdir", str(out), "--name", "same",
+               "--quiet"] + [a for s in TINY_SET for a in ("--set", s)]
+    first = _cli(*command, "--kimg", "0.008")
+    assert first.returncode == 0, first.stderr
+    run = next(out.glob("*-same"))
+    again = _cli(*command, "--kimg", "0.016", "--resume", "latest")
+    assert again.returncode == 0, again.stderr
+    assert (run / "checkpoints" / "snapshot-000000016.safetensors").exists()
+    assert "kimg = 0.016" in (run / "config.toml").read_text()
+    info = _cli("info", str(run), "--json")
+    assert json.loads(info.stdout)["run"]["target_kimg"] == pytest.approx(0.016)
+
+    refused = _cli(*command, "--kimg", "0.024", "--resume", "latest", "--lr", "0.1", "--set", "gamma=2")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    first_line = refused.stderr.splitlines()[0]
+    assert "lr (derived) -> 0.1" in first_line and "gamma 0.5 -> 2.0" in first_line
+    assert "kimg" not in first_line and "preset" not in first_line
+
+    final = run / "final.safetensors"
+    stamp = final.stat().st_mtime_ns
+    finished = _cli(*command, "--kimg", "0.016", "--resume", "latest")
+    assert finished.returncode == 0, finished.stderr
+    assert "already finished at 0.016 kimg" in finished.stdout
+    assert final.stat().st_mtime_ns == stamp and len(list((run / "checkpoints").glob("*.safetensors"))) == 2
+    assert not (run / ".lock").exists()
+
+
+def _image_folder(folder: Path, side: int, count: int = 3) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.new("RGB", (side, side), (40 * i, 90, 20)).save(folder / f"{i}.png")
+    return folder
+
+
+FINE_TUNING_PRESETS = sorted(set(__import__("fewshot.config", fromlist=["list_presets"]).list_presets())
+                             - {"demo", "scratch"})
+
+
+@pytest.mark.parametrize("preset", FINE_TUNING_PRESETS)
+def test_every_fine_tuning_preset_names_its_default_base_by_image_size(tmp_path, preset):
+    """Without --base a fine-tuning preset fine-tunes NVIDIA's FFHQ transfer source nearest the images' size (the
+    smallest at or above it); --base none trains from scratch; a given --base is used as given."""
+    # (image side, the power of two the data gives, the base, whether the images are resized to another size)
+    for side, size, wanted, resized in ((256, 256, "ffhq256", False), (64, 64, "ffhq256", True),
+                                        (600, 512, "ffhq512", False), (1024, 1024, "ffhq1024", False)):
+        cfg = resolve_config(preset, {"data": str(_image_folder(tmp_path / f"{side}", side))})
+        assert cfg.base == wanted, (side, cfg.base)
+        assert cfg.base_note.startswith(f"default of {preset} for {size} px images")
+        assert ("resized to 256 px" in cfg.base_note) == resized
+    assert resolve_config(preset, {"data": str(tmp_path / "256"), "resolution": 512}).base == "ffhq512"
+    scratch = resolve_config(preset, {"data": str(tmp_path / "256"), "base": "none"})
+    assert scratch.base is None and scratch.base_note == "--base none"
+    mine = resolve_config(preset, {"data": str(tmp_path / "256"), "base": "/models/G.safetensors"})
+    assert (mine.base, mine.base_note) == ("/models/G.safetensors", "--base")
+
+
+def test_scratch_presets_and_the_library_default_train_from_scratch(tmp_path):
+    data = str(_image_folder(tmp_path / "imgs", 256))
+    assert resolve_config("scratch", {"data": data}).base is None
+    assert resolve_config("scratch", {"data": data}).base_note == "the scratch preset trains from scratch"
+    assert resolve_config(None, {"data": data}).base is None  # the library without a preset: nothing implicit
+
+
+def test_cli_fine_tunes_the_presets_default_base_from_a_populated_cache(tmp_path):
+    """`fewshot train DATA --preset reg-ada` offline, with ffhq256 in the cache: the dry run says which base and
+    why, and shows the architecture of the base (not the preset's scratch values)."""
+    from conftest import make_tiny_D, make_tiny_G
+    from official_format import make_official_pickle
+
+    from fewshot.hub import checkpoint_registry, url_cache_path
+
+    home = tmp_path / "home"
+    cached = url_cache_path(checkpoint_registry()["ffhq256"].url, root=home / "checkpoints" / "downloads")
+    cached.parent.mkdir(parents=True)
+    G = make_tiny_G(1, img_resolution=256, synthesis_kwargs={"channel_base": 256, "channel_max": 16})
+    D = make_tiny_D(2, img_resolution=256, channel_base=256, channel_max=16)
+    make_official_pickle(cached, G=G, D=D, G_ema=G)
+    data = _image_folder(tmp_path / "faces", 256)
+    env = dict(os.environ, FEWSHOT_HOME=str(home), FEWSHOT_OFFLINE="1", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "fewshot", "train", str(data), "--preset", "reg-ada", "--dry-run"],
+                          capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert ("base: ffhq256 (default of reg-ada for 256 px images; --base REF to choose another, --base none to "
+            "train from scratch)") in done.stdout
+    for line in ("resolution = 256", "channel_max = 16", "channel_base = 256", "z_dim = 32", 'preset = "reg-ada"'):
+        assert f"\n{line}\n" in done.stdout, line
+    default = subprocess.run([sys.executable, "-m", "fewshot", "train", str(data), "--dry-run"],
+                             capture_output=True, text=True, env=env, timeout=240)
+    assert default.returncode == 0, default.stderr
+    assert default.stdout.startswith("preset: ada (the default") and "default of ada for 256 px" in default.stdout
+
+
+def test_the_plan_is_shown_before_training_and_its_warm_up_changes_nothing(tmp_path):
+    """The plan (images, kimg, s/kimg from a timed warm-up step, ETA, snapshot size, memory) comes before the run
+    folder; the warm-up is undone, so a run with the plan equals a run without it bit for bit (APA's stored fakes,
+    ADA's statistics, the path-length mean and w_avg all go back)."""
+    said: list[str] = []
+    with_plan = train(tiny_cfg(tmp_path, name="plan", aug="ada+apa", kimg=0.016), progress=False, echo=said.append)
+    without = train(tiny_cfg(tmp_path, name="noplan", aug="ada+apa", kimg=0.016), progress=False,
+                    echo=lambda m: None, plan=False)
+    text = "\n".join(said)
+    assert text.index("plan: 16 images at 32 px, 0.016 kimg to go (4 batches of 4)") < text.index("run folder:")
+    assert re.search(r"time: ~[\d.]+ s/kimg from a timed warm-up step \(Gmain [\d.]+s, Greg [\d.]+s, Dmain "
+                     r"[\d.]+s, Dreg [\d.]+s\) -> ETA \d", text)
+    assert re.search(r"memory: peak ~[\d.]+ (MB|GB) \(process", text)
+    assert re.search(r"disk: snapshot ~[\d.]+ (kB|MB) x 10 kept", text)
+    assert re.search(r"tick 0 .* eta \d", text)
+    a = load_bundle(with_plan / "final.safetensors", with_state=True)
+    b = load_bundle(without / "final.safetensors", with_state=True)
+    for name in ("G", "G_ema", "D"):
+        for key, value in a.networks[name].state_dict().items():
+            assert torch.equal(value, b.networks[name].state_dict()[key]), (name, key)
+    sa, sb = (load_bundle(sorted((run / "checkpoints").glob("*.safetensors"))[-1], with_state=True)
+              for run in (with_plan, without))
+    for key, value in sa.state_tensors.items():
+        assert torch.equal(value, sb.state_tensors[key]), key
+
+
+def test_a_run_that_needs_more_than_a_day_says_so():
+    from fewshot.train.plan import StepEstimate, plan_lines
+
+    slow = StepEstimate({"Gmain": 30.0}, sec_per_kimg=900.0, peak_memory_mb=7800)
+    lines = plan_lines(images=100, resolution=256, kimg_left=200, batch=16, estimate=slow, snapshot_size=637 * 2**20,
+                       export_size=300 * 2**20, keep=3, device=torch.device("cpu"))
+    assert "ETA 2d 2h" in lines[1] and "peak ~7.6 GB" in lines[2] and "snapshot ~637.0 MB x 3 kept" in lines[3]
+    assert "more than a day" in lines[4] and "--kimg 96" in lines[4]
+    quick = StepEstimate({"Gmain": 0.1}, sec_per_kimg=10.0, peak_memory_mb=100)
+    assert not any("more than a day" in line for line in plan_lines(
+        images=100, resolution=32, kimg_left=200, batch=16, estimate=quick, snapshot_size=1, export_size=1, keep=3,
+        device=torch.device("cpu")))
+
+
+def test_an_unwritable_outdir_or_preview_path_is_refused_before_any_image_is_decoded(tmp_path, monkeypatch):
+    import fewshot.data
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("images were decoded before the output folder was checked")
+
+    monkeypatch.setattr(fewshot.data, "load_images", no_decoding)
+    monkeypatch.setattr(fewshot.data, "demo_images", no_decoding)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(FewshotError, match=r"--outdir .*a-file/runs cannot be written: .*a-file is not a folder"):
+        train(tiny_cfg(tmp_path, outdir=str(blocker / "runs")), progress=False, echo=lambda m: None)
+    with pytest.raises(FewshotError, match="--aug-preview's folder .*cannot be written"):
+        train(tiny_cfg(tmp_path), aug_preview=blocker / "grid.png", progress=False, echo=lambda m: None)
+    if os.geteuid() != 0:  # root may write anywhere: the permission case is real only for other users
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        with pytest.raises(FewshotError, match="cannot be written"):
+            train(tiny_cfg(tmp_path, outdir=str(locked / "runs")), progress=False, echo=lambda m: None)
 
 
 def test_dry_run_with_reg_dgm_loads_no_weights(tmp_path, monkeypatch):
@@ -397,10 +555,18 @@ def test_dry_run_prints_config_and_trainable_counts(tmp_path, capsys):
     save_bundle(base, {"G": G, "G_ema": G, "D": D})
     assert train(tiny_cfg(tmp_path, transfer="freezed", freeze_d=1, base=str(base), resolution=64), dry_run=True,
                  echo=out.append) is None
-    assert "note: resolution 64 ignored: the base makes 32 px images" in out[0]
     text = "\n".join(out)
+    assert "note: resolution 64 ignored: the base makes 32 px images" in text
     assert "freeze_d = 1" in text and "trainable" in text
     assert not (tmp_path / "runs").exists()
+
+    # The resolved config shows what is built: the base's architecture, not the preset's scratch values.
+    out.clear()
+    train(tiny_cfg(tmp_path, base=str(base), channel_max=512, num_fp16_res=4, conv_clamp=256, z_dim=512,
+                   map_layers=None), dry_run=True, echo=out.append)
+    text = "\n".join(out)
+    for line in ("channel_max = 32", "num_fp16_res = 0", "z_dim = 32", "map_layers = 2", "resolution = 32"):
+        assert f"\n{line}\n" in text, line
 
 
 def test_from_scratch_without_resolution_takes_it_from_the_data(tmp_path):
@@ -446,7 +612,7 @@ def test_cli_train_on_messy_folder_survives_sigint_and_resumes(tmp_path):
     _write_bad_folder(data)
     out = tmp_path / "runs"
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    args = [sys.executable, "-m", "fewshot", "train", str(data), "--outdir", str(out), "--name", "messy",
+    args = [sys.executable, "-m", "fewshot", "train", str(data), "--base", "none", "--outdir", str(out), "--name", "messy",
             "--quiet", "--kimg", "1000"] + [a for s in TINY_SET for a in ("--set", s) if not s.startswith("max_images")]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 240
@@ -479,6 +645,95 @@ def test_cli_train_on_messy_folder_survives_sigint_and_resumes(tmp_path):
     assert (run / "final.safetensors").exists()
     records = [json.loads(x) for x in log.read_text().splitlines()]
     assert records[-1]["kimg"] == pytest.approx((done_nimg + 4) / 1000)
+
+
+def _train_command(out: Path) -> str:
+    sets = " ".join(f"--set {s}" for s in TINY_SET)
+    return (f"{sys.executable} -m fewshot train demo --base none --outdir {out} --name stop --kimg 1000 --snap 1000 "
+            f"{sets}")
+
+
+def _wait_for_first_tick(out: Path, proc: subprocess.Popen, timeout: float = 240) -> Path:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for log in out.glob("*/log.jsonl"):
+            if '"tick"' in log.read_text():
+                return log.parent
+        assert proc.poll() is None, "the run ended before its first tick"
+        time.sleep(0.3)
+    raise AssertionError("no tick within the time limit")
+
+
+def _stopped_run(run: Path, cause: str, code: int) -> dict:
+    """The run stopped with a resumable snapshot and said why in its log."""
+    from fewshot.train.run_dir import load_snapshot
+
+    snaps = sorted((run / "checkpoints").glob("snapshot-*.safetensors"))
+    assert snaps, "no snapshot written"
+    load_snapshot(snaps[-1])  # readable and holding the training state
+    events = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if '"event"' in x]
+    stop = [e for e in events if e["event"] == "stop"]
+    assert stop and stop[-1]["cause"] == cause and stop[-1]["exit_code"] == code, events
+    assert not (run / ".lock").exists()  # released on the way out: the run can be resumed at once
+    return {"events": events, "snapshot": snaps[-1]}
+
+
+@pytest.mark.parametrize("how", ["ctrl-c-through-tee", "head-1", "closed-terminal"])
+def test_every_stop_leaves_a_resumable_snapshot(tmp_path, how):
+    """Ctrl-C reaching both the run and its `| tee`, a reader that takes one line (`| head -1`), and a terminal
+    that closes (SIGHUP, then EIO on every write): the batch finishes, a snapshot is written, the exit code is the
+    shell's, and what could not be shown is in log.jsonl."""
+    out = tmp_path / "runs"
+    env = dict(os.environ, OMP_NUM_THREADS="1", FEWSHOT_OFFLINE="1")
+    code_file = tmp_path / "code"
+    if how == "closed-terminal":
+        import pty
+        import threading
+
+        master, slave = pty.openpty()
+        proc = subprocess.Popen(_train_command(out).split(), stdin=slave, stdout=slave, stderr=slave, env=env,
+                                start_new_session=True)
+        os.close(slave)
+        shown: list[bytes] = []
+
+        def drain() -> None:
+            try:
+                while chunk := os.read(master, 4096):
+                    shown.append(chunk)
+            except OSError:
+                pass
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        run = _wait_for_first_tick(out, proc)
+        os.close(master)  # the terminal is gone: writes to it fail with EIO from now on
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(timeout=240) == 129
+        result = _stopped_run(run, "SIGHUP", 129)
+        assert any(e["event"] == "message" and "stopped by SIGHUP" in e["text"] for e in result["events"])
+        return
+    pipe = "tee " + str(tmp_path / "tee.log") if how == "ctrl-c-through-tee" else "head -1"
+    script = f"{_train_command(out)} | {pipe}; echo ${{PIPESTATUS[0]}} > {code_file}"
+    proc = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            start_new_session=True, text=True)
+    if how == "ctrl-c-through-tee":
+        run = _wait_for_first_tick(out, proc)
+        os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: every process of the pipeline gets it
+        _, stderr = proc.communicate(timeout=240)
+        assert code_file.read_text().strip() == "130", stderr
+        assert "Ctrl-C (SIGINT): stopping after this batch and writing a snapshot" in stderr and "Traceback" not in stderr
+        _stopped_run(run, "SIGINT", 130)
+    else:
+        shown, stderr = proc.communicate(timeout=240)
+        assert len(shown.splitlines()) == 1
+        assert code_file.read_text().strip() == "141", stderr
+        assert "Traceback" not in stderr and "Exception ignored" not in stderr
+        run = next(out.glob("*-stop"))
+        _stopped_run(run, "a closed output pipe", 141)
+        resumed = subprocess.run([sys.executable, "-m", "fewshot", "train", "--resume", str(run), "--kimg", "0.016",
+                                  "--quiet"], capture_output=True, text=True, env=env, timeout=240)
+        assert resumed.returncode == 0, resumed.stderr
+        assert (run / "final.safetensors").exists()
 
 
 _KILL_SCRIPT = """
@@ -515,7 +770,7 @@ def test_two_gloo_processes_keep_identical_weights(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     out = tmp_path / "runs"
     # `--gpus 2` relaunches the same command under torchrun with two processes (gloo on the CPU).
-    args = [sys.executable, "-m", "fewshot", "train", "demo", "--gpus", "2", "--outdir", str(out), "--name", "ddp",
+    args = [sys.executable, "-m", "fewshot", "train", "demo", "--base", "none", "--gpus", "2", "--outdir", str(out), "--name", "ddp",
             "--quiet", "--kimg", "0.016"]
     args += [a for s in TINY_SET for a in ("--set", s)]
     result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
@@ -541,7 +796,7 @@ def test_reg_dgm_term_enters_the_generator_loss(tmp_path, monkeypatch):
         return real_build(name, **{**kwargs, "model": toy, "min_input_size": 32})
 
     monkeypatch.setattr(regs, "build_regularizer", build_with_toy_extractor)
-    cfg = resolve_config("reg-ada", dict(TINY, outdir=str(tmp_path / "runs"), name="reg", kimg=0.008, max_images=8,
+    cfg = resolve_config("reg-ada", dict(TINY, base="none", outdir=str(tmp_path / "runs"), name="reg", kimg=0.008, max_images=8,
                                           reg_lambda=0.5, reg_weights="/models/my-resnet18.pth"))
     run = train(cfg, progress=False, echo=lambda m: None)
     assert built["model"] == "resnet18" and built["lam"] == 0.5 and built["estimator"] == "mean"
@@ -569,7 +824,7 @@ def test_reg_dgm_with_resnet18_found_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("FEWSHOT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("FEWSHOT_OFFLINE", "1")
     monkeypatch.setenv("FEWSHOT_WEIGHTS_REGISTRY", str(registry))
-    cfg = resolve_config("reg-ada", dict(TINY, outdir=str(tmp_path / "runs"), name="reg", kimg=0.008, max_images=8,
+    cfg = resolve_config("reg-ada", dict(TINY, base="none", outdir=str(tmp_path / "runs"), name="reg", kimg=0.008, max_images=8,
                                           reg_lambda=0.5))
     run = train(cfg, progress=False, echo=lambda m: None)
     record = json.loads((run / "log.jsonl").read_text().splitlines()[-1])

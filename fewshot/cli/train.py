@@ -8,36 +8,36 @@ from typing import Optional
 
 import typer
 
-from .app import PANEL_TRAIN, app
+from .app import PANEL_PRESET_OPTIONS, PANEL_TRAIN, app
 
 TRAIN_EPILOG = """[bold]Examples[/bold]
 
-  fewshot train ./obama_100 --preset reg-ada --base ffhq256
+  fewshot train ./obama_100 --preset reg-ada      (fine-tunes the preset's default base, ffhq256 for 256 px images)
+
+  fewshot train ./obama_100 --preset reg-ada --resume latest     (the same command continues the run)
 
   fewshot train ./flowers --preset ada --base G.safetensors --kimg 500 --batch 16
 
-  fewshot train demo --preset demo            (tiny CPU run on built-in images)
+  fewshot train ./sketches --preset adafm --dry-run     (what would train, and from which base)
 
-  fewshot train ./sketches --preset adafm --base ffhq256 --dry-run
+  fewshot train ./cats --preset scratch --resolution 64     (from scratch; or --base none with any preset)
 
-  fewshot train --resume latest               (continue the newest run exactly)
+  fewshot train --preset demo     (tiny CPU run on built-in images)
 
   fewshot train ./data --preset ada --set ada_target=0.7 --set snap=10
 
   torchrun --nproc_per_node 2 -m fewshot train ./data --preset ada   (or: --gpus 2)
 """
 
-_OPT = "Options (override the preset)"
-# With --resume: what the user may give. DATA only names the run's own images (or their new place),
-# outdir/name find the run; everything else is the snapshot's.
-RESUME_MAY_CHANGE = frozenset({"kimg", "device", "data", "outdir", "name"})
+_OPT = PANEL_PRESET_OPTIONS
+DEFAULT_PRESET = "ada"
 
 
 @app.command(rich_help_panel=PANEL_TRAIN, epilog=TRAIN_EPILOG)
 def train(
     data: Optional[str] = typer.Argument(None, help="Image folder or .zip (or 'demo'). With --resume only to say where the run's data has moved."),
-    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Recipe from presets/ (see `fewshot presets`)."),
-    base: Optional[str] = typer.Option(None, "--base", help="Checkpoint to fine-tune from (name, hf://, URL, path)."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Recipe from presets/ (see `fewshot presets`); default: ada."),
+    base: Optional[str] = typer.Option(None, "--base", help="Checkpoint to fine-tune from (name, hf://, URL, path); 'none' trains from scratch. Default: the preset's base for the images' size."),
     resume: Optional[str] = typer.Option(None, "--resume", help="'latest', a run folder, or a snapshot file."),
     kimg: Optional[float] = typer.Option(None, "--kimg", help="Train until this many thousand images.", rich_help_panel=_OPT),
     batch: Optional[int] = typer.Option(None, "--batch", help="Total batch size.", rich_help_panel=_OPT),
@@ -89,7 +89,6 @@ def train(
         mirror=mirror, crop=crop, metrics=metrics, metrics_every=metrics_every, snap=snap, tick_kimg=tick_kimg,
         seed=seed, outdir=outdir, name=name, device=device, allow_partial=allow_partial, deterministic=deterministic,
     )
-    given_options = [key for key, value in overrides.items() if value is not None]
     for item in set_values:
         if "=" not in item:
             raise FewshotError(f"--set expects key=value, got {item!r}")
@@ -103,16 +102,17 @@ def train(
     if preset == "demo" and not data:
         overrides["data"] = "demo"
     if resume is not None:
-        # The snapshot carries the config; only the length of training (and the device) may change.
-        fixed = (["--preset"] if preset else []) + [
-            f"--{key.replace('_', '-')}" for key in given_options if key not in RESUME_MAY_CHANGE
-        ] + [f"--set {item.split('=', 1)[0].strip()}" for item in set_values]
-        if fixed:
-            raise FewshotError(f"a resumed run keeps the config it started with; {', '.join(fixed)} cannot change",
-                               hint="with --resume give only --kimg (to train longer) and --device; "
-                                    "start a new run (--base <snapshot>) for another recipe")
+        # The snapshot carries the config. The same command again is fine; a value that differs from the run's
+        # is refused by name (kimg and device may change).
+        request = {key: value for key, value in overrides.items() if value is not None and key != "data"}
+        if preset:
+            request["preset"] = preset
         cfg = resolve_config(None, {"outdir": outdir or "runs", "name": name, "device": device or "auto"})
     else:
+        request = None
+        if preset is None:
+            preset = DEFAULT_PRESET
+            typer.echo(f"preset: {preset} (the default; --preset NAME to choose another, `fewshot presets` lists them)")
         cfg = resolve_config(preset, overrides)
 
     from ..train.loop import TrainingInterrupted
@@ -121,11 +121,9 @@ def train(
     try:
         run_training(cfg, resume=resume, dry_run=dry_run, aug_preview=aug_preview, progress=not quiet,
                      echo=typer.echo, kimg_override=kimg if resume is not None else None,
-                     data_override=data if resume is not None else None)
-    except TrainingInterrupted as exc:
-        where = f"snapshot {exc.snapshot}" if exc.snapshot else "no snapshot"
-        typer.echo(f"stopped by signal {exc.signum}; wrote {where}; continue with --resume latest", err=True)
-        raise typer.Exit(130 if exc.signum == 2 else 143) from None
+                     data_override=data if resume is not None else None, resume_request=request)
+    except TrainingInterrupted as exc:  # the run has said where its snapshot is (on the terminal, or in its log)
+        raise typer.Exit(exc.exit_code) from None
 
 
 def _launch(gpus: int) -> None:

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import Bundle, load_checkpoint, load_state_strict, save_bundle
-from ..config import Hyper, TrainConfig, derive_hyper
+from ..checkpoint import Bundle, atomic_write_bytes, load_checkpoint, load_state_strict, save_bundle
+from ..config import Hyper, TrainConfig, derive_hyper, resumed_config
 from ..data import content_hash, sample_batch
 from ..errors import FewshotError
 from ..host_memory import keep_freed_memory
@@ -47,6 +47,7 @@ from .run_dir import (
     snapshot_path,
 )
 from .state import capture_rng, flatten, restore_rng, unflatten
+from .stops import RunOutput, StopRequested, signal_name
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Phase:
     opt: torch.optim.Optimizer
     params: list[nn.Parameter]
     interval: int
+    active: bool = True  # Greg without path length, Dreg without R1: skipped (their z are still drawn)
 
 
 @dataclass
@@ -84,39 +86,14 @@ class TickStats:
         return {k: self.sums[k] / self.counts[k] for k in self.sums}
 
 
-class StopRequested:
-    """SIGINT/SIGTERM set a flag; the loop finishes the batch, writes a snapshot and stops."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopRequested:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:  # second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def __bool__(self) -> bool:
-        return self.signum is not None
-
-
 class TrainingInterrupted(Exception):
-    def __init__(self, signum: int, snapshot: Path | None) -> None:
-        super().__init__(f"stopped by signal {signum}")
+    """The run stopped on request (a signal, its output gone) after writing a snapshot."""
+
+    def __init__(self, signum: int, snapshot: Path | None, exit_code: int | None = None) -> None:
+        super().__init__(f"stopped by {signal_name(signum)}")
         self.signum = signum
         self.snapshot = snapshot
+        self.exit_code = exit_code if exit_code is not None else 128 + signum
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +180,50 @@ def base_networks(cfg: TrainConfig, base: Bundle, hyper: Hyper) -> tuple[dict[st
     return nets, skipped
 
 
+def architecture_of(G: nn.Module) -> dict[str, Any]:
+    """The config's architecture keys as a built generator has them (a base's, whatever the preset said)."""
+    kwargs = G.init_kwargs
+    synthesis, mapping = kwargs.get("synthesis_kwargs", {}), kwargs.get("mapping_kwargs", {})
+    return dict(resolution=G.img_resolution, z_dim=G.z_dim, w_dim=G.w_dim, map_layers=mapping.get("num_layers", 8),
+                channel_base=synthesis.get("channel_base", 32768), channel_max=synthesis.get("channel_max", 512),
+                num_fp16_res=synthesis.get("num_fp16_res", 0), conv_clamp=synthesis.get("conv_clamp"))
+
+
+def draw_batch(images: Any, disp_bank: Any, batch: int, z_dim: int, n_phases: int, data_gen: torch.Generator,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]:
+    """One batch: reals (with their DISP priors, else None) from ``data_gen``, and a z per phase."""
+    if disp_bank is None:
+        real, real_c = sample_batch(images, batch, data_gen).to(device), None
+    else:  # each real comes with its own prior; fakes are conditioned on the same priors (DISP)
+        real, real_c = disp_bank.sample_batch(images, batch, data_gen)
+        real, real_c = real.to(device), real_c.to(device)
+    all_z = torch.randn([n_phases * batch, z_dim], device=device)
+    return real, real_c, all_z.split(batch)
+
+
+def run_phase(phase: Phase, loss: StyleGAN2Loss, real: torch.Tensor, real_c: torch.Tensor | None, z: torch.Tensor,
+              batch_gpu: int, dist: Any, stats: TickStats | None = None, step: bool = True) -> None:
+    """One phase over the batch, ``batch_gpu`` images at a time (gradient accumulation), then its optimiser step
+    (gradients averaged over processes, non-finite entries replaced, as official)."""
+    phase.opt.zero_grad(set_to_none=True)
+    for p in phase.params:
+        p.requires_grad_(True)
+    c_chunks = real_c.split(batch_gpu) if real_c is not None else [None] * math.ceil(real.shape[0] / batch_gpu)
+    for real_chunk, c_chunk, z_chunk in zip(real.split(batch_gpu), c_chunks, z.split(batch_gpu), strict=True):
+        values = loss.accumulate_gradients(phase.name, real_chunk, c_chunk, z_chunk, c_chunk, gain=phase.interval)
+        if stats is not None:
+            stats.add(values)
+    for p in phase.params:
+        p.requires_grad_(False)
+    if not step:
+        return
+    distributed.average_gradients(phase.params, dist)
+    for p in phase.params:
+        if p.grad is not None:
+            torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+    phase.opt.step()
+
+
 def count_params(params: list[nn.Parameter]) -> int:
     return sum(p.numel() for p in params)
 
@@ -255,15 +276,19 @@ def train(
     max_ticks: int | None = None,
     kimg_override: float | None = None,
     data_override: str | None = None,
+    resume_request: dict[str, Any] | None = None,
+    plan: bool = True,
 ) -> Path | None:
     """Run (or resume) a training run; returns the run folder (None for --dry-run / --aug-preview).
 
     On resume the snapshot's config wins; ``kimg_override`` trains longer and ``data_override`` names the
-    run's data again (the same source, or its new place when the original is gone)."""
+    run's data again (the same source, or its new place when the original is gone). ``resume_request`` holds
+    the values the resuming command gave: those equal to the run's are accepted, others refused
+    (:func:`fewshot.config.resumed_config`). ``plan`` times a warm-up step for the plan shown before training."""
     with ExitStack() as held:  # the run folder's lock, released however the run ends
         held.enter_context(_process_torch_settings())
         return _train(cfg, resume, dry_run, aug_preview, progress, echo, max_ticks, kimg_override, data_override,
-                      held)
+                      held, resume_request, plan)
 
 
 @contextmanager
@@ -281,12 +306,19 @@ def _process_torch_settings() -> Iterator[None]:
 
 def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Path | None, progress: bool,
            echo: Callable[[str], None], max_ticks: int | None, kimg_override: float | None,
-           data_override: str | None, held: ExitStack) -> Path | None:
+           data_override: str | None, held: ExitStack, resume_request: dict[str, Any] | None = None,
+           plan: bool = True) -> Path | None:
     dist = distributed.init_from_env()
     device = pick_device(cfg.device, dist.local_rank)
     is_main = dist.rank == 0
     if not is_main:
         echo = lambda _msg: None  # noqa: E731 - only rank 0 talks
+    # Messages survive a closed pipe or terminal (they go to log.jsonl), and losing the output stops the run
+    # the way a signal does: after the batch, with a snapshot.
+    stop = StopRequested()
+    out = RunOutput(echo, on_gone=stop.request)
+    stop._acknowledge = out.err
+    echo = out
 
     # --- Resume: the snapshot's config wins, except for how long to train.
     resume_state: Bundle | None = None
@@ -295,12 +327,18 @@ def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Pat
     unreadable: list[Path] = []
     if resume:
         run_dir, snap, resume_state, unreadable = open_resume_point(resume, cfg.outdir, cfg.name, echo)
-        stored = resume_state.training["config"]
+        stored = dict(resume_state.training["config"])
         stored["device"] = cfg.device
         if kimg_override is not None:
             stored["kimg"] = kimg_override
         stored["data"], data_moved = resumed_data_source(stored.get("data", ""), data_override, resume, echo)
-        cfg = TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in stored.items()})
+        cfg = resumed_config(stored, resume_request)
+        done_nimg = int(resume_state.training["progress"].get("cur_nimg", 0))
+        if done_nimg >= int(cfg.kimg * 1000):
+            echo(f"{run_dir} already finished at {done_nimg / 1000:g} kimg; nothing to do "
+                 f"(--kimg N with N above {done_nimg / 1000:g} trains it longer)")
+            return run_dir
+        _check_writable(run_dir, "the run folder")
         echo(f"resuming {run_dir} from {snap.name}")
         if device.type == "cuda" and not cfg.deterministic:
             echo("note: on a GPU a resumed run follows the straight run up to float rounding (atomic sums in "
@@ -323,6 +361,11 @@ def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Pat
             raise FewshotError(f"data source {cfg.data} does not exist")
         # Stored absolute, so `--resume` finds the images from any working directory.
         cfg = replace(cfg, data=str(Path(cfg.data).expanduser().resolve()))
+    # Where the run will write is checked before anything is fetched or decoded.
+    if resume_state is None and not dry_run and aug_preview is None and is_main:
+        _check_writable(Path(cfg.outdir), "--outdir")
+    if aug_preview is not None:
+        _check_writable(Path(aug_preview).parent, "--aug-preview's folder")
 
     # --- Base network (the architecture follows it) or scratch networks.
     base: Bundle | None = None
@@ -330,6 +373,8 @@ def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Pat
         raise FewshotError(f"transfer {cfg.transfer!r} keeps layers of a pretrained network frozen: it needs --base",
                            hint="e.g. --base ffhq256 (`fewshot download --list`), or --transfer finetune "
                                 "to train from scratch")
+    if resume_state is None and is_main:
+        echo(_base_line(cfg))
     if cfg.base and resume_state is None:
         base = _load_base(cfg.base)
     g_ref = (base.networks.get("G") or base.networks.get("G_ema")) if base else None
@@ -372,6 +417,9 @@ def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Pat
                                hint="pass --allow-partial to train anyway")
         for line in skipped:
             echo(f"note: not loaded from base: {line}")
+        # The config says what is built: the base's architecture, not the preset's scratch defaults.
+        cfg = replace(cfg, **architecture_of(nets["G"]))
+        hyper = derive_hyper(cfg, resolution, fine_tuning, dist.world_size)
     else:
         nets = scratch_networks(cfg, hyper, resolution)
 
@@ -436,9 +484,9 @@ def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Pat
     opt_D = torch.optim.Adam(d_params, **lazy_opt_kwargs(hyper.lr_d, cfg.r1_interval))
     phases = [
         Phase("Gmain", G, opt_G, g_params, 1),
-        Phase("Greg", G, opt_G, g_params, cfg.pl_interval),
+        Phase("Greg", G, opt_G, g_params, cfg.pl_interval, active=cfg.pl_weight != 0),
         Phase("Dmain", D, opt_D, d_params, 1),
-        Phase("Dreg", D, opt_D, d_params, cfg.r1_interval),
+        Phase("Dreg", D, opt_D, d_params, cfg.r1_interval, active=hyper.gamma != 0),
     ]
     loss = StyleGAN2Loss(
         G, D, augment,
@@ -466,6 +514,28 @@ def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Pat
 
         load_metric_extractors(cfg.metrics, device, into=metric_extractors)
 
+    # --- Per-batch steps, bound to this run's pieces.
+    local_batch = hyper.batch // dist.world_size
+
+    def draw(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]:
+        return draw_batch(images, disp_bank, local_batch, G.z_dim, len(phases), gen, device)
+
+    def step(phase: Phase, real: torch.Tensor, real_c: torch.Tensor | None, z: torch.Tensor,
+             stats: TickStats | None = None, step: bool = True) -> None:
+        run_phase(phase, loss, real, real_c, z, hyper.batch_gpu, dist, stats=stats, step=step)
+
+    # --- The plan: how long (a timed warm-up step, undone), how much disk and memory.
+    done_before = int(resume_state.training["progress"].get("cur_nimg", 0)) if resume_state is not None else 0
+    estimate = None
+    if plan:
+        from .plan import estimate_step
+
+        estimate = estimate_step(phases, step,
+                                 lambda: draw(torch.Generator().manual_seed(cfg.seed)),
+                                 [G, D, augment, loss], hyper.batch, hyper.batch_gpu, device)
+    if is_main:
+        _show_plan(echo, cfg, hyper, images, resolution, nets, g_params, d_params, estimate, done_before, device)
+
     # --- Run folder and state.
     data_gen = torch.Generator().manual_seed(cfg.seed * 1000 + dist.rank)
     state = Progress()
@@ -474,6 +544,8 @@ def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Pat
             held.enter_context(run_lock(run_dir))
         _restore(resume_state, opt_G, opt_D, augment, loss, data_gen, state)
         transfer.on_kimg(state.cur_nimg / 1000)
+        if is_main:  # a raised --kimg is the run's target from now on: config.toml and `info` say so
+            atomic_write_bytes(run_dir / "config.toml", cfg.to_toml().encode())
         for path in unreadable if is_main else []:  # out of the way of `--resume latest` and of pruning
             path.replace(path.with_name(path.name + ".unreadable"))
             echo(f"set {path.name} aside as {path.name}.unreadable")
@@ -481,7 +553,7 @@ def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Pat
         name = cfg.name or f"{Path(cfg.data).stem or cfg.data}-{cfg.preset or cfg.aug}"
         run_dir = new_run_dir(cfg.outdir, name)
         held.enter_context(run_lock(run_dir))
-        (run_dir / "config.toml").write_text(cfg.to_toml())
+        atomic_write_bytes(run_dir / "config.toml", cfg.to_toml().encode())
         save_grid(images.images[: cfg.sample_grid[0] * cfg.sample_grid[1]].float() / 127.5 - 1,
                   run_dir / "samples" / "reals.png", cfg.sample_grid)
         if disp_bank is not None:
@@ -495,6 +567,8 @@ def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Pat
     grid_priors = (disp_bank.priors[torch.arange(latents.shape[0]) % disp_bank.num_images].to(device)
                    if disp_bank is not None else None)
     echo(f"run folder: {run_dir}")
+    if is_main:
+        out.attach(run_dir / "log.jsonl")
 
     total_nimg = int(cfg.kimg * 1000)
     tick_stats = TickStats()
@@ -503,37 +577,13 @@ def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Pat
     session_start = time.time()
     bar = _progress_bar(total_nimg, state.cur_nimg, progress and is_main)
 
-    with StopRequested() as stop:
+    with stop:
         while state.cur_nimg < total_nimg:
             # ---- One batch: every phase whose interval divides the batch index.
-            if disp_bank is None:
-                real = sample_batch(images, hyper.batch // dist.world_size, data_gen).to(device)
-                c_chunks = [None] * math.ceil(real.shape[0] / hyper.batch_gpu)
-            else:  # each real comes with its own prior; fakes are conditioned on the same priors (DISP)
-                real, real_c = disp_bank.sample_batch(images, hyper.batch // dist.world_size, data_gen)
-                real, real_c = real.to(device), real_c.to(device)
-                c_chunks = list(real_c.split(hyper.batch_gpu))
-            real_chunks = real.split(hyper.batch_gpu)
-            all_z = torch.randn([len(phases) * hyper.batch // dist.world_size, G.z_dim], device=device)
-            phase_z = all_z.split(hyper.batch // dist.world_size)
+            real, real_c, phase_z = draw(data_gen)
             for phase, z in zip(phases, phase_z, strict=True):
-                if state.batch_idx % phase.interval != 0:
-                    continue
-                if (phase.name == "Greg" and cfg.pl_weight == 0) or (phase.name == "Dreg" and hyper.gamma == 0):
-                    continue
-                phase.opt.zero_grad(set_to_none=True)
-                for p in phase.params:
-                    p.requires_grad_(True)
-                for real_chunk, c_chunk, z_chunk in zip(real_chunks, c_chunks, z.split(hyper.batch_gpu), strict=True):
-                    tick_stats.add(loss.accumulate_gradients(phase.name, real_chunk, c_chunk, z_chunk, c_chunk,
-                                                             gain=phase.interval))
-                for p in phase.params:
-                    p.requires_grad_(False)
-                distributed.average_gradients(phase.params, dist)
-                for p in phase.params:
-                    if p.grad is not None:
-                        torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
-                phase.opt.step()
+                if state.batch_idx % phase.interval == 0 and phase.active:
+                    step(phase, real, real_c, z, stats=tick_stats)
 
             # ---- G_ema: beta = 0.5 ** (batch / ema_nimg), ema_nimg ramped up early in training.
             with torch.no_grad():
@@ -552,7 +602,9 @@ def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Pat
             augment.update(hyper.batch)
             transfer.on_kimg(state.cur_nimg / 1000)
             if bar is not None:
-                bar.update(hyper.batch)
+                bar = _bar_call(bar, out, "update", hyper.batch)
+            if is_main:
+                out.check()  # a reader gone between writes (`| head`, a closed terminal) stops the run here too
 
             # ---- Tick bookkeeping.
             done = state.cur_nimg >= total_nimg
@@ -575,6 +627,7 @@ def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Pat
                 "lr_g": hyper.lr_g, "lr_d": hyper.lr_d, "pl_mean": round(float(loss.pl_mean), 5),
                 "mem_mb": _memory_mb(device), "time": round(state.elapsed_sec, 1),
             }
+            record["eta_sec"] = round(record["sec_per_kimg"] * max(total_nimg - state.cur_nimg, 0) / 1000, 1)
             if dist.enabled:
                 record["ranks_in_sync"] = distributed.params_in_sync([G, D], dist)
                 if not record["ranks_in_sync"]:
@@ -582,10 +635,10 @@ def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Pat
             if is_main:
                 with (run_dir / "log.jsonl").open("a") as fh:
                     fh.write(json.dumps(record) + "\n")
-                _report(bar, echo, record)
+                bar = _report(bar, out, record)
                 if bar is not None:
-                    bar.set_postfix(G=f"{means.get('loss_G', 0):.3f}", D=f"{means.get('loss_D', 0):.3f}",
-                                    p=f"{float(augment.p):.3f}")
+                    bar = _bar_call(bar, out, "set_postfix", G=f"{means.get('loss_G', 0):.3f}",
+                                    D=f"{means.get('loss_D', 0):.3f}", p=f"{float(augment.p):.3f}")
 
             state.cur_tick += 1
             state.tick_start_nimg = state.cur_nimg
@@ -615,14 +668,21 @@ def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Pat
             distributed.barrier(dist)
             if stop_now:
                 if bar is not None:
-                    bar.close()
+                    _bar_call(bar, out, "close")
                 snap_path = snapshot_path(run_dir, state.cur_nimg) if run_dir else None
-                raise TrainingInterrupted(stop.signum or signal.SIGTERM, snap_path)
+                interrupted = TrainingInterrupted(stop.signum or signal.SIGTERM, snap_path)
+                if is_main:
+                    out.record({"event": "stop", "cause": signal_name(interrupted.signum),
+                                "kimg": round(state.cur_nimg / 1000, 3), "snapshot": str(snap_path),
+                                "exit_code": interrupted.exit_code})
+                    out.err(f"stopped by {signal_name(interrupted.signum)} at {state.cur_nimg / 1000:g} kimg; wrote "
+                            f"{snap_path}; continue with `fewshot train --resume {run_dir}` (or --resume latest)")
+                raise interrupted
             if max_ticks is not None and state.cur_tick >= max_ticks:
                 break
 
     if bar is not None:
-        bar.close()
+        _bar_call(bar, out, "close")
     if is_main and state.cur_nimg >= total_nimg:
         with _writing("final.safetensors", run_dir):
             final = _write_export(run_dir / "final.safetensors", cfg, nets, transfer, state, augment,
@@ -647,6 +707,47 @@ def _writing(what: str, run_dir: Path) -> Iterator[None]:
         hint = (f"{snaps[-1].name} is intact: free some space, then `fewshot train --resume {run_dir}`" if snaps
                 else "no snapshot was written yet: free some space and start the run again")
         raise FewshotError(f"could not write {what}: {exc.strerror or exc}", hint=hint) from None
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """Refuse a folder the run could not write, before any image is decoded or network fetched."""
+    import tempfile
+
+    folder = folder.expanduser()
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent  # the nearest folder that exists is the one a mkdir would write into
+    where = "" if probe == folder else f" (nothing can be created in {probe})"
+    if not probe.is_dir():
+        raise FewshotError(f"{what} {folder} cannot be written: {probe} is not a folder",
+                           hint="choose a folder you can write, e.g. --outdir ~/runs")
+    try:  # a real write: permissions, a read-only mount and a full disk all show here
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise FewshotError(f"{what} {folder} cannot be written{where}: {exc.strerror or exc}",
+                           hint="choose a folder you can write, e.g. --outdir ~/runs") from None
+
+
+def _base_line(cfg: TrainConfig) -> str:
+    if cfg.base and cfg.base_note in ("", "--base"):
+        return f"base: {cfg.base}"
+    if cfg.base:
+        return f"base: {cfg.base} ({cfg.base_note}; --base REF to choose another, --base none to train from scratch)"
+    why = f"{cfg.base_note}; " if cfg.base_note else ""
+    return f"base: none, training from scratch ({why}--base REF fine-tunes a pretrained network instead)"
+
+
+def _show_plan(echo: Callable[[str], None], cfg: TrainConfig, hyper: Hyper, images: Any, resolution: int,
+               nets: dict[str, nn.Module], g_params: list[nn.Parameter], d_params: list[nn.Parameter],
+               estimate: Any, done_nimg: int, device: torch.device) -> None:
+    from .plan import plan_lines, snapshot_bytes, tensor_bytes
+
+    exported = sum(tensor_bytes(net.state_dict().values()) for net in nets.values())
+    for line in plan_lines(images=len(images), resolution=resolution, kimg_left=max(cfg.kimg - done_nimg / 1000, 0),
+                           batch=hyper.batch, estimate=estimate, snapshot_size=snapshot_bytes(nets, g_params + d_params),
+                           export_size=exported, keep=cfg.keep, device=device):
+        echo(line)
 
 
 def _load_base(ref: str) -> Bundle:
@@ -854,13 +955,31 @@ def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
                 disable=None)  # off when stderr is not a terminal (log files): the tick lines say the same
 
 
-def _report(bar: Any, echo: Callable[[str], None], record: dict[str, Any]) -> None:
+def _bar_call(bar: Any, out: RunOutput, method: str, *args: Any, **kwargs: Any) -> Any:
+    """A progress-bar call that survives a terminal gone away: the bar is dropped (returns None), the run goes on."""
+    try:
+        getattr(bar, method)(*args, **kwargs)
+        return bar
+    except OSError:
+        out.mark_gone(2)
+        return None
+
+
+def _report(bar: Any, echo: Callable[[str], None], record: dict[str, Any]) -> Any:
     parts = [f"tick {record['tick']}", f"kimg {record['kimg']:.3f}", f"sec/kimg {record['sec_per_kimg']:.1f}"]
     for key in ("loss_G", "loss_D", "loss_reg", "r1_penalty", "pl_penalty", "aug_p"):
         if key in record:
             parts.append(f"{key} {record[key]:.4g}")  # .4g: the Reg-DGM term is often ~1e-5
+    if "eta_sec" in record:
+        from .plan import format_duration
+
+        parts.append(f"eta {format_duration(record['eta_sec'])}")
     line = "  ".join(parts)
     if bar is not None:
-        bar.write(line)
-    else:
-        echo(line)
+        try:
+            bar.write(line)  # tqdm.write: to stdout, around the bar
+            return bar
+        except OSError:  # stdout's reader is gone: the run's output says so and stops the run after this tick
+            pass
+    echo(line)
+    return bar

@@ -82,26 +82,41 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold ``<run>/.lock`` (an advisory lock, with the holder's pid inside) while this process writes the run.
 
     Two processes resuming one run would write snapshots of two diverging trainings under the same names;
-    the second is refused with the first one's pid. The lock goes with the process, however it ends. Where
-    ``fcntl`` is missing (Windows) runs are not locked."""
+    the second is refused with the first one's pid. The lock goes with the process, however it ends, and the
+    file is removed when the run ends normally, so a finished run carries no stale lock. (A lock taken on a file
+    that its holder had just removed is taken again on the new file.) Where ``fcntl`` is missing (Windows) runs
+    are not locked."""
     try:
         import fcntl
     except ImportError:
         yield
         return
     path = run_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
             raise FewshotError(f"{run_dir} is being trained by another process" + (f" (pid {holder})" if holder else ""),
                                hint="let it finish, or stop it (Ctrl-C writes a snapshot), then resume") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed the file between our open and our lock
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
+        try:
+            os.unlink(path)  # still holding the lock: nobody else can be using this file
+        except OSError:
+            pass
         os.close(fd)
 
 
@@ -171,11 +186,11 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
             continue
         config, progress = training.get("config", {}), training.get("progress", {})
         break
-    if not config and (run_dir / "config.toml").is_file():
+    if (run_dir / "config.toml").is_file():  # rewritten by a resume that raised --kimg: the run's target now
         try:
-            config = tomllib.loads((run_dir / "config.toml").read_text())
+            config = {**config, **tomllib.loads((run_dir / "config.toml").read_text())}
         except (OSError, tomllib.TOMLDecodeError):
-            config = {}
+            pass
 
     def records(name: str) -> list[dict[str, Any]]:
         try:
@@ -190,7 +205,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
                 continue  # a line cut short by a crash
         return [r for r in out if isinstance(r, dict)]
 
-    ticks = records("log.jsonl")
+    ticks = [r for r in records("log.jsonl") if "tick" in r]  # besides ticks: stop events, messages
     metric = config.get("best_metric", "fid")
     scored = [r for r in records("metrics.jsonl") if isinstance(r.get(metric), (int, float))]
     best = min(scored, key=lambda r: r[metric]) if scored else None
@@ -199,6 +214,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
         "preset": config.get("preset") or None,
         "data": config.get("data"),
         "base": config.get("base") or None,
+        "base_note": config.get("base_note") or None,
         "target_kimg": config.get("kimg"),
         "done_kimg": progress["cur_nimg"] / 1000 if "cur_nimg" in progress else (ticks[-1].get("kimg") if ticks else 0),
         "last_tick": ticks[-1] if ticks else None,
