@@ -58,6 +58,7 @@ class DataSummary:
     ignored: list[str] = field(default_factory=list)  # files without an image suffix
     duplicates: list[list[str]] = field(default_factory=list)  # groups of identical images
     converted: dict[str, int] = field(default_factory=dict)  # source mode -> count (e.g. 'CMYK': 1)
+    upscaled: int = 0  # images whose side the crop keeps is below the resolution: they are enlarged
 
 
 @dataclass
@@ -83,6 +84,9 @@ class ImageSet:
                  f"{', x-flips on' if self.mirror else ''})"]
         if s.min_size and s.max_size:
             lines.append(f"source sizes from {s.min_size[0]}x{s.min_size[1]} to {s.max_size[0]}x{s.max_size[1]}")
+        if s.upscaled:
+            lines.append(f"warning: {s.upscaled} of {s.count} images are smaller than {s.resolution} px and are "
+                         f"upscaled (the smallest {s.min_size[0]}x{s.min_size[1]}): expect blur")
         if s.converted:
             lines.append("converted to RGB: " + ", ".join(f"{n} {mode}" for mode, n in sorted(s.converted.items())))
         if s.skipped:
@@ -272,6 +276,8 @@ def _decoded(contents: Iterator[tuple[str, bytes | Exception]], summary: DataSum
                 summary.min_size = size
             if summary.max_size is None or area > summary.max_size[0] * summary.max_size[1]:
                 summary.max_size = size
+            kept_side = min(size) if summary.crop == "center" else max(size)
+            summary.upscaled += kept_side < summary.resolution
             yield name, array
     finally:
         summary.duplicates = [group for group in by_hash.values() if len(group) > 1]

@@ -544,6 +544,27 @@ def ensure_writable_dir(folder: Path) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def output_folder(folder: str | Path) -> Iterator[Path]:
+    """:func:`ensure_writable_dir`, undone if what follows fails: a failed command leaves no empty folder."""
+    folder = Path(folder)
+    created: list[Path] = []  # the folders this call makes, deepest first
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        created.append(probe)
+        probe = probe.parent
+    ensure_writable_dir(folder)
+    try:
+        yield folder
+    except BaseException:
+        for path in created:
+            try:
+                path.rmdir()  # only if empty: nothing written is ever removed
+            except OSError:
+                break
+        raise
+
+
 # --------------------------------------------------------------------------------------------
 # The sample command
 

@@ -21,6 +21,9 @@ def register_commands() -> None:
         metrics,  # noqa: F401
         train,  # noqa: F401
     )
+    from .app import use_fewshot_commands
+
+    use_fewshot_commands(app)
 
 
 __all__ = ["app", "main", "register_commands"]

@@ -21,12 +21,56 @@ EPILOG = """[bold]Examples[/bold]
 
   fewshot train ./obama_100 --preset reg-ada
 
-  fewshot sample runs/00000-obama_100/best.safetensors --psi 0.7 --seeds 0-63
+  fewshot sample runs/00000-obama_100-reg-ada --psi 0.7 --seeds 0-63
 
   fewshot interpolate G.safetensors --seeds 1,2,3 --out walk.gif
 
   fewshot convert network-snapshot-000100.pkl G.safetensors
 """
+
+PANEL_PRESET_OPTIONS = "Options (override the preset)"
+
+
+class FewshotCommand(typer.core.TyperCommand):
+    """Typer's command with help that reads as a user expects.
+
+    - a flag shows no value type (``--mirror/--no-mirror``, not ``--mirror <bool>``);
+    - the usage line names arguments in capitals without braces (``fewshot sample [OPTIONS] CKPT``);
+    - an option that overrides a preset value says so: ``[default: from preset]``."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        from rich.markup import escape
+
+        for param in self.params:
+            if getattr(param, "is_flag", False) and not getattr(param, "count", False):
+                param.metavar = ""  # typer prints the metavar in place of the type; empty: nothing
+            if getattr(param, "rich_help_panel", None) == PANEL_PRESET_OPTIONS and param.default is None:
+                param.help = (param.help or "").rstrip() + " " + escape("[default: from preset]")
+
+    def collect_usage_pieces(self, ctx: typer.core._click.Context) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return [_usage_piece(piece) for piece in pieces]
+
+
+def _usage_piece(piece: str) -> str:
+    # typer writes a required argument as {name} and an optional one as [name]
+    if piece.startswith("{") and piece.rstrip(".").endswith("}"):
+        return piece.replace("{", "").replace("}", "").upper()
+    if piece.startswith("[") and piece != "[OPTIONS]" and piece.rstrip(".").endswith("]"):
+        return piece.upper()
+    return piece
+
+
+def use_fewshot_commands(typer_app: typer.Typer) -> None:
+    """Give every command of ``typer_app`` (and of its sub-apps) the :class:`FewshotCommand` help."""
+    for info in typer_app.registered_commands:
+        if info.cls in (None, typer.core.TyperCommand):  # typer fills in its own class when none is given
+            info.cls = FewshotCommand
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            use_fewshot_commands(group.typer_instance)
+
 
 app = typer.Typer(
     name="fewshot",

@@ -93,8 +93,8 @@ def sample(
         NOISE_MODES,
         check_choice,
         check_psi,
-        ensure_writable_dir,
         load_generator,
+        output_folder,
         parse_grid,
         parse_seeds,
         prepare_device,
@@ -128,16 +128,15 @@ def sample(
     if writers is not None and writers < 0:
         raise FewshotError(f"--writers must be 0 or more, got {writers}")
     torch_device = prepare_device(resolve_device(device))
-    ensure_writable_dir(outdir)
-
-    path = resolve_reference(ckpt)
-    G = load_generator(path, torch_device)
-    conditions = _disp_conditions(G, path, prior, prior_index, gmm_components, prior_weights, torch_device)
-    report = sample_to_folder(
-        G, seed_list, outdir, psi=psi, trunc_cutoff=trunc_cutoff, trunc_z=trunc_z, noise_mode=noise_mode,
-        grid=grid_shape, write_files=not grid_only, batch_size=batch, fmt=image_format, overwrite=overwrite,
-        class_idx=class_idx, conditions=conditions, writers=writers,
-    )
+    with output_folder(outdir):  # checked before the checkpoint loads; removed again if the command fails
+        path = resolve_reference(ckpt)
+        G = load_generator(path, torch_device)
+        conditions = _disp_conditions(G, path, prior, prior_index, gmm_components, prior_weights, torch_device)
+        report = sample_to_folder(
+            G, seed_list, outdir, psi=psi, trunc_cutoff=trunc_cutoff, trunc_z=trunc_z, noise_mode=noise_mode,
+            grid=grid_shape, write_files=not grid_only, batch_size=batch, fmt=image_format, overwrite=overwrite,
+            class_idx=class_idx, conditions=conditions, writers=writers,
+        )
     if not grid_only:
         kept = f" (kept {len(report.kept)} existing; --overwrite replaces them)" if report.kept else ""
         count = len(report.written)
