@@ -714,13 +714,20 @@ def _read_metrics(run_dir: Path) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
 
 
+def _run_dir_of(bundle: Path) -> Path | None:
+    """The run folder a bundle belongs to (``run/best.safetensors``, ``run/checkpoints/snapshot-*``), if any."""
+    folders = [bundle.parent] + ([bundle.parent.parent] if bundle.parent.name == "checkpoints" else [])
+    for folder in folders:
+        if any((folder / name).is_file() for name in ("config.toml", "config.json")):
+            return folder
+    return None
+
+
 def find_push_source(path: Path) -> PushSource:
     """A bundle file, or a run folder (its best/final/latest or newest ``*.safetensors``)."""
     path = Path(path)
     if path.is_file():
-        run_dir = path.parent if (path.parent / "config.json").is_file() else None
-        if run_dir is None and path.parent.name == "checkpoints" and (path.parent.parent / "config.json").is_file():
-            run_dir = path.parent.parent
+        run_dir = _run_dir_of(path)
         return PushSource(path, run_dir, _read_config(run_dir) if run_dir else {}, _read_metrics(run_dir) if run_dir else {})
     if not path.is_dir():
         raise FewshotError(f"no such checkpoint or run folder: {path}")
@@ -749,9 +756,32 @@ def _dig(data: dict[str, Any], *keys: str) -> Any:
     return data
 
 
+def _data_record(training: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
+    """The training images' record (``{"images": N, "sha256": ...}``) a run's snapshots carry: the bundle's
+    own, else the newest snapshot's in its run folder (exported best/final bundles do not repeat it)."""
+    from .checkpoint import read_header
+
+    if isinstance(training.get("data"), dict):
+        return training["data"]
+    if run_dir is None:
+        return {}
+    for snapshot in sorted((run_dir / "checkpoints").glob("snapshot-*.safetensors"), reverse=True):
+        try:
+            record = (read_header(snapshot).training or {}).get("data")
+        except FewshotError:  # a damaged snapshot says nothing; an older one may
+            continue
+        if isinstance(record, dict):
+            return record
+    return {}
+
+
 def model_card_fields(source: PushSource, *, base: str | None = None, preset: str | None = None,
                       data_size: int | None = None, licence: str | None = None) -> dict[str, Any]:
-    """What the card says: base model, preset, data size, metrics, licence (inherited from the base)."""
+    """What the card says: base model, preset, data size, resolution, metrics, licence (inherited from the base).
+
+    Each comes from the arguments, else the run: the bundle's training record and provenance, the run
+    folder's config.toml, the images record of its snapshots; the licence from the base's registry entry.
+    """
     from .checkpoint import read_header
 
     header = read_header(source.bundle)
@@ -759,8 +789,9 @@ def model_card_fields(source: PushSource, *, base: str | None = None, preset: st
     base = _first(base, training.get("base"), _dig(config, "resume"), _dig(config, "base"), _dig(config, "transfer", "base"),
                   _dig(training, "config", "resume"), _dig(training, "config", "base"), prov.get("base"), prov.get("source"))
     preset = _first(preset, config.get("preset"), training.get("preset"), _dig(training, "config", "preset"))
-    data_size = _first(data_size, _dig(config, "data", "size"), config.get("data_size"), training.get("data_size"),
-                       _dig(training, "training_set_kwargs", "max_size"))
+    data = _data_record(training, source.run_dir)
+    data_size = _first(data_size, data.get("images"), _dig(config, "data", "size"), config.get("data_size"),
+                       training.get("data_size"), _dig(training, "training_set_kwargs", "max_size"))
     metrics = dict(training.get("metrics") or {}) if isinstance(training.get("metrics"), dict) else {}
     metrics.update(source.metrics)
     entry = registry_entry_for(str(base)) if base else None
@@ -772,8 +803,12 @@ def model_card_fields(source: PushSource, *, base: str | None = None, preset: st
         "data_size": data_size,
         "metrics": metrics,
         "licence": _first(licence, entry.licence if entry else None, training.get("licence"), "unknown"),
+        "licence_inherited": not licence and entry is not None and bool(entry.licence),
         "licence_url": entry.licence_url if entry else None,
         "resolution": spec.init_kwargs.get("img_resolution") if spec else None,
+        "data_sha256": data.get("sha256"),
+        # The run's config is known and names no base: trained from scratch (not merely unrecorded).
+        "from_scratch": base is None and bool(config or training.get("config")),
         "networks": sorted(header.specs),
     }
 
@@ -804,21 +839,30 @@ def render_model_card(repo_id: str, fields: dict[str, Any], files: list[str]) ->
     front["fewshot_resolution"] = fields.get("resolution")
     lines = ["---"] + [f"{k}: {_yaml_value(v)}" for k, v in front.items()] + ["---", ""]
     entry: CheckpointEntry | None = fields.get("base_entry")
+    resolution = fields.get("resolution")
     lines += [f"# {repo_id.split('/')[-1]}", "",
-              f"A StyleGAN2 generator fine-tuned with [fewshot](https://pypi.org/project/fewshot/) "
-              f"({fields.get('resolution')}x{fields.get('resolution')} px).", ""]
+              f"A StyleGAN2 generator {'fine-tuned' if base else 'trained'} with [fewshot](https://pypi.org/project/fewshot/)"
+              + (f" ({resolution}x{resolution} px)." if resolution else "."), ""]
     lines += ["| | |", "|---|---|",
-              f"| base model | {base or 'unknown'}" + (f" ({entry.description})" if entry else "") + " |",
+              f"| base model | {base or ('none (trained from scratch)' if fields.get('from_scratch') else 'unknown')}"
+              + (f" ({entry.description})" if entry else "") + " |",
               f"| preset | {fields.get('preset') or 'unknown'} |",
               f"| training images | {fields.get('data_size') or 'unknown'} |",
+              f"| resolution | {resolution}x{resolution} |" if resolution else "| resolution | unknown |",
               f"| networks | {', '.join(fields['networks'])} |"]
     for name, value in (fields.get("metrics") or {}).items():
         lines.append(f"| {name} | {value} |")
     lines += ["", "![samples](samples.png)" if "samples.png" in files else "", "",
               "## Use", "", "```bash", f"fewshot sample hf://{repo_id}/{files[0]} --seeds 0-15", "```", "",
-              "## Licence", "",
-              f"Inherited from the base model: {licence}" + (f" ({fields['licence_url']})" if fields.get("licence_url") else "")
-              + ". The training images keep their own licence.", ""]
+              "## Licence", ""]
+    if licence == "unknown":
+        why = "Trained from scratch, so no licence is inherited" if fields.get("from_scratch") else "Unknown"
+        lines.append(f"{why}: give one with `fewshot push --license`. The training images keep their own licence.")
+    else:
+        lines.append(("Inherited from the base model: " if fields.get("licence_inherited") else "") + licence
+                     + (f" ({fields['licence_url']})" if fields.get("licence_url") else "")
+                     + ". The training images keep their own licence.")
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -557,6 +557,54 @@ def test_push_dry_run_writes_card_config_grid_and_bundle(hub_env: Path) -> None:
     assert code != 0
 
 
+def _run_folder_as_training_writes_it(root: Path, images: int, base: str | None) -> Path:
+    """The layout fewshot.train.loop writes: config.toml, snapshots carrying the images record, and an
+    exported final.safetensors that carries the config only; provenance names the run and its base."""
+    from fewshot.checkpoint import save_bundle
+    from fewshot.config import TrainConfig
+
+    run = root / "runs" / "00003-flowers"
+    (run / "checkpoints").mkdir(parents=True)
+    cfg = TrainConfig(data=str(root / "flowers"), base=base, preset="reg-ada")
+    (run / "config.toml").write_text(cfg.to_toml())
+    G = make_tiny_G(0).eval()
+    nets, provenance = {"G": G, "G_ema": G, "D": make_tiny_D(0)}, {"run": run.name, "base": base}
+    for nimg, count in ((40, images - 1), (80, images)):  # the newest snapshot's record is the one that counts
+        save_bundle(run / "checkpoints" / f"snapshot-{nimg:09d}.safetensors", nets, provenance=provenance,
+                    training={"config": cfg.to_dict(), "data": {"images": count, "sha256": "ab" * 32}})
+    save_bundle(run / "final.safetensors", nets, provenance=provenance, training={"config": cfg.to_dict(), "kimg": 0.08})
+    return run
+
+
+def test_model_card_takes_images_resolution_base_and_licence_from_the_run(hub_env: Path) -> None:
+    from fewshot.hub import checkpoint_registry, find_push_source, model_card_fields, render_model_card
+
+    run = _run_folder_as_training_writes_it(hub_env, images=37, base="ffhq256")
+    entry = checkpoint_registry()["ffhq256"]
+    for target in (run, run / "final.safetensors", run / "checkpoints" / "snapshot-000000080.safetensors"):
+        source = find_push_source(target)
+        assert source.run_dir == run
+        fields = model_card_fields(source)
+        assert (fields["data_size"], fields["resolution"], fields["base"]) == (37, 32, "ffhq256")
+        card = render_model_card("me/flowers", fields, [source.bundle.name, "config.json", "samples.png"])
+        front = _front_matter(card)
+        assert front["fewshot_data_size"] == 37 and front["fewshot_resolution"] == 32
+        assert front["fewshot_base"] == "ffhq256" and front["fewshot_preset"] == "reg-ada"
+        assert front["license_name"] == entry.licence and front["license_link"] == entry.licence_url
+        assert "| training images | 37 |" in card and "| resolution | 32x32 |" in card
+        assert f"Inherited from the base model: {entry.licence}" in card and "unknown" not in card
+
+    scratch = _run_folder_as_training_writes_it(hub_env / "scratch", images=12, base=None)
+    fields = model_card_fields(find_push_source(scratch))
+    card = render_model_card("me/scratch", fields, ["final.safetensors"])
+    assert "| base model | none (trained from scratch) |" in card and "| training images | 12 |" in card
+    assert "--license" in card
+    fields = model_card_fields(find_push_source(scratch), licence="cc-by-4.0", data_size=10)
+    card = render_model_card("me/scratch", fields, ["final.safetensors"])
+    assert _front_matter(card)["license"] == "cc-by-4.0" and "| training images | 10 |" in card
+    assert "Inherited" not in card  # a licence given on the command line is not the base's
+
+
 def test_push_to_an_unreachable_hub_is_one_clear_error(hub_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """huggingface_hub's HTTP client raises its own transport errors (not OSError): they become one line."""
     import huggingface_hub
