@@ -142,6 +142,9 @@ def hub_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    # The compiled CPU ops build under FEWSHOT_HOME: in this fresh one every sample grid would rebuild them
+    # (about a minute). What these tests check does not depend on the ops; tests/test_ops.py covers them.
+    monkeypatch.setenv("FEWSHOT_OPS", "reference")
     return tmp_path
 
 
