@@ -20,9 +20,14 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import sys
+import threading
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,6 +175,130 @@ def hash_matches(digest: str, sha256: str | None = None, sha256_prefix: str | No
     return None
 
 
+# --- failed fetches ------------------------------------------------------------------------------------
+
+OFFLINE_REASON = "downloads are off (FEWSHOT_OFFLINE / HF_HUB_OFFLINE)"
+FEWSHOT_CACHE_NOTE = "$FEWSHOT_HOME, default ~/.cache/fewshot"
+HF_CACHE_NOTE = "$HF_HUB_CACHE or $HF_HOME/hub, default ~/.cache/huggingface/hub"
+# Before a download the host is looked up and connected to with these bounds, so a machine without
+# network fails in seconds instead of waiting out a resolver or a client's retry loop (huggingface_hub
+# retries a failed metadata request five times, about 25 s, printing a "Retrying" line each time). A
+# resolver slower than this is treated as none; a working one answers in well under a second.
+DNS_TIMEOUT_S = 4.0
+CONNECT_TIMEOUT_S = 8.0
+
+
+class FetchError(FewshotError):
+    """A file that is neither in the cache nor downloadable now.
+
+    The message names the file, the cache path where it would be and the address it was sought at; the
+    hint is the list of ``remedies``, to which a caller adds the option its context offers for giving the
+    file by hand (:meth:`or_pass`, :func:`suggesting`).
+    """
+
+    def __init__(self, subject: str, *, url: str, cache: Path, failure: str, remedies: Sequence[str] = (),
+                 name: str | None = None, cache_label: str = "the cache", also_searched: Sequence[str] = (),
+                 notes: Sequence[str] = ()) -> None:
+        self.subject, self.url, self.cache, self.failure = subject, url, Path(cache), failure
+        self.remedies, self.name, self.cache_label = tuple(remedies), name, cache_label
+        self.also_searched, self.notes = tuple(also_searched), tuple(notes)
+        where = f"not in {cache_label} ({'; '.join([str(self.cache), *self.notes])})"
+        if self.also_searched:
+            where += f" nor in {', '.join(self.also_searched)}"
+        super().__init__(f"{subject}: {where}, and {failure}", hint="; or ".join(self.remedies) or None)
+
+    def _replace(self, **changes: Any) -> FetchError:
+        fields = {"subject": self.subject, "url": self.url, "cache": self.cache, "failure": self.failure,
+                  "remedies": self.remedies, "name": self.name, "cache_label": self.cache_label,
+                  "also_searched": self.also_searched, "notes": self.notes}
+        fields.update(changes)
+        subject = fields.pop("subject")
+        return FetchError(subject, **fields)
+
+    def about(self, subject: str, remedies: Sequence[str], **changes: Any) -> FetchError:
+        """The same failure told about ``subject`` (a weights name, a checkpoint) with its own remedies."""
+        return self._replace(subject=subject, remedies=tuple(remedies), **changes)
+
+    def or_pass(self, flag: str) -> FetchError:
+        """The same error with one more remedy: the caller's option for a local file (``--reg-weights FILE``)."""
+        return self._replace(remedies=(*self.remedies, f"pass {flag}"))
+
+
+@contextmanager
+def suggesting(flags: str | Mapping[str, str]) -> Iterator[None]:
+    """Inside, a :class:`FetchError` gains the caller's option for giving the file by hand.
+
+    ``flags`` is one option (``"--reg-weights FILE"``) or one per weights/checkpoint name
+    (``{"inception-v3-fid": "--inception-weights FILE"}``); an error about a name not in the mapping
+    passes unchanged.
+    """
+    try:
+        yield
+    except FetchError as exc:
+        flag = flags if isinstance(flags, str) else flags.get(exc.name or "")
+        if not flag:
+            raise
+        raise exc.or_pass(flag) from None
+
+
+def _lookup(host: str, port: int, timeout: float) -> list[Any] | str:
+    """``getaddrinfo`` bounded by ``timeout`` (it has no timeout of its own): addresses, or why there are none."""
+    found: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            found["addresses"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            found["error"] = exc
+
+    # A daemon thread: a resolver that never answers is abandoned, not waited for.
+    thread = threading.Thread(target=work, name="fewshot-dns", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if "addresses" in found:
+        return found["addresses"]
+    if "error" in found:
+        return f"host {host} does not resolve ({getattr(found['error'], 'strerror', None) or found['error']})"
+    return f"host {host} did not resolve within {timeout:g} s"
+
+
+def unreachable_reason(url: str, *, dns_timeout: float = DNS_TIMEOUT_S,
+                       connect_timeout: float = CONNECT_TIMEOUT_S) -> str | None:
+    """None when a TCP connection to ``url``'s host (or its proxy) opens now, else why not, in a few words.
+
+    One lookup and one connection, each bounded: what a client would meet on its first try, without its retries.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    proxies = urllib.request.getproxies()  # the same environment urllib and huggingface_hub's client read
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxied = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
+        host, port = proxied.hostname or "", proxied.port or 8080
+    if not host:
+        return f"{url} names no host"
+    addresses = _lookup(host, port, dns_timeout)
+    if isinstance(addresses, str):
+        return addresses
+    last = "no address"
+    for family, kind, proto, _, address in addresses:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(connect_timeout)
+                sock.connect(address)
+            return None
+        except TimeoutError:
+            last = f"no answer within {connect_timeout:g} s"
+        except OSError as exc:
+            last = exc.strerror or str(exc)
+    return f"no connection to {host}:{port} ({last})"
+
+
+def _generic_remedies(url: str, dest: Path) -> list[str]:
+    return [f"download {url} where there is network and copy it to {dest}", "give the downloaded file's local path"]
+
+
 # --- plain URL downloads -----------------------------------------------------------------------------
 
 
@@ -192,17 +321,18 @@ def _fetch_into(url: str, part: Path, *, progress: bool, timeout: float) -> None
     if have:
         headers["Range"] = f"bytes={have}-"
     request = urllib.request.Request(url, headers=headers)
+    dest = part.with_name(part.name[: -len(".part")])
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # nothing left to send: the .part file is already complete
             return
-        raise FewshotError(f"download failed: {url} answered HTTP {exc.code} {exc.reason}") from None
+        raise FetchError(dest.name, url=url, cache=dest, failure=f"{url} answered HTTP {exc.code} {exc.reason}",
+                         remedies=_generic_remedies(url, dest)) from None
     except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise FewshotError(
-            f"cannot reach {url}: {reason}", hint="check the network, or set FEWSHOT_OFFLINE=1 to use only the cache"
-        ) from None
+        raise FetchError(dest.name, url=url, cache=dest, failure=f"{url} cannot be fetched: {reason}",
+                         remedies=_generic_remedies(url, dest)) from None
     with response:
         mode = "ab"
         if have and response.status != 206:  # the server ignored Range: start over
@@ -239,7 +369,10 @@ def download_url(
 
     The transfer goes into ``dest.part``; an interrupted transfer is resumed with an HTTP Range request
     (here, up to ``attempts`` times, and again on the next call). The complete file is hashed, refused
-    and deleted when the expected hash does not match, and moved into place atomically.
+    and deleted when the expected hash does not match, and moved into place atomically. A file that is
+    not cached and cannot be fetched (offline, a host that does not resolve or answer, an HTTP error)
+    raises :class:`FetchError` at once: a host is probed before the transfer, and only a transfer that
+    started is retried.
     """
     dest = dest or url_cache_path(url)
     offline = settings.offline() if offline is None else offline
@@ -249,12 +382,16 @@ def download_url(
             return dest
         remove_cached(dest)  # a cached file that no longer matches is useless; fetch it again
         if offline:
-            raise FewshotError(f"cached {dest} does not match its expected sha256 and was removed (offline: not refetched)")
+            raise FetchError(dest.name, url=url, cache=dest, remedies=_generic_remedies(url, dest),
+                             failure=f"{OFFLINE_REASON}, so {url} was not fetched (the cached copy did not match "
+                             "its sha256 and was removed)")
     if offline:
-        raise FewshotError(
-            f"{url} is not in the cache and downloads are off (FEWSHOT_OFFLINE / HF_HUB_OFFLINE)",
-            hint=f"download it where there is network and copy it to {dest}, or pass the downloaded file's local path",
-        )
+        raise FetchError(dest.name, url=url, cache=dest, failure=f"{OFFLINE_REASON}, so {url} was not fetched",
+                         remedies=_generic_remedies(url, dest))
+    unreachable = unreachable_reason(url)
+    if unreachable:  # fail now, with the host's reason, rather than after urllib's own timeout
+        raise FetchError(dest.name, url=url, cache=dest, failure=f"{url} cannot be fetched: {unreachable}",
+                         remedies=_generic_remedies(url, dest))
     part = dest.with_name(dest.name + ".part")
     last_error = ""
     for _ in range(max(attempts, 1)):
@@ -317,8 +454,38 @@ def parse_hf_ref(ref: str) -> HubFileRef:
     return HubFileRef("/".join(parts[:2]), "/".join(parts[2:]), revision, repo_type)
 
 
-def hf_download(ref: str | HubFileRef, *, offline: bool | None = None) -> Path:
-    """Fetch one file through huggingface_hub's cache; offline, only the cache is consulted."""
+def hf_cache_folder(ref: HubFileRef) -> Path:
+    """The repository's folder in the Hugging Face cache (``models--org--repo``)."""
+    return settings.hf_hub_cache() / f"{ref.repo_type}s--{ref.repo_id.replace('/', '--')}"
+
+
+def hf_file_url(ref: HubFileRef) -> str:
+    """The address huggingface_hub fetches ``ref`` from (``{endpoint}/{repo}/resolve/{revision}/{file}``)."""
+    from huggingface_hub import hf_hub_url
+
+    return hf_hub_url(ref.repo_id, ref.filename, repo_type=ref.repo_type, revision=ref.revision,
+                      endpoint=settings.hf_endpoint())
+
+
+def _checkpoint_remedies(ref: str, url: str, copy: str, flag: str | None) -> list[str]:
+    """How to get a checkpoint onto a machine that cannot fetch it: fetch elsewhere and copy, or give the file."""
+    local = f"pass it as {flag}" if flag else f"give its path in place of {ref!r}"
+    return [f"on a machine with network run `fewshot download {ref}`, then {copy}", f"download {url} yourself and {local}"]
+
+
+def _hf_remedies(ref: str, hub_ref: HubFileRef, url: str, flag: str | None) -> list[str]:
+    copy = (f"copy {hf_cache_folder(hub_ref).name} from its Hugging Face cache ({HF_CACHE_NOTE}) "
+            f"into {settings.hf_hub_cache()} here")
+    return _checkpoint_remedies(ref, url, copy, flag)
+
+
+def hf_download(ref: str | HubFileRef, *, offline: bool | None = None, flag: str | None = None) -> Path:
+    """Fetch one file through huggingface_hub's cache; offline, only the cache is consulted.
+
+    Online, the endpoint is probed first (:func:`unreachable_reason`): when it cannot be reached only
+    the cache is consulted, so huggingface_hub's retry loop never runs for a host that is not there.
+    ``flag`` names the caller's option for a local file instead, for the hint of a :class:`FetchError`.
+    """
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -331,24 +498,29 @@ def hf_download(ref: str | HubFileRef, *, offline: bool | None = None) -> Path:
 
     hub_ref = parse_hf_ref(ref) if isinstance(ref, str) else ref
     offline = settings.offline() if offline is None else offline
+    url = hf_file_url(hub_ref)
+    failure = f"{OFFLINE_REASON}, so {url} was not fetched" if offline else ""
+    if not offline:
+        unreachable = unreachable_reason(url)
+        if unreachable:
+            failure = f"{url} cannot be fetched: {unreachable}"
     kwargs: dict[str, Any] = {
         "repo_id": hub_ref.repo_id, "filename": hub_ref.filename, "revision": hub_ref.revision,
-        "repo_type": hub_ref.repo_type, "cache_dir": str(settings.hf_hub_cache()), "local_files_only": offline,
+        "repo_type": hub_ref.repo_type, "cache_dir": str(settings.hf_hub_cache()), "local_files_only": bool(failure),
         "library_name": "fewshot", "library_version": __version__,
     }
     endpoint = settings.hf_endpoint()
     if endpoint:
         kwargs["endpoint"] = endpoint
+
+    def fetch_error(what: str) -> FetchError:
+        return FetchError(str(hub_ref), url=url, cache=hf_cache_folder(hub_ref), failure=what,
+                          cache_label="the Hugging Face cache", remedies=_hf_remedies(str(hub_ref), hub_ref, url, flag))
+
     try:
         return Path(hf_hub_download(**kwargs))
     except LocalEntryNotFoundError:
-        where = settings.hf_hub_cache() / f"{hub_ref.repo_type}s--{hub_ref.repo_id.replace('/', '--')}"
-        raise FewshotError(
-            f"{hub_ref} is not in the Hugging Face cache"
-            + (" and downloads are off (FEWSHOT_OFFLINE / HF_HUB_OFFLINE)" if offline else " and the Hub is unreachable"),
-            hint=f"expected under {where}; run `fewshot download {hub_ref}` where there is network "
-            "(same HF_HOME), or download the file and pass its local path",
-        ) from None
+        raise fetch_error(failure or f"{url} cannot be fetched: the Hub did not answer") from None
     except GatedRepoError:
         raise FewshotError(
             f"{hub_ref}: the repository is gated", hint="accept its terms on the Hub and log in (`hf auth login` or HF_TOKEN)"
@@ -363,14 +535,13 @@ def hf_download(ref: str | HubFileRef, *, offline: bool | None = None) -> Path:
     except EntryNotFoundError:
         raise FewshotError(f"{hub_ref}: no file {hub_ref.filename!r} in {hub_ref.repo_id}") from None
     except HfHubHTTPError as exc:
-        raise FewshotError(f"{hub_ref}: the Hub answered an error: {exc}".splitlines()[0]) from None
+        raise fetch_error(f"{url} answered an error: {str(exc).splitlines()[0]}") from None
     except (OSError, ValueError) as exc:
-        raise FewshotError(f"{hub_ref}: download failed: {exc}".splitlines()[0]) from None
+        raise fetch_error(f"{url} cannot be fetched: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     except Exception as exc:
         if not _is_network_error(exc):
             raise
-        raise FewshotError(f"{hub_ref}: cannot reach the Hub: {exc}".splitlines()[0],
-                           hint="check the network, or set FEWSHOT_OFFLINE=1 to use only the cache") from None
+        raise fetch_error(f"{url} cannot be fetched: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------
@@ -380,8 +551,21 @@ def is_url(ref: str) -> bool:
     return ref.startswith(("https://", "http://"))
 
 
-def fetch_checkpoint_source(ref: str, *, offline: bool | None = None) -> tuple[Path, str | None]:
-    """A local copy of what ``ref`` names (pickle or bundle), and its verified sha256 when known."""
+def _url_remedies(ref: str, url: str, dest: Path, flag: str | None) -> list[str]:
+    try:
+        where = str(dest.relative_to(settings.home_dir()))
+    except ValueError:  # a destination outside fewshot's cache: say the whole path
+        where = str(dest)
+    copy = f"copy {where} from its fewshot cache ({FEWSHOT_CACHE_NOTE}) to the same place here"
+    return _checkpoint_remedies(ref, url, copy, flag)
+
+
+def fetch_checkpoint_source(ref: str, *, offline: bool | None = None, flag: str | None = None) -> tuple[Path, str | None]:
+    """A local copy of what ``ref`` names (pickle or bundle), and its verified sha256 when known.
+
+    A file that cannot be fetched raises :class:`FetchError`; ``flag`` (``"--base PATH"``) names the
+    caller's option for giving a local file instead, for its hint.
+    """
     offline = settings.offline() if offline is None else offline
     local = Path(ref).expanduser()
     if local.is_file():
@@ -389,25 +573,36 @@ def fetch_checkpoint_source(ref: str, *, offline: bool | None = None) -> tuple[P
     if local.is_dir():
         raise FewshotError(f"{ref} is a folder, not a checkpoint file")
     if ref.startswith("hf://"):
-        return hf_download(ref, offline=offline), None
+        try:
+            return hf_download(ref, offline=offline, flag=flag), None
+        except FetchError as exc:
+            raise exc.about(f"checkpoint {ref}", exc.remedies, name=ref) from None
     if is_url(ref):
-        path = download_url(ref, offline=offline)
+        try:
+            path = download_url(ref, offline=offline)
+        except FetchError as exc:
+            raise exc.about(f"checkpoint {exc.cache.name}", _url_remedies(ref, ref, exc.cache, flag), name=ref) from None
         return path, cached_sha256(path)
     entries = checkpoint_registry()
     if ref in entries:
         entry = entries[ref]
+        subject = f"checkpoint {ref!r} ({entry.filename})"
         if entry.url:
             try:
                 path = download_url(entry.url, sha256=entry.sha256, offline=offline)
-            except FewshotError as exc:
+            except FetchError as exc:
                 if not entry.hf:
-                    raise FewshotError(
-                        f"checkpoint {ref!r}: {exc.message}",
-                        hint=exc.hint or f"or download {entry.url} yourself and pass the local file",
-                    ) from None
+                    raise exc.about(subject, _url_remedies(ref, entry.url, exc.cache, flag), name=ref) from None
+            except FewshotError as exc:  # interrupted, or a hash mismatch: its own hint says what to do
+                if not entry.hf:
+                    raise FewshotError(f"checkpoint {ref!r}: {exc.message}", hint=exc.hint) from None
             else:
                 return path, cached_sha256(path)
-        path = hf_download(entry.hf, offline=offline)  # type: ignore[arg-type]
+        hub_ref = parse_hf_ref(entry.hf)  # type: ignore[arg-type]
+        try:
+            path = hf_download(hub_ref, offline=offline)
+        except FetchError as exc:
+            raise exc.about(subject, _hf_remedies(ref, hub_ref, exc.url, flag), name=ref) from None
         digest = cached_sha256(path) if entry.sha256 else None
         if entry.sha256 and digest != entry.sha256:
             raise FewshotError(f"{entry.hf}: sha256 mismatch (expected {entry.sha256}, got {digest}); refused")
@@ -451,16 +646,19 @@ def ensure_bundle(source: Path, sha256: str | None = None) -> Path:
     raise FewshotError(f"{source} is not a checkpoint (neither a fewshot safetensors bundle nor an official pickle)")
 
 
-def resolve_checkpoint(ref: str, *, offline: bool | None = None) -> Path:
+def resolve_checkpoint(ref: str, *, offline: bool | None = None, flag: str | None = None) -> Path:
     """A name, ``hf://`` reference, URL or local path -> a local fewshot safetensors bundle.
 
     Downloads go through the caches (fewshot's for URLs and names, huggingface_hub's for ``hf://``);
     offline (argument, or ``settings.offline()``), only cached files are used. Pickles are converted
-    once, keyed by their sha256, and the converted bundle is returned from then on.
+    once, keyed by their sha256, and the converted bundle is returned from then on. A checkpoint that
+    cannot be fetched raises one :class:`FetchError` naming the file, its address and its cache path;
+    its hint says how to bring the file over, and offers ``flag`` (the caller's option for a local
+    file, e.g. ``"--base PATH"``) when given.
     """
     if not isinstance(ref, str) or not ref.strip():
         raise FewshotError("empty checkpoint reference")
-    source, digest = fetch_checkpoint_source(ref.strip(), offline=offline)
+    source, digest = fetch_checkpoint_source(ref.strip(), offline=offline, flag=flag)
     return ensure_bundle(source, digest)
 
 
@@ -516,13 +714,20 @@ def _read_metrics(run_dir: Path) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
 
 
+def _run_dir_of(bundle: Path) -> Path | None:
+    """The run folder a bundle belongs to (``run/best.safetensors``, ``run/checkpoints/snapshot-*``), if any."""
+    folders = [bundle.parent] + ([bundle.parent.parent] if bundle.parent.name == "checkpoints" else [])
+    for folder in folders:
+        if any((folder / name).is_file() for name in ("config.toml", "config.json")):
+            return folder
+    return None
+
+
 def find_push_source(path: Path) -> PushSource:
     """A bundle file, or a run folder (its best/final/latest or newest ``*.safetensors``)."""
     path = Path(path)
     if path.is_file():
-        run_dir = path.parent if (path.parent / "config.json").is_file() else None
-        if run_dir is None and path.parent.name == "checkpoints" and (path.parent.parent / "config.json").is_file():
-            run_dir = path.parent.parent
+        run_dir = _run_dir_of(path)
         return PushSource(path, run_dir, _read_config(run_dir) if run_dir else {}, _read_metrics(run_dir) if run_dir else {})
     if not path.is_dir():
         raise FewshotError(f"no such checkpoint or run folder: {path}")
@@ -551,9 +756,32 @@ def _dig(data: dict[str, Any], *keys: str) -> Any:
     return data
 
 
+def _data_record(training: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
+    """The training images' record (``{"images": N, "sha256": ...}``) a run's snapshots carry: the bundle's
+    own, else the newest snapshot's in its run folder (exported best/final bundles do not repeat it)."""
+    from .checkpoint import read_header
+
+    if isinstance(training.get("data"), dict):
+        return training["data"]
+    if run_dir is None:
+        return {}
+    for snapshot in sorted((run_dir / "checkpoints").glob("snapshot-*.safetensors"), reverse=True):
+        try:
+            record = (read_header(snapshot).training or {}).get("data")
+        except FewshotError:  # a damaged snapshot says nothing; an older one may
+            continue
+        if isinstance(record, dict):
+            return record
+    return {}
+
+
 def model_card_fields(source: PushSource, *, base: str | None = None, preset: str | None = None,
                       data_size: int | None = None, licence: str | None = None) -> dict[str, Any]:
-    """What the card says: base model, preset, data size, metrics, licence (inherited from the base)."""
+    """What the card says: base model, preset, data size, resolution, metrics, licence (inherited from the base).
+
+    Each comes from the arguments, else the run: the bundle's training record and provenance, the run
+    folder's config.toml, the images record of its snapshots; the licence from the base's registry entry.
+    """
     from .checkpoint import read_header
 
     header = read_header(source.bundle)
@@ -561,8 +789,9 @@ def model_card_fields(source: PushSource, *, base: str | None = None, preset: st
     base = _first(base, training.get("base"), _dig(config, "resume"), _dig(config, "base"), _dig(config, "transfer", "base"),
                   _dig(training, "config", "resume"), _dig(training, "config", "base"), prov.get("base"), prov.get("source"))
     preset = _first(preset, config.get("preset"), training.get("preset"), _dig(training, "config", "preset"))
-    data_size = _first(data_size, _dig(config, "data", "size"), config.get("data_size"), training.get("data_size"),
-                       _dig(training, "training_set_kwargs", "max_size"))
+    data = _data_record(training, source.run_dir)
+    data_size = _first(data_size, data.get("images"), _dig(config, "data", "size"), config.get("data_size"),
+                       training.get("data_size"), _dig(training, "training_set_kwargs", "max_size"))
     metrics = dict(training.get("metrics") or {}) if isinstance(training.get("metrics"), dict) else {}
     metrics.update(source.metrics)
     entry = registry_entry_for(str(base)) if base else None
@@ -574,8 +803,12 @@ def model_card_fields(source: PushSource, *, base: str | None = None, preset: st
         "data_size": data_size,
         "metrics": metrics,
         "licence": _first(licence, entry.licence if entry else None, training.get("licence"), "unknown"),
+        "licence_inherited": not licence and entry is not None and bool(entry.licence),
         "licence_url": entry.licence_url if entry else None,
         "resolution": spec.init_kwargs.get("img_resolution") if spec else None,
+        "data_sha256": data.get("sha256"),
+        # The run's config is known and names no base: trained from scratch (not merely unrecorded).
+        "from_scratch": base is None and bool(config or training.get("config")),
         "networks": sorted(header.specs),
     }
 
@@ -606,21 +839,30 @@ def render_model_card(repo_id: str, fields: dict[str, Any], files: list[str]) ->
     front["fewshot_resolution"] = fields.get("resolution")
     lines = ["---"] + [f"{k}: {_yaml_value(v)}" for k, v in front.items()] + ["---", ""]
     entry: CheckpointEntry | None = fields.get("base_entry")
+    resolution = fields.get("resolution")
     lines += [f"# {repo_id.split('/')[-1]}", "",
-              f"A StyleGAN2 generator fine-tuned with [fewshot](https://pypi.org/project/fewshot/) "
-              f"({fields.get('resolution')}x{fields.get('resolution')} px).", ""]
+              f"A StyleGAN2 generator {'fine-tuned' if base else 'trained'} with [fewshot](https://pypi.org/project/fewshot/)"
+              + (f" ({resolution}x{resolution} px)." if resolution else "."), ""]
     lines += ["| | |", "|---|---|",
-              f"| base model | {base or 'unknown'}" + (f" ({entry.description})" if entry else "") + " |",
+              f"| base model | {base or ('none (trained from scratch)' if fields.get('from_scratch') else 'unknown')}"
+              + (f" ({entry.description})" if entry else "") + " |",
               f"| preset | {fields.get('preset') or 'unknown'} |",
               f"| training images | {fields.get('data_size') or 'unknown'} |",
+              f"| resolution | {resolution}x{resolution} |" if resolution else "| resolution | unknown |",
               f"| networks | {', '.join(fields['networks'])} |"]
     for name, value in (fields.get("metrics") or {}).items():
         lines.append(f"| {name} | {value} |")
     lines += ["", "![samples](samples.png)" if "samples.png" in files else "", "",
               "## Use", "", "```bash", f"fewshot sample hf://{repo_id}/{files[0]} --seeds 0-15", "```", "",
-              "## Licence", "",
-              f"Inherited from the base model: {licence}" + (f" ({fields['licence_url']})" if fields.get("licence_url") else "")
-              + ". The training images keep their own licence.", ""]
+              "## Licence", ""]
+    if licence == "unknown":
+        why = "Trained from scratch, so no licence is inherited" if fields.get("from_scratch") else "Unknown"
+        lines.append(f"{why}: give one with `fewshot push --license`. The training images keep their own licence.")
+    else:
+        lines.append(("Inherited from the base model: " if fields.get("licence_inherited") else "") + licence
+                     + (f" ({fields['licence_url']})" if fields.get("licence_url") else "")
+                     + ". The training images keep their own licence.")
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import collections
 import io
+import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -92,9 +94,39 @@ def _reconstruct_persistent_obj(meta: dict[str, Any]) -> PersistentRecord:
     )
 
 
+def _first_line(exc: BaseException) -> str:
+    """An exception's first sentence, or its class name; never a library's advice (torch's refusals
+    suggest ``weights_only=False``, which would run the file's code)."""
+    text = str(exc).strip().splitlines()[0].split(". ")[0].rstrip(".") if str(exc).strip() else ""
+    return type(exc).__name__ if not text or "weights_only" in text or "weights only" in text.lower() else text
+
+
+def load_torch_tensors(source: str | os.PathLike[str] | bytes | BinaryIO, what: str, hint: str | None = None) -> Any:
+    """``torch.load`` under ``weights_only`` rules (tensors and plain containers, no code), with every
+    refusal and failure told in one line of fewshot's own (``what`` names the file for the message)."""
+    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    try:
+        return torch.load(stream, weights_only=True, map_location="cpu")
+    except OSError as exc:
+        raise FewshotError(f"cannot read {what}: {exc.strerror or _first_line(exc)}", hint=hint) from None
+    except pickle.UnpicklingError as exc:
+        # torch names the refused global in its text ("... GLOBAL posix.system ..."); its advice is not repeated.
+        found = re.search(r"GLOBAL ([A-Za-z_][\w.]*)", str(exc))
+        if found:
+            raise FewshotError(
+                f"refusing to load {what}: it names the global '{found.group(1)}', which tensor data never needs "
+                "(nothing from the file was executed)", hint=hint,
+            ) from None
+        raise FewshotError(f"cannot read {what}: damaged or not a torch.save file (nothing from it was executed)",
+                           hint=hint) from None
+    except (RuntimeError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        raise FewshotError(f"cannot read {what}: damaged or not a torch.save file ({_first_line(exc)})",
+                           hint=hint) from None
+
+
 def _load_storage_from_bytes(data: bytes) -> Any:
     # Storages are nested torch.save blobs; read them under weights_only rules.
-    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    return load_torch_tensors(data, "pickle (one of its tensor blobs)")
 
 
 def _rebuild_parameter(data: torch.Tensor, requires_grad: bool, backward_hooks: Any, *state: Any) -> torch.Tensor:
@@ -167,9 +199,9 @@ def safe_load(file: BinaryIO | bytes) -> Any:
     except FewshotError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-        raise FewshotError(f"not a readable network pickle ({type(exc).__name__}: {exc})") from None
-    except RuntimeError as exc:  # torch.load of a corrupt storage blob
-        raise FewshotError(f"corrupt tensor data in pickle: {exc}") from None
+        raise FewshotError(f"not a readable network pickle ({type(exc).__name__}: {_first_line(exc)})") from None
+    except RuntimeError as exc:  # a tensor rebuilt from inconsistent sizes or strides
+        raise FewshotError(f"corrupt tensor data in pickle: {_first_line(exc)}") from None
 
 
 def import_official_pickle(path: str | Path) -> ImportedPickle:

@@ -10,7 +10,11 @@ Resolution order for ``resolve_weights(name, path)``:
 5. a download into fewshot's cache, unless offline.
 
 Every file is checked against the registry's sha256 (or the hash prefix in torchvision-style file
-names). A file that fails is refused; one in fewshot's own cache is also deleted.
+names). A file that fails is refused; one in fewshot's own cache is also deleted. Weights that are
+nowhere and cannot be downloaded raise one :class:`~fewshot.hub.FetchError` that names the file, its
+URL and the cache path, and whose hint lists the ways to bring it over (``fewshot weights fetch`` on a
+machine with network, ``fewshot weights import``, ``FEWSHOT_WEIGHTS_<NAME>``) plus the caller's own
+option for a file, when it has one (``flag``, or :func:`fewshot.hub.suggesting` around the call).
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from typing import Any
 from . import settings
 from .errors import FewshotError
 from .hub import (
+    FEWSHOT_CACHE_NOTE,
+    OFFLINE_REASON,
     PRESETS_DIR,
+    FetchError,
     cached_sha256,
     download_url,
     hash_matches,
@@ -56,11 +63,12 @@ class WeightsEntry:
 
     @property
     def verification(self) -> str:
+        """How a file is checked, as a phrase: ``checked against its published sha256``."""
         if self.sha256:
-            return "sha256"
+            return "checked against its published sha256"
         if self.sha256_prefix:
-            return f"sha256 prefix {self.sha256_prefix}"
-        return "unverified (no published hash)"
+            return f"checked against the sha256 prefix {self.sha256_prefix} in its file name"
+        return "not checked: no published hash"
 
     def matches(self, digest: str) -> bool | None:
         return hash_matches(digest, self.sha256, self.sha256_prefix)
@@ -138,14 +146,28 @@ def verify_file(entry: WeightsEntry, path: Path) -> str:
     return digest
 
 
-def missing_error(entry: WeightsEntry, *, offline: bool, reason: str = "") -> FewshotError:
-    places = [str(cache_path(entry))] + [str(p) for p in library_cache_paths(entry)]
-    why = "downloads are off (FEWSHOT_OFFLINE / HF_HUB_OFFLINE)" if offline else "it could not be downloaded"
-    return FewshotError(
-        f"weights {entry.name!r} ({entry.filename}) are not available locally and {why}{reason}",
-        hint=f"download {entry.url} and run `fewshot weights import {entry.name} FILE`, "
-        f"or place it at {places[0]}, or set {settings.weights_env_var(entry.name)}=/path/to/{entry.filename}",
-    )
+def weights_remedies(entry: WeightsEntry, flag: str | None = None) -> list[str]:
+    """The ways to bring ``entry``'s file to a machine that cannot download it, most direct first."""
+    remedies = [
+        f"on a machine with network run `fewshot weights fetch {entry.name}` and copy the file it prints to "
+        f"{cache_path(entry)} here (fewshot's cache: {FEWSHOT_CACHE_NOTE})",
+        f"download {entry.url} and run `fewshot weights import {entry.name} FILE`",
+        f"set {settings.weights_env_var(entry.name)}=/path/to/{entry.filename}",
+    ]
+    return remedies + ([f"pass {flag}"] if flag else [])
+
+
+def fetch_error(entry: WeightsEntry, failure: FetchError | str, notes: list[str] | None = None,
+                flag: str | None = None) -> FetchError:
+    """The one error for weights that are nowhere here and cannot be downloaded now (``failure``: why)."""
+    searched = tuple(str(p) for p in library_cache_paths(entry))
+    subject = f"weights {entry.name!r} ({entry.filename})"
+    if isinstance(failure, FetchError):
+        return failure.about(subject, weights_remedies(entry, flag), name=entry.name, also_searched=searched,
+                             notes=tuple(notes or ()))
+    return FetchError(subject, url=entry.url, cache=cache_path(entry), failure=failure,
+                      remedies=weights_remedies(entry, flag), name=entry.name, also_searched=searched,
+                      notes=tuple(notes or ()))
 
 
 def find_local_weights(entry: WeightsEntry) -> tuple[Path | None, list[str]]:
@@ -175,8 +197,12 @@ def find_local_weights(entry: WeightsEntry) -> tuple[Path | None, list[str]]:
     return None, notes
 
 
-def resolve_weights(name: str, path: str | os.PathLike[str] | None = None) -> Path:
-    """A verified local weights file for the frozen network ``name`` (see the module doc for the order)."""
+def resolve_weights(name: str, path: str | os.PathLike[str] | None = None, *, flag: str | None = None) -> Path:
+    """A verified local weights file for the frozen network ``name`` (see the module doc for the order).
+
+    ``flag`` names the caller's option for an explicit file (``"--reg-weights FILE"``): the error for
+    weights that cannot be found or fetched offers it beside the generic remedies.
+    """
     entry = weights_entry(name)
     if path is not None:
         explicit = Path(path).expanduser()
@@ -185,16 +211,15 @@ def resolve_weights(name: str, path: str | os.PathLike[str] | None = None) -> Pa
     found, notes = find_local_weights(entry)
     if found is not None:
         return found
-    offline = settings.offline()
-    reason = f" ({'; '.join(notes)})" if notes else ""
-    if offline:
-        raise missing_error(entry, offline=True, reason=reason)
+    if settings.offline():
+        raise fetch_error(entry, f"{OFFLINE_REASON}, so {entry.url} was not fetched", notes, flag)
     try:
         return download_url(entry.url, cache_path(entry), sha256=entry.sha256, sha256_prefix=entry.sha256_prefix,
                             offline=False)
-    except FewshotError as exc:
-        raise FewshotError(f"weights {entry.name!r}: {exc.message}", hint=exc.hint or missing_error(
-            entry, offline=False).hint) from None
+    except FetchError as exc:
+        raise fetch_error(entry, exc, notes, flag) from None
+    except FewshotError as exc:  # interrupted, or a file that does not match: its own hint says what to do
+        raise FewshotError(f"weights {entry.name!r}: {exc.message}", hint=exc.hint) from None
 
 
 def import_weights(name: str, file: str | os.PathLike[str]) -> Path:

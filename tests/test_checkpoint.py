@@ -330,6 +330,76 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, hidden):
     assert not (tmp_path / "out.safetensors").exists()
 
 
+class _Shell:
+    """Unpickles as ``os.system(command)``."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def _legacy_torch_blob(obj):
+    """What a storage pickles to in an official snapshot: a legacy ``torch.save`` archive, as bytes."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer, _use_new_zipfile_serialization=False)
+    return buffer.getvalue()
+
+
+class _HiddenBlob:
+    """Pickles as ``torch.storage._load_from_bytes(blob)``, the one allowed global that reads nested bytes."""
+
+    def __init__(self, blob):
+        self.blob = blob
+
+    def __reduce__(self):
+        return (torch.storage._load_from_bytes, (self.blob,))
+
+
+def test_pickle_hiding_code_in_a_torch_blob_is_refused_in_fewshots_words(tmp_path):
+    marker = tmp_path / "pwned"
+    record = to_persistent(make_tiny_G().eval(), init_kwargs=make_tiny_G().init_kwargs)
+    record.state["_payload"] = _HiddenBlob(_legacy_torch_blob({"w": _Shell(f"touch '{marker}'")}))
+    src = dump_official(tmp_path / "blob.pkl", {"G_ema": record})
+    with pytest.raises(FewshotError) as info:
+        load_checkpoint(src)
+    error = info.value
+    # torch's own refusal runs to 7 lines and advises weights_only=False; fewshot says one line of its own.
+    assert "posix.system" in error.message and "nothing from the file was executed" in error.message
+    assert "\n" not in str(error) and "weights_only" not in str(error) and "weights only" not in str(error).lower()
+    assert not marker.exists()
+
+    record.state["_payload"] = _HiddenBlob(b"\x80\x02 not a torch archive")
+    src = dump_official(tmp_path / "damaged.pkl", {"G_ema": record})
+    with pytest.raises(FewshotError, match="cannot read pickle") as info:
+        load_checkpoint(src)
+    assert "\n" not in str(info.value) and "weights_only" not in str(info.value)
+
+
+def test_weights_files_with_code_are_refused_in_fewshots_words(tmp_path):
+    """The frozen networks' weight files are torch.save archives too: same refusal, same words."""
+    from fewshot.metrics.extractors import read_state_dict
+    from fewshot.regularizers.extractors import load_state_dict_file
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "resnet18-f37072fd.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "x": _Shell(f"touch '{marker}'")}, evil)
+    junk = tmp_path / "vgg16-397923af.pth"
+    junk.write_bytes(b"not weights at all")
+    for read in (load_state_dict_file, lambda path: read_state_dict(path, "vgg16")):
+        with pytest.raises(FewshotError, match=r"refusing to load .*posix\.system") as info:
+            read(evil)
+        assert str(evil) in info.value.message and "\n" not in str(info.value)
+        assert "weights_only" not in str(info.value)
+        with pytest.raises(FewshotError, match="cannot read") as info:
+            read(junk)
+        assert "\n" not in str(info.value) and "weights_only" not in str(info.value)
+    assert not marker.exists()
+
+
 def test_pickles_that_are_not_networks(tmp_path):
     cases = {
         "list.pkl": ([1, 2, 3], "expected a dict of networks"),

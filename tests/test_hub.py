@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -141,6 +142,9 @@ def hub_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    # The compiled CPU ops build under FEWSHOT_HOME: in this fresh one every sample grid would rebuild them
+    # (about a minute). What these tests check does not depend on the ops; tests/test_ops.py covers them.
+    monkeypatch.setenv("FEWSHOT_OPS", "reference")
     return tmp_path
 
 
@@ -352,6 +356,143 @@ def test_hf_offline_uses_prepopulated_cache_with_pinned_revisions(hub_env: Path,
     assert "fewshot download" in (info.value.hint or "")
 
 
+# --- failed fetches ---------------------------------------------------------------------------------------
+# An unresolvable name: `.invalid` is reserved (RFC 2606) and never resolves, so no test reaches outside.
+UNRESOLVABLE = "http://nonexistent.invalid"
+# A bound on a retry loop, not a benchmark: huggingface_hub's own loop takes ~25 s, one failed lookup
+# well under a second; the probe's lookup is cut off at 4 s even where a resolver never answers.
+FAILS_FAST_S = 5.0
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:  # bound, then closed: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_offline_checkpoint_name_error_names_file_url_cache_and_remedies(hub_env: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from fewshot.hub import FetchError, checkpoint_registry, resolve_checkpoint, url_cache_path
+
+    monkeypatch.setenv("FEWSHOT_OFFLINE", "1")
+    entry = checkpoint_registry()["ffhq256"]
+    cache = url_cache_path(entry.url)
+    with pytest.raises(FetchError) as info:
+        resolve_checkpoint("ffhq256", flag="--base PATH")
+    error = info.value
+    assert error.message.count("\n") == 0 and "ffhq-res256-mirror-paper256-noaug.pkl" in error.message
+    assert entry.url in error.message and str(cache) in error.message and "downloads are off" in error.message
+    hint = error.hint or ""
+    assert "`fewshot download ffhq256`" in hint and "$FEWSHOT_HOME" in hint and "~/.cache/fewshot" in hint
+    assert str(cache.relative_to(hub_env / "fewshot_home")) in hint  # the same place in the other machine's cache
+    assert hint.endswith("pass it as --base PATH")
+    with pytest.raises(FetchError) as info:  # without a flag: the reference itself is what to replace
+        resolve_checkpoint("ffhq256")
+    assert "--base" not in (info.value.hint or "") and "in place of 'ffhq256'" in (info.value.hint or "")
+
+
+def test_unresolvable_or_closed_host_fails_fast_with_the_file_and_cache_named(hub_env: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from fewshot.hub import FetchError, resolve_checkpoint, url_cache_path
+
+    unresolvable = f"{UNRESOLVABLE}/nets/far-away.pkl"
+    closed = f"http://127.0.0.1:{_closed_port()}/nets/nobody-home.pkl"
+    registry = write_registry(hub_env / "reg.toml", {"faraway": {"url": unresolvable}, "closed": {"url": closed}})
+    monkeypatch.setenv("FEWSHOT_CHECKPOINT_REGISTRY", str(registry))
+    for name, url, reason in (("faraway", unresolvable, "host nonexistent.invalid does not resolve"),
+                              ("closed", closed, "no connection to 127.0.0.1")):
+        start = time.monotonic()
+        with pytest.raises(FetchError) as info:
+            resolve_checkpoint(name)
+        assert time.monotonic() - start < FAILS_FAST_S
+        message = info.value.message
+        assert reason in message and url in message and str(url_cache_path(url)) in message
+        assert f"`fewshot download {name}`" in (info.value.hint or "")
+        assert not url_cache_path(url).with_name(url_cache_path(url).name + ".part").exists()
+
+
+def test_http_error_is_one_fetch_error_naming_url_and_cache(hub_env: Path, loopback_server: LoopbackServer) -> None:
+    from fewshot.hub import FetchError, resolve_checkpoint, url_cache_path
+
+    url = loopback_server.url + "/gone/net.pkl"
+    with pytest.raises(FetchError) as info:
+        resolve_checkpoint(url, flag="--base PATH")
+    assert f"{url} answered HTTP 404" in info.value.message and str(url_cache_path(url)) in info.value.message
+    assert f"`fewshot download {url}`" in (info.value.hint or "") and "--base PATH" in (info.value.hint or "")
+    assert len(loopback_server.gets("/gone/net.pkl")) == 1  # an answer is not retried
+
+
+def test_hf_reference_to_an_unresolvable_endpoint_fails_fast_without_retrying(
+    hub_env: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+
+    from fewshot.hub import FetchError, resolve_checkpoint
+
+    monkeypatch.setenv("HF_ENDPOINT", UNRESOLVABLE)
+    caplog.set_level(logging.DEBUG, logger="huggingface_hub")
+    start = time.monotonic()
+    with pytest.raises(FetchError) as info:
+        resolve_checkpoint("hf://org/gan/G.safetensors")
+    elapsed = time.monotonic() - start
+    captured = capfd.readouterr()
+    assert "Retrying" not in caplog.text + captured.out + captured.err  # huggingface_hub's loop never ran
+    assert elapsed < FAILS_FAST_S
+    message, hint = info.value.message, info.value.hint or ""
+    assert "G.safetensors" in message and f"{UNRESOLVABLE}/org/gan/resolve/main/G.safetensors" in message
+    assert str(hub_env / "hf_home" / "hub" / "models--org--gan") in message and "does not resolve" in message
+    assert "`fewshot download hf://org/gan/G.safetensors`" in hint and "models--org--gan" in hint
+
+    # The same unreachable endpoint with the file in the cache: the cache answers, at once.
+    _, body = tiny_bundle_bytes(hub_env)
+    snapshot = hub_env / "hf_home" / "hub" / "models--org--gan" / "snapshots" / COMMIT / "G.safetensors"
+    snapshot.parent.mkdir(parents=True)
+    snapshot.write_bytes(body)
+    (snapshot.parents[2] / "refs").mkdir()
+    (snapshot.parents[2] / "refs" / "main").write_text(COMMIT)
+    start = time.monotonic()
+    assert resolve_checkpoint("hf://org/gan/G.safetensors").read_bytes() == body
+    assert time.monotonic() - start < FAILS_FAST_S
+
+
+def test_host_probe_asks_the_proxy_when_one_is_set(hub_env: Path, loopback_server: LoopbackServer,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from fewshot.hub import unreachable_reason
+
+    assert unreachable_reason(loopback_server.url + "/x") is None
+    assert "does not resolve" in (unreachable_reason(f"{UNRESOLVABLE}/x") or "")
+    monkeypatch.setenv("http_proxy", loopback_server.url)  # behind a proxy, the proxy resolves names
+    assert unreachable_reason(f"{UNRESOLVABLE}/x") is None
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{_closed_port()}")
+    assert "no connection to 127.0.0.1" in (unreachable_reason(f"{UNRESOLVABLE}/x") or "")
+    monkeypatch.setenv("NO_PROXY", "nonexistent.invalid")
+    monkeypatch.setenv("no_proxy", "nonexistent.invalid")
+    assert "does not resolve" in (unreachable_reason(f"{UNRESOLVABLE}/x") or "")
+
+
+def test_suggesting_adds_the_callers_option_to_fetch_errors_only() -> None:
+    from fewshot.hub import FetchError, suggesting
+
+    error = FetchError("weights 'tinynet' (t.pth)", url="http://x/t.pth", cache=Path("/c/t.pth"),
+                       failure="downloads are off", remedies=["run `fewshot weights import tinynet FILE`"], name="tinynet")
+    with pytest.raises(FetchError) as info, suggesting("--reg-weights FILE"):
+        raise error
+    assert info.value.hint == "run `fewshot weights import tinynet FILE`; or pass --reg-weights FILE"
+    assert info.value.message == error.message == (
+        "weights 'tinynet' (t.pth): not in the cache (/c/t.pth), and downloads are off")
+    with pytest.raises(FetchError) as info, suggesting({"tinynet": "--tiny-weights FILE"}):
+        raise error
+    assert (info.value.hint or "").endswith("or pass --tiny-weights FILE")
+    with pytest.raises(FetchError) as info, suggesting({"other": "--other FILE"}):
+        raise error
+    assert info.value is error  # an error about another name passes unchanged
+    with pytest.raises(FewshotError, match="unrelated") as plain, suggesting("--reg-weights FILE"):
+        raise FewshotError("unrelated")
+    assert plain.value.hint is None
+
+
 # --- CLI ------------------------------------------------------------------------------------------------
 
 
@@ -417,6 +558,54 @@ def test_push_dry_run_writes_card_config_grid_and_bundle(hub_env: Path) -> None:
     assert code != 0  # refuses to write into a non-empty folder
     code, text = _cli("push", str(run), "--repo", "not-a-repo", "--dry-run", str(hub_env / "o2"))
     assert code != 0
+
+
+def _run_folder_as_training_writes_it(root: Path, images: int, base: str | None) -> Path:
+    """The layout fewshot.train.loop writes: config.toml, snapshots carrying the images record, and an
+    exported final.safetensors that carries the config only; provenance names the run and its base."""
+    from fewshot.checkpoint import save_bundle
+    from fewshot.config import TrainConfig
+
+    run = root / "runs" / "00003-flowers"
+    (run / "checkpoints").mkdir(parents=True)
+    cfg = TrainConfig(data=str(root / "flowers"), base=base, preset="reg-ada")
+    (run / "config.toml").write_text(cfg.to_toml())
+    G = make_tiny_G(0).eval()
+    nets, provenance = {"G": G, "G_ema": G, "D": make_tiny_D(0)}, {"run": run.name, "base": base}
+    for nimg, count in ((40, images - 1), (80, images)):  # the newest snapshot's record is the one that counts
+        save_bundle(run / "checkpoints" / f"snapshot-{nimg:09d}.safetensors", nets, provenance=provenance,
+                    training={"config": cfg.to_dict(), "data": {"images": count, "sha256": "ab" * 32}})
+    save_bundle(run / "final.safetensors", nets, provenance=provenance, training={"config": cfg.to_dict(), "kimg": 0.08})
+    return run
+
+
+def test_model_card_takes_images_resolution_base_and_licence_from_the_run(hub_env: Path) -> None:
+    from fewshot.hub import checkpoint_registry, find_push_source, model_card_fields, render_model_card
+
+    run = _run_folder_as_training_writes_it(hub_env, images=37, base="ffhq256")
+    entry = checkpoint_registry()["ffhq256"]
+    for target in (run, run / "final.safetensors", run / "checkpoints" / "snapshot-000000080.safetensors"):
+        source = find_push_source(target)
+        assert source.run_dir == run
+        fields = model_card_fields(source)
+        assert (fields["data_size"], fields["resolution"], fields["base"]) == (37, 32, "ffhq256")
+        card = render_model_card("me/flowers", fields, [source.bundle.name, "config.json", "samples.png"])
+        front = _front_matter(card)
+        assert front["fewshot_data_size"] == 37 and front["fewshot_resolution"] == 32
+        assert front["fewshot_base"] == "ffhq256" and front["fewshot_preset"] == "reg-ada"
+        assert front["license_name"] == entry.licence and front["license_link"] == entry.licence_url
+        assert "| training images | 37 |" in card and "| resolution | 32x32 |" in card
+        assert f"Inherited from the base model: {entry.licence}" in card and "unknown" not in card
+
+    scratch = _run_folder_as_training_writes_it(hub_env / "scratch", images=12, base=None)
+    fields = model_card_fields(find_push_source(scratch))
+    card = render_model_card("me/scratch", fields, ["final.safetensors"])
+    assert "| base model | none (trained from scratch) |" in card and "| training images | 12 |" in card
+    assert "--license" in card
+    fields = model_card_fields(find_push_source(scratch), licence="cc-by-4.0", data_size=10)
+    card = render_model_card("me/scratch", fields, ["final.safetensors"])
+    assert _front_matter(card)["license"] == "cc-by-4.0" and "| training images | 10 |" in card
+    assert "Inherited" not in card  # a licence given on the command line is not the base's
 
 
 def test_push_to_an_unreachable_hub_is_one_clear_error(hub_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -81,7 +81,7 @@ def weights_list() -> None:
         except Exception:  # a broken env override shows up in `verify`; list stays informative
             found = None
         typer.echo(f"{name:18s} {'present' if found else 'missing':8s} {entry.filename}")
-        typer.echo(f"{'':18s} {entry.used_for}; verified by {entry.verification}")
+        typer.echo(f"{'':18s} {entry.used_for}; {entry.verification}")
         typer.echo(f"{'':18s} {found or entry.url}")
 
 
@@ -123,7 +123,8 @@ def weights_verify(
         if status.state == "mismatch" or (names and status.state == "missing"):
             bad.append(name)
     if bad:
-        raise FewshotError(f"weights not usable: {', '.join(bad)}", hint="fewshot weights fetch NAME, or weights import NAME FILE")
+        raise FewshotError(f"weights not usable: {', '.join(bad)}",
+                           hint="`fewshot weights fetch NAME` where there is network, or `fewshot weights import NAME FILE`")
 
 
 @app.command(

@@ -56,10 +56,13 @@ def metrics_command(
     # Decoded batch by batch while the features are computed (and not at all when they are cached).
     real = open_real_images(source, int(generator.img_resolution))
     weights = {k: v for k, v in (("inception-v3-fid", inception_weights), ("vgg16", vgg_weights)) if v is not None}
-    result = compute_metrics(
-        generator, real, metrics=names, n_fake=n, psi=psi, batch_size=batch, device=torch_device,
-        weights_paths=weights, seed=seed, progress=not quiet, kid_subset_size=kid_subset, use_cache=not no_cache,
-    )
+    from ..hub import suggesting
+
+    with suggesting({"inception-v3-fid": "--inception-weights FILE", "vgg16": "--vgg-weights FILE"}):
+        result = compute_metrics(
+            generator, real, metrics=names, n_fake=n, psi=psi, batch_size=batch, device=torch_device,
+            weights_paths=weights, seed=seed, progress=not quiet, kid_subset_size=kid_subset, use_cache=not no_cache,
+        )
     result["protocol"]["checkpoint"] = str(ckpt)
     result["protocol"]["real_source"] = str(source)
     for line in _summary_lines(result):

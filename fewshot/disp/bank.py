@@ -262,7 +262,10 @@ def build_prior_bank(imageset: Any, extractor: str = "vgg16", weights_path: str 
     images = imageset.images if hasattr(imageset, "images") else imageset
     if mirror is None:
         mirror = bool(getattr(imageset, "mirror", False))
-    feature_fn, _ = load_feature_fn(extractor, weights_path, device)
+    from ..hub import suggesting
+
+    with suggesting("--set disp_weights=FILE"):  # the bank is built by a training run: its option for the file
+        feature_fn, _ = load_feature_fn(extractor, weights_path, device)
     source = torch.cat([images, images.flip(3)]) if mirror else images
     priors = extract_priors(source, feature_fn, batch_size, progress)
     return PriorBank(priors, extractor, content_hash(images), int(images.shape[0]), bool(mirror))

@@ -208,7 +208,10 @@ def image_priors(paths: Sequence[str | Path], bank: PriorBank, resolution: int,
                  weights_path: str | Path | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
     """Priors of user images through the bank's extractor (its weights must be available)."""
     images = torch.stack([read_image_for_prior(p, resolution) for p in paths])
-    feature_fn, spec = load_feature_fn(bank.extractor, weights_path, device)
+    from ..hub import suggesting
+
+    with suggesting("--prior-weights FILE"):  # image priors are asked for by `fewshot sample` / `walk`
+        feature_fn, spec = load_feature_fn(bank.extractor, weights_path, device)
     priors = extract_priors(images, feature_fn)
     if priors.shape[1] != bank.dim:
         raise FewshotError(f"the {spec.name} extractor gives {priors.shape[1]}-d features; the bank has {bank.dim}")

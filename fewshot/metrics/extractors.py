@@ -58,10 +58,10 @@ def weights_fingerprint(path: Path) -> str:
 
 def read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
     """A torch.save'd state_dict, read with ``weights_only`` (no code runs)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt or foreign file: say which one
-        raise FewshotError(f"{name} weights: cannot read {path} as a torch state_dict ({exc})") from exc
+    from ..official_pickle import load_torch_tensors
+
+    # A corrupt or foreign file, or one that would run code: one line that says which file, in fewshot's words.
+    state = load_torch_tensors(path, f"{name} weights {path}")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -110,14 +110,17 @@ def build_extractor(
 
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     """Read a state_dict saved with ``torch.save`` (tensors only) or as safetensors."""
-    try:
-        if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors":
+        try:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, a pickle with code, a truncated download
-        raise FewshotError(f"cannot read weights file {path}: {exc}") from None
+        except Exception as exc:  # a truncated or foreign file
+            raise FewshotError(f"cannot read weights file {path}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+    from ..official_pickle import load_torch_tensors
+
+    # A corrupt file, a pickle with code, a truncated download: one line in fewshot's words.
+    state = load_torch_tensors(path, f"weights file {path}")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

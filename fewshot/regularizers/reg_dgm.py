@@ -271,7 +271,10 @@ def build_reg_dgm(
 
     real_images = _check_real_images(real_images)
     if isinstance(model, str):
-        extractor, spec = build_extractor(model, weights_path=weights_path, device=device)
+        from ..hub import suggesting
+
+        with suggesting("--reg-weights FILE"):  # weights that cannot be fetched: the hint offers the run's option
+            extractor, spec = build_extractor(model, weights_path=weights_path, device=device)
         name, size, fixed = spec.name, spec.min_input_size, spec.fixed_input_size
     else:
         extractor, name, size, fixed = model, type(model).__name__, 224, None
