@@ -753,11 +753,10 @@ def _show_plan(echo: Callable[[str], None], cfg: TrainConfig, hyper: Hyper, imag
 def _load_base(ref: str) -> Bundle:
     path = Path(ref)
     if not path.exists():
-        try:
-            from ..hub import resolve_checkpoint
-        except ImportError:
-            raise FewshotError(f"no such base checkpoint: {ref}") from None
-        path = resolve_checkpoint(ref)
+        from ..hub import resolve_checkpoint
+
+        # A fetch that fails names the file, where it was sought, and the remedies (a local file among them).
+        path = resolve_checkpoint(ref, flag="--base PATH (or --base none to train from scratch)")
     return load_checkpoint(path)
 
 
