@@ -1,0 +1,124 @@
+"""One tick of every preset, hashed: the fixture that holds a refactor to bit-identical training.
+
+``python tests/tick_parity.py OUT.json [PRESET ...]`` trains each preset for one tick (two batches, every lazy
+phase included) on tiny networks fine-tuned from a seeded tiny base, with a seeded random ResNet-18 file for
+Reg-DGM and a toy DISP extractor, and writes ``{preset: sha256 of every tensor of the final snapshot}``.
+
+The hashes must not depend on which CPU runs them, so the run uses the libraries' portable kernel paths, set
+before torch is imported: oneDNN held to SSE4.1, ATen's scalar kernels, MKL in its conditional numerical
+reproducibility mode (the same results on every x86-64 processor), one thread, and fewshot's reference ops
+(which define the compiled ones; tests/test_ops.py holds the two together).
+"""
+
+from __future__ import annotations
+
+import os
+
+PORTABLE_ENV = {
+    "ONEDNN_MAX_CPU_ISA": "SSE41",
+    "ATEN_CPU_CAPABILITY": "default",
+    "MKL_CBWR": "COMPATIBLE",
+    "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "FEWSHOT_OPS": "reference",  # the plain-PyTorch definitions: no build needed, the same wherever torch runs
+}
+
+if __name__ == "__main__":
+    os.environ.update(PORTABLE_ENV)
+
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+TINY = dict(
+    data="demo", resolution=32, z_dim=32, w_dim=32, map_layers=2, channel_base=256, channel_max=32,
+    num_fp16_res=0, conv_clamp=None, batch=4, mbstd_group=2, tick_kimg=0.008, snap=1, keep=10,
+    r1_interval=2, pl_interval=2, gamma=0.5, aug_p=0.3, ada_kimg=0.05, sample_grid=(2, 2), device="cpu",
+    max_images=8, seed=3, kimg=0.008,
+)
+TOY_EXTRACTOR = "parity-toy16"
+
+
+def _register_toy_extractor() -> None:
+    import torch
+
+    from fewshot.disp.bank import PriorExtractorSpec, register_prior_extractor
+
+    def load(*args: object, **kwargs: object):
+        proj = torch.randn(48, 16, generator=torch.Generator().manual_seed(7))
+        return lambda images: torch.nn.functional.adaptive_avg_pool2d(images.float() / 255, 4).flatten(1) @ proj
+
+    register_prior_extractor(PriorExtractorSpec(TOY_EXTRACTOR, 16, load, description="parity toy"), replace=True)
+
+
+def _fixtures(folder: Path) -> dict[str, str]:
+    """A seeded tiny base bundle and a seeded random ResNet-18 file in torchvision's format."""
+    import torch
+    import torchvision
+
+    from fewshot.checkpoint import save_bundle
+    from fewshot.nets import Discriminator, Generator
+
+    torch.manual_seed(11)
+    G = Generator(32, 0, 32, 32, 3, mapping_kwargs={"num_layers": 2},
+                  synthesis_kwargs={"channel_base": 256, "channel_max": 32, "num_fp16_res": 0, "conv_clamp": None})
+    D = Discriminator(0, 32, 3, channel_base=256, channel_max=32, num_fp16_res=0, conv_clamp=None)
+    gen = torch.Generator().manual_seed(12)
+    with torch.no_grad():  # non-zero biases, noise strengths and w_avg, as in a trained network
+        for net in (G, D):
+            for name, tensor in list(net.named_parameters()) + list(net.named_buffers()):
+                if tensor.is_floating_point() and not name.endswith("resample_filter"):
+                    tensor.add_(torch.randn(tensor.shape, generator=gen) * 0.05)
+    base = folder / "base.safetensors"
+    save_bundle(base, {"G": G, "G_ema": G, "D": D})
+    torch.manual_seed(13)
+    resnet = folder / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), resnet)
+    return {"base": str(base), "reg_weights": str(resnet)}
+
+
+def tensor_digest(path: Path) -> str:
+    from fewshot.checkpoint import load_bundle
+
+    bundle = load_bundle(path, with_state=True)
+    digest = hashlib.sha256()
+    items = {f"net.{n}.{k}": v for n, net in bundle.networks.items() for k, v in net.state_dict().items()}
+    items.update({f"state.{k}": v for k, v in bundle.state_tensors.items()})
+    for key in sorted(items):
+        value = items[key].detach().contiguous().cpu()
+        digest.update(key.encode())
+        digest.update(str(value.dtype).encode())
+        digest.update(value.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def one_tick(preset: str, folder: Path, fixtures: dict[str, str]) -> str:
+    from fewshot.config import resolve_config
+    from fewshot.train.loop import train
+
+    overrides = dict(TINY, outdir=str(folder / "runs"), name=preset, disp_extractor=TOY_EXTRACTOR, **fixtures)
+    run = train(resolve_config(preset, overrides), progress=False, echo=lambda m: None, plan=False)
+    return tensor_digest(sorted((run / "checkpoints").glob("snapshot-*.safetensors"))[-1])
+
+
+def main(argv: list[str]) -> None:
+    import torch
+
+    from fewshot.config import list_presets
+
+    torch.set_num_threads(1)
+    out = Path(argv[0])
+    presets = argv[1:] or list_presets()
+    _register_toy_extractor()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        fixtures = _fixtures(folder)
+        hashes = {preset: one_tick(preset, folder, fixtures) for preset in presets}
+    out.write_text(json.dumps(hashes, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
