@@ -37,7 +37,7 @@ import importlib
 import pkgutil
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -109,8 +109,17 @@ def coerce_value(kind: Any, value: Any, what: str) -> Any:
             return float(value)
         if kind is str:
             return str(value)
+        if origin is dict:
+            if not isinstance(value, dict):
+                raise ValueError("expected a table of key = value")
+            key_kind, value_kind = args or (str, Any)
+            return {coerce_value(key_kind, k, what): (v if value_kind is Any else coerce_value(value_kind, v, what))
+                    for k, v in value.items()}
         if origin is tuple:
-            parts = list(value) if isinstance(value, (list, tuple)) else [p.strip() for p in str(value).split(",")
+            text = str(value)
+            if args and all(a is int for a in args if a is not Ellipsis):
+                text = text.lower().replace("x", ",")  # 8x4 for a grid
+            parts = list(value) if isinstance(value, (list, tuple)) else [p.strip() for p in text.split(",")
                                                                            if p.strip()]
             if len(args) == 2 and args[1] is Ellipsis:
                 return tuple(coerce_value(args[0], p, what) for p in parts)
@@ -122,8 +131,9 @@ def coerce_value(kind: Any, value: Any, what: str) -> Any:
     return value
 
 
-def build_options(cls: type[T], values: dict[str, Any], what: str) -> T:
-    """``cls(**values)`` with every value converted, checked and unknown keys refused by name."""
+def build_options(cls: type[T], values: dict[str, Any], what: str, labels: dict[str, str] | None = None) -> T:
+    """``cls(**values)`` with every value converted, checked and unknown keys refused by name. Errors name a value
+    ``what.name``, or ``labels[name]`` (the key the user knows it by), or just ``name`` when ``what`` is empty."""
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
@@ -132,7 +142,7 @@ def build_options(cls: type[T], values: dict[str, Any], what: str) -> T:
     kinds = _field_types(cls)
     converted = {}
     for name, value in values.items():
-        label = f"{what}.{name}"
+        label = (labels or {}).get(name) or (f"{what}.{name}" if what else name)
         converted[name] = check_option(known[name], coerce_value(kinds[name], value, label), label)
     return cls(**converted)
 
@@ -142,8 +152,9 @@ def check_option(f: dataclasses.Field, value: Any, label: str) -> Any:
     if value is None:
         return value
     choices = tuple(info.choices()) if callable(info.choices) else info.choices
-    if choices and value not in choices:
-        raise FewshotError(f"bad value for {label}: {value!r}", hint=f"choose from {', '.join(choices)}")
+    for item in (value if isinstance(value, (tuple, list)) else (value,)) if choices else ():
+        if item not in choices:
+            raise FewshotError(f"bad value for {label}: {item!r}", hint=f"choose from {', '.join(choices)}")
     if info.check is not None and not info.check(value):
         raise FewshotError(f"{label} must be {info.wanted or 'valid'}, got {value}")
     return value
@@ -176,8 +187,8 @@ class Entry:
     aliases: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)  # family-specific facts (e.g. what a metric needs)
 
-    def make_options(self, values: dict[str, Any] | None = None) -> Any:
-        return build_options(self.options, dict(values or {}), f"{self.family} {self.name!r}")
+    def make_options(self, values: dict[str, Any] | None = None, labels: dict[str, str] | None = None) -> Any:
+        return build_options(self.options, dict(values or {}), f"{self.family} {self.name!r}", labels)
 
 
 class Registry:
@@ -253,6 +264,26 @@ class Registry:
 
     def describe(self) -> list[tuple[str, str]]:
         return [(e.name, e.help) for e in self.entries()]
+
+    def view(self) -> RegistryView:
+        """A read-only ``{name: target}`` mapping onto this registry (for code that wants a dict)."""
+        return RegistryView(self)
+
+
+class RegistryView(Mapping):
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._registry:
+            raise KeyError(name)
+        return self._registry.get(name).target
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._registry.names())
+
+    def __len__(self) -> int:
+        return len(self._registry.names())
 
 
 def _first_line(target: Any) -> str:

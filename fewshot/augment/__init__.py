@@ -1,16 +1,19 @@
 """Augmentations applied before every discriminator call, chosen by name.
 
-``build_augment("ada", pipeline="bgc", ada_kimg=100)`` returns an :class:`Augment`; adding a
-method is adding a file with a ``@register_augment("name")`` class and importing it below.
+``build_augment("ada", pipeline="bgc", ada_kimg=100)`` returns an :class:`Augment`. Adding a method is adding a
+file here (or in another package, through the ``fewshot.methods`` entry point) with an
+``@augmentations.register("name", options=...)`` class: the registry finds it.
 """
 
-from . import ada, apa, diffaug, none  # noqa: F401  (importing registers the methods)
+from ..registry import augmentations
 from .ada import PIPELINES, AdaAugment, AdaPipeline
 from .apa import AdaApaAugment, ApaAugment
-from .base import AUGMENTS, Augment, build_augment, register_augment
+from .base import Augment, build_augment, make_augment
 from .diffaug import DiffAugment
 from .none import NoAugment
 from .preview import preview_grid, save_grid
+
+AUGMENTS = augmentations.view()  # name -> class, read from the registry
 
 __all__ = [
     "AUGMENTS",
@@ -23,7 +26,7 @@ __all__ = [
     "DiffAugment",
     "NoAugment",
     "build_augment",
+    "make_augment",
     "preview_grid",
-    "register_augment",
     "save_grid",
 ]

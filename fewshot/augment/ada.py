@@ -22,6 +22,7 @@ none), so gradients reach the input and double backward works on every device (R
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,7 +30,8 @@ import torch.nn.functional as F
 
 from ..cuda import downsample2d, setup_filter, upsample2d
 from ..errors import FewshotError
-from .base import Augment, register_augment
+from ..registry import augmentations, option
+from .base import Augment
 from .grid_sample import grid_sample_bilinear
 
 # Low-pass decomposition filters of two Daubechies symlets (public wavelet constants).
@@ -422,7 +424,19 @@ class AdaPipeline(torch.nn.Module):
         return images
 
 
-@register_augment("ada")
+@dataclass(frozen=True)
+class AdaOptions:
+    pipeline: str = option("bgc", "ADA pipeline: which transform groups run (the official names: "
+                           + ", ".join(PIPELINES) + ").")
+    ops: dict[str, float] = option(default_factory=dict, help="Overrides of single op multipliers or strengths, "
+                                   "e.g. {xflip = 0, scale_std = 0.1}, as the official AugmentPipe takes them.")
+
+    def __post_init__(self) -> None:
+        if self.pipeline not in PIPELINES:
+            raise FewshotError(f"unknown ADA pipeline {self.pipeline!r}", hint=f"choose one of: {', '.join(PIPELINES)}")
+
+
+@augmentations.register("ada", options=AdaOptions, help="adaptive discriminator augmentation (StyleGAN2-ADA)")
 class AdaAugment(Augment):
     """ADA: the ``pipeline`` (default ``bgc``) at the adaptive strength ``p``.
 
@@ -434,10 +448,10 @@ class AdaAugment(Augment):
 
     def __init__(
         self, p: float = 0.0, target: float = 0.6, ada_kimg: float = 500, interval: int = 4,
-        pipeline: str = "bgc", **overrides: float,
+        pipeline: str = "bgc", ops: dict[str, float] | None = None,
     ) -> None:
         super().__init__(p=p, target=target, ada_kimg=ada_kimg, interval=interval)
-        self.pipe = AdaPipeline(pipeline, **overrides)
+        self.pipe = AdaPipeline(pipeline, **(ops or {}))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.pipe(images, self.p)

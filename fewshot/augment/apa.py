@@ -14,8 +14,9 @@ from __future__ import annotations
 import torch
 
 from ..errors import FewshotError
-from .ada import AdaAugment
-from .base import Augment, register_augment
+from ..registry import augmentations
+from .ada import AdaAugment, AdaOptions
+from .base import Augment
 
 
 class PseudoAugmentMixin:
@@ -59,7 +60,7 @@ class PseudoAugmentMixin:
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
 
-@register_augment("apa")
+@augmentations.register("apa", help="adaptive pseudo augmentation: reals replaced by fakes with adaptive p")
 class ApaAugment(PseudoAugmentMixin, Augment):
     """APA alone: reals replaced by stored fakes with adaptive probability ``p``; no image transform."""
 
@@ -70,7 +71,7 @@ class ApaAugment(PseudoAugmentMixin, Augment):
         self._init_store()
 
 
-@register_augment("ada+apa")
+@augmentations.register("ada+apa", options=AdaOptions, help="the ADA pipeline and APA, driven by one adaptive p")
 class AdaApaAugment(PseudoAugmentMixin, AdaAugment):
     """ADA pipeline and APA replacement, one adaptive ``p`` for both."""
 
@@ -78,7 +79,7 @@ class AdaApaAugment(PseudoAugmentMixin, AdaAugment):
 
     def __init__(
         self, p: float = 0.0, target: float = 0.6, ada_kimg: float = 500, interval: int = 4,
-        pipeline: str = "bgc", **overrides: float,
+        pipeline: str = "bgc", ops: dict[str, float] | None = None,
     ) -> None:
-        super().__init__(p=p, target=target, ada_kimg=ada_kimg, interval=interval, pipeline=pipeline, **overrides)
+        super().__init__(p=p, target=target, ada_kimg=ada_kimg, interval=interval, pipeline=pipeline, ops=ops)
         self._init_store()

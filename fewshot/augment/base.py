@@ -13,59 +13,43 @@ buffers, so ``state_dict()`` / ``load_state_dict()`` resume a run exactly.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-
 import torch
 
 from ..errors import FewshotError
 
-AUGMENTS: dict[str, type[Augment]] = {}
+# What every augmentation takes besides its own options: the adaptive-p knobs (the [augment] section's own keys).
+COMMON_KEYS = ("p", "target", "ada_kimg", "interval")
 
 
-def register_augment(name: str) -> Callable[[type[Augment]], type[Augment]]:
-    """Class decorator: make the class buildable as ``build_augment(name, ...)``."""
+def make_augment(method: str, options: object | None = None, **common: object) -> Augment:
+    """The registered augmentation ``method`` with its options (a dataclass from the registry) and the common
+    knobs ``p``, ``target``, ``ada_kimg``, ``interval``."""
+    from ..registry import augmentations, options_dict
 
-    def wrap(cls: type[Augment]) -> type[Augment]:
-        if name in AUGMENTS and AUGMENTS[name] is not cls:
-            raise ValueError(f"augmentation {name!r} is registered twice")
-        AUGMENTS[name] = cls
-        cls.registered_name = name
-        return cls
-
-    return wrap
+    entry = augmentations.get(method)
+    if options is None:
+        options = entry.make_options()
+    return entry.target(**common, **options_dict(options))
 
 
 def build_augment(name: str, **kwargs: object) -> Augment:
-    """Instantiate a registered method; unknown names or keyword arguments are a FewshotError."""
-    if name not in AUGMENTS:
-        raise FewshotError(f"unknown augmentation {name!r}", hint=f"choose one of: {', '.join(sorted(AUGMENTS))}")
-    cls = AUGMENTS[name]
-    accepted, open_ended = _accepted_kwargs(cls)
-    unknown = sorted(set(kwargs) - accepted)
-    if unknown and not open_ended:  # open-ended classes validate their extra options themselves
-        raise FewshotError(
-            f"augmentation {name!r} does not take {', '.join(unknown)}",
-            hint=f"it accepts: {', '.join(sorted(accepted))}",
-        )
-    return cls(**kwargs)
+    """``make_augment`` with flat keyword arguments: common knobs, the method's options, and (for methods with an
+    ``ops`` option, i.e. ADA) single-op overrides such as ``xflip=0``. A keyword the method does not take is a
+    FewshotError naming it."""
+    from dataclasses import fields
 
+    from ..registry import augmentations
 
-def _accepted_kwargs(cls: type) -> tuple[set[str], bool]:
-    """Keyword names the constructors along the MRO take, and whether the class takes ``**extra``."""
-    names: set[str] = set()
-    open_ended = False
-    for klass in cls.__mro__:
-        if klass is torch.nn.Module or klass is object:
-            continue
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        for param in inspect.signature(init).parameters.values():
-            if param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD) and param.name != "self":
-                names.add(param.name)
-            open_ended |= param.kind == param.VAR_KEYWORD
-    return names, open_ended
+    entry = augmentations.get(name)
+    common = {k: kwargs.pop(k) for k in COMMON_KEYS if k in kwargs}
+    own = {f.name for f in fields(entry.options)}
+    values = {k: kwargs.pop(k) for k in list(kwargs) if k in own}
+    if kwargs and "ops" in own:
+        values["ops"] = {**dict(values.get("ops") or {}), **kwargs}  # type: ignore[dict-item]
+    elif kwargs:
+        raise FewshotError(f"augmentation {entry.name!r} does not take {', '.join(sorted(kwargs))}",
+                           hint=f"it accepts: {', '.join(sorted((*COMMON_KEYS, *own)))}")
+    return make_augment(entry.name, entry.make_options(values), **common)
 
 
 class Augment(torch.nn.Module):
@@ -79,7 +63,6 @@ class Augment(torch.nn.Module):
     """
 
     adaptive: bool = False
-    registered_name: str = ""
 
     def __init__(self, p: float = 0.0, target: float = 0.6, ada_kimg: float = 500, interval: int = 4) -> None:
         super().__init__()

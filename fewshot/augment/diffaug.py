@@ -12,11 +12,14 @@ the log reports, meaning "always on"; a ``p`` argument is accepted and ignored. 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from ..errors import FewshotError
-from .base import Augment, register_augment
+from ..registry import augmentations, option
+from .base import Augment
 
 POLICY_OPS = ("color", "translation", "cutout")
 
@@ -65,7 +68,17 @@ def _cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     return x * cutout_mask(batch, height, width, x.device, ratio).to(x.dtype)
 
 
-@register_augment("diffaug")
+@dataclass(frozen=True)
+class DiffAugmentOptions:
+    policy: str = option("color,translation,cutout", "DiffAugment policy: a comma-separated subset of "
+                         + ", ".join(POLICY_OPS) + ".")
+    translation_ratio: float = option(0.125, "Largest shift, as a fraction of the image side.",
+                                      check=lambda v: 0 <= v <= 1, wanted="in [0, 1]")
+    cutout_ratio: float = option(0.5, "Side of the cut-out square, as a fraction of the image side.",
+                                 check=lambda v: 0 <= v <= 1, wanted="in [0, 1]")
+
+
+@augmentations.register("diffaug", options=DiffAugmentOptions, help="DiffAugment (Zhao et al. 2020), always on")
 class DiffAugment(Augment):
     """DiffAugment with a comma-separated ``policy`` of ``color``, ``translation``, ``cutout``."""
 

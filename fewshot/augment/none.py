@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from .base import Augment, register_augment
+from ..registry import augmentations
+from .base import Augment
 
 
-@register_augment("none")
+@augmentations.register("none", help="no augmentation: D sees the images as they are")
 class NoAugment(Augment):
     """Identity everywhere; ``p`` is 0 and never tuned (a ``p`` argument is accepted and ignored)."""
 

@@ -17,8 +17,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from ..registry import losses
 
 PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
 
@@ -35,32 +36,30 @@ class LossWeights:
 
 
 def generator_adv_loss(gen_logits: torch.Tensor, kind: str) -> torch.Tensor:
-    return -gen_logits.mean() if kind == "hinge" else F.softplus(-gen_logits).mean()
+    """G's adversarial loss: the registered loss ``kind`` (:mod:`fewshot.train.losses`)."""
+    return losses.get(kind).target.generator(gen_logits)
 
 
 def discriminator_adv_losses(gen_logits: torch.Tensor | None, real_logits: torch.Tensor | None,
                              kind: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(loss on fakes, loss on reals) of the discriminator."""
-    if kind == "hinge":
-        fake = F.relu(1 + gen_logits).mean() if gen_logits is not None else None
-        real = F.relu(1 - real_logits).mean() if real_logits is not None else None
-    else:
-        fake = F.softplus(gen_logits).mean() if gen_logits is not None else None
-        real = F.softplus(-real_logits).mean() if real_logits is not None else None
-    return fake, real
+    """(loss on fakes, loss on reals) of the discriminator under the registered loss ``kind``."""
+    return losses.get(kind).target.discriminator(gen_logits, real_logits)
 
 
 class StyleGAN2Loss(nn.Module):
     """Holds the nets it differentiates through and the path-length running mean (resumable buffer)."""
 
     def __init__(self, G: nn.Module, D: nn.Module, augment: nn.Module, weights: LossWeights,
-                 regularizer: nn.Module | None = None) -> None:
+                 regularizer: nn.Module | list[nn.Module] | None = None) -> None:
         super().__init__()
         # Plain attributes (not submodules): the loss must not own or save the networks.
         object.__setattr__(self, "G", G)
         object.__setattr__(self, "D", D)
         object.__setattr__(self, "augment", augment)
-        object.__setattr__(self, "regularizer", regularizer)
+        regularizers = regularizer if isinstance(regularizer, (list, tuple)) else [regularizer]
+        # One at weight 0 is inactive: it adds nothing, not even a zero to the log.
+        object.__setattr__(self, "regularizers", [r for r in regularizers if r is not None
+                                                  and getattr(r, "active", True)])
         self.weights = weights
         self.register_buffer("pl_mean", torch.zeros([]))
 
@@ -98,8 +97,11 @@ class StyleGAN2Loss(nn.Module):
             gen_logits = self.run_D(gen_img, gen_c)
             loss = generator_adv_loss(gen_logits, w.adversarial)
             stats["loss_G"] = loss.detach()
-            if self.regularizer is not None:
-                reg = self.regularizer.generator_loss(gen_img, real_images=real_img)
+            if self.regularizers:  # the generator regularizers' terms (Reg-DGM, ...), summed
+                terms = [r.generator_loss(gen_img, real_images=real_img) for r in self.regularizers]
+                reg = terms[0]
+                for term in terms[1:]:
+                    reg = reg + term
                 stats["loss_reg"] = reg.detach()
                 loss = loss + reg
             loss.mul(gain).backward()
