@@ -1,14 +1,14 @@
 """Training configuration: defaults <- preset file(s) <- command-line overrides, resolved once.
 
-A preset is a TOML file in ``presets/`` (or any path) with a ``description`` and any of the
-:class:`TrainConfig` fields; ``extends = "other"`` inherits another preset first. The result is
-one frozen :class:`TrainConfig`, written to the run folder as ``config.toml`` and into every
-checkpoint, so a run can be read and resumed without outside knowledge.
+A preset is a TOML file in ``presets/`` (or any path) with a ``description``, any of the top-level
+:class:`TrainConfig` keys and the methods' sections (``[augment]``, ``[transfer]``,
+``[regularizers.<name>]``, ``[metrics]``, ``[disp]``: :mod:`fewshot.sections`); ``extends = "other"``
+inherits another preset first. The result is one frozen :class:`TrainConfig`, written to the run folder
+as ``config.toml`` and into every checkpoint, so a run can be read and resumed without outside knowledge.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -20,6 +20,24 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from .errors import FewshotError
+from .registry import build_options, losses, option, options_dict
+from .sections import (
+    FLAT_KEYS,
+    SECTION_NAMES,
+    SECTIONS,
+    AugmentSection,
+    DispSection,
+    MetricsSection,
+    TransferSection,
+    build_regularizers,
+    build_section,
+    flat_to_tree,
+    is_flat,
+    key_path,
+    merge_trees,
+    section_dict,
+    set_path,
+)
 
 
 def find_presets_dir() -> Path:
@@ -51,94 +69,81 @@ ARCH_SPECS: dict[str, dict[str, Any]] = {
 }
 
 
+def _at_least(n: int) -> dict[str, Any]:
+    return dict(check=lambda v: v >= n, wanted=f"at least {n}")
+
+
+_POSITIVE = dict(check=lambda v: v > 0, wanted="> 0")
+_NON_NEGATIVE = dict(check=lambda v: v >= 0, wanted=">= 0")
+_UNIT = dict(check=lambda v: 0 <= v <= 1, wanted="in [0, 1]")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every knob of a training run. ``None`` means 'derive it' (from the spec, the base or the data)."""
+    """Every knob of a training run. ``None`` means 'derive it' (from the spec, the base or the data).
+
+    The methods' knobs live in their sections (:mod:`fewshot.sections`): ``augment``, ``transfer``,
+    ``regularizers``, ``metrics``, ``disp``. Reading a flat key of earlier versions (``cfg.aug_p``,
+    ``cfg.freeze_d``, ...) still works and reads the section."""
 
     # What to train on and from.
     data: str = ""  # folder, zip, or "demo" (built-in procedural images)
     base: str | None = None  # checkpoint reference to fine-tune from; None = from scratch
     base_note: str = ""  # where the base came from: "--base", "default of reg-ada for 256 px images", ...
     allow_partial: bool = False  # accept a base whose tensors do not all fit
-    resolution: int | None = None  # scratch only; a base decides its own
-    crop: str = "center"  # center | pad
+    resolution: int | None = option(None, check=lambda v: v >= 8 and not v & (v - 1), wanted="a power of two >= 8")
+    crop: str = option("center", choices=("center", "pad"))
     mirror: bool = True  # random x-flips of the training images
-    max_images: int | None = None
+    max_images: int | None = option(None, **_at_least(1))
 
     # Network shape for training from scratch (a base checkpoint overrides all of these).
-    cfg: str = "auto"  # auto | paper256 | paper512 | paper1024 | stylegan2
-    z_dim: int = 512
-    w_dim: int = 512
-    map_layers: int | None = None
-    channel_base: int | None = None
-    channel_max: int = 512
-    num_fp16_res: int = 4
-    conv_clamp: float | None = 256
-    mbstd_group: int | None = None
+    cfg: str = option("auto", choices=lambda: ("auto", *ARCH_SPECS))
+    z_dim: int = option(512, **_at_least(1))
+    w_dim: int = option(512, **_at_least(1))
+    map_layers: int | None = option(None, **_at_least(1))
+    channel_base: int | None = option(None, **_at_least(1))
+    channel_max: int = option(512, **_at_least(1))
+    num_fp16_res: int = option(4, **_NON_NEGATIVE)
+    conv_clamp: float | None = option(256, check=lambda v: v > 0, wanted="> 0 (or unset)")
+    mbstd_group: int | None = option(None, **_at_least(1))
 
     # Optimisation (official semantics; None = from cfg).
-    kimg: float = 200.0
-    batch: int | None = None
-    batch_gpu: int | None = None
-    gamma: float | None = None  # R1 weight
-    r1_interval: int = 16
-    pl_weight: float = 2.0  # path-length regularisation weight (0 disables)
-    pl_interval: int = 4
-    pl_batch_shrink: int = 2
-    pl_decay: float = 0.01
-    style_mixing: float = 0.9
-    lr: float | None = None  # both G and D
-    lr_g: float | None = None
-    lr_d: float | None = None
-    ema_kimg: float | None = None
+    kimg: float = option(200.0, "Train until this many thousand images.", **_POSITIVE)
+    batch: int | None = option(None, **_at_least(1))
+    batch_gpu: int | None = option(None, **_at_least(1))
+    gamma: float | None = option(None, "R1 weight.", **_NON_NEGATIVE)
+    r1_interval: int = option(16, **_at_least(1))
+    pl_weight: float = option(2.0, "Path-length regularisation weight (0 disables).", **_NON_NEGATIVE)
+    pl_interval: int = option(4, **_at_least(1))
+    pl_batch_shrink: int = option(2, **_at_least(1))
+    pl_decay: float = option(0.01, **_UNIT)
+    style_mixing: float = option(0.9, **_UNIT)
+    lr: float | None = option(None, "Learning rate of G and D.", **_POSITIVE)
+    lr_g: float | None = option(None, **_POSITIVE)
+    lr_d: float | None = option(None, **_POSITIVE)
+    ema_kimg: float | None = option(None, **_NON_NEGATIVE)
     ema_rampup: float | None = -1.0  # -1 = from cfg; None/0 = no ramp-up
+    loss: str = option("logistic", "Adversarial loss.", choices=lambda: losses.names())
 
-    # Augmentation.
-    aug: str = "ada"  # none | ada | diffaug | apa | ada+apa
-    aug_p: float = 0.0
-    ada_target: float = 0.6
-    ada_kimg: float | None = None  # None = 500, or 100 when fine-tuning
-    ada_interval: int = 4
-    aug_pipeline: str = "bgc"
-    diffaug_policy: str = "color,translation,cutout"
-
-    # Transfer.
-    transfer: str = "finetune"  # finetune | freezed | general-part | adafm
-    freeze_d: int = 0
-    general: tuple[int, int] | None = None  # None = the method's default for the resolution
-    specific: str = "finetune"
-    adafm_start_kimg: float = 0.0
-    r1_fake: bool = False
-
-    # Reg-DGM.
-    reg_lambda: float = 0.0
-    reg_model: str = "resnet18"
-    reg_estimator: str = "mean"
-    reg_normalize: bool = False
-    reg_weights: str | None = None  # explicit extractor weights file (not hash-checked); None = the weights registry
-
-    # DISP (data instance priors, fewshot.disp) and the adversarial loss.
-    disp: bool = False  # condition G and a projection D on frozen features of the training images
-    disp_extractor: str = "vgg16"  # vgg16 | resnet18..152 | clip (fewshot.disp.bank)
-    disp_weights: str | None = None  # explicit extractor weights file; None = the weights registry
-    loss: str = "logistic"  # logistic (StyleGAN2 non-saturating) | hinge (the DISP paper)
+    # The methods, each in its section.
+    augment: AugmentSection = field(default_factory=AugmentSection)
+    transfer: TransferSection = field(default_factory=TransferSection)
+    regularizers: dict[str, Any] = field(default_factory=dict)  # name -> the regularizer's options
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    disp: DispSection = field(default_factory=DispSection)
 
     # Run bookkeeping.
     outdir: str = "runs"
     name: str | None = None
-    tick_kimg: float = 4.0
-    snap: int = 50  # ticks between snapshots
-    keep: int = 3  # snapshots kept besides final/best
+    tick_kimg: float = option(4.0, **_POSITIVE)
+    snap: int = option(50, "Ticks between snapshots.", check=lambda v: v >= 0, wanted=">= 0 (0: only at the end)")
+    keep: int = option(3, "Snapshots kept besides final/best.", **_at_least(1))
     seed: int = 0
-    sample_grid: tuple[int, int] = (8, 4)
-    metrics: tuple[str, ...] = ()
-    metrics_every: int = 0  # ticks; 0 = only at the end when metrics are set
-    metrics_n: int = 5000
-    best_metric: str = "fid"
+    sample_grid: tuple[int, int] = option((8, 4), check=lambda v: min(v) >= 1, wanted="COLUMNS,ROWS of at least 1")
 
     # Devices.
-    device: str = "auto"  # auto | cpu | cuda
-    gpus: int = 1
+    device: str = option("auto", choices=("auto", "cpu", "cuda"))
+    gpus: int = option(1, **_at_least(1))
     tf32: bool = False
     deterministic: bool = False
 
@@ -146,17 +151,71 @@ class TrainConfig:
     preset: str = ""
     description: str = ""
 
+    def __post_init__(self) -> None:
+        # A config built directly (TrainConfig(data=...)) gets each method's default options.
+        for name in ("augment", "transfer"):
+            section = getattr(self, name)
+            if section.options is None:
+                object.__setattr__(self, name, build_section(name, section_dict(section)))
+
+    def __getattr__(self, name: str) -> Any:
+        """Flat keys of earlier versions (``aug_p``, ``freeze_d``, ``reg_lambda``, ...) read their section."""
+        if name.startswith("__") or name not in FLAT_KEYS:
+            raise AttributeError(name)
+        return lookup(self, name)
+
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """The config as plain JSON values: top-level keys, then one table per section."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "regularizers":
+                out[f.name] = {name: options_dict(opts) for name, opts in value.items()}
+            elif f.name in SECTIONS:
+                out[f.name] = section_dict(value)
+            else:
+                out[f.name] = value
+        return json.loads(json.dumps(out))
 
     def to_toml(self) -> str:
+        data = self.to_dict()
         lines = [f"# fewshot resolved training config (preset: {self.preset or 'none'})"]
-        for key, value in self.to_dict().items():
-            if value is None:
-                lines.append(f"# {key} = (derived)")
+        tables: list[tuple[str, dict[str, Any]]] = []
+        for key, value in data.items():
+            if key == "regularizers":
+                tables += [(f"regularizers.{name}", opts) for name, opts in value.items()]
+            elif key in SECTIONS:
+                tables.append((key, value))
             else:
-                lines.append(f"{key} = {_toml_value(value)}")
+                lines.append(_toml_line(key, value))
+        for title, table in tables:
+            lines += ["", f"[{title}]"]
+            lines += [_toml_line(k, v) for k, v in table.items() if not isinstance(v, dict) or k == "ops"]
+            lines += [line for k, v in table.items() if isinstance(v, dict) and k != "ops"
+                      for line in ("", f"[{title}.{k}]", *(_toml_line(kk, vv) for kk, vv in v.items()))]
         return "\n".join(lines) + "\n"
+
+
+def lookup(cfg: TrainConfig, key: str) -> Any:
+    """A value by flat or dotted key (``aug_p``, ``augment.p``, ``regularizers.reg-dgm.weight``, ``kimg``)."""
+    path = key_path(key)
+    if len(path) == 1:
+        return getattr(cfg, path[0])
+    if path[0] == "regularizers":
+        opts = cfg.regularizers.get(path[1])
+        return None if opts is None or len(path) < 3 else getattr(opts, path[2], None)
+    section = getattr(cfg, path[0])
+    if path[1] in {f.name for f in fields(section)} and path[1] != "options":
+        return getattr(section, path[1])
+    return getattr(section.options, path[1], None) if section.options is not None else None
+
+
+def _toml_line(key: str, value: Any) -> str:
+    return f"# {key} = (derived)" if value is None else f"{_toml_key(key)} = {_toml_value(value)}"
+
+
+def _toml_key(key: str) -> str:
+    return key if all(c.isalnum() or c in "_-" for c in key) else json.dumps(key)
 
 
 def _toml_value(value: Any) -> str:
@@ -168,64 +227,33 @@ def _toml_value(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {value!r} to TOML")
 
 
-FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
-CHOICES: dict[str, tuple[str, ...]] = {
-    "crop": ("center", "pad"),
-    "cfg": ("auto", *ARCH_SPECS),
-    "aug": ("none", "ada", "diffaug", "apa", "ada+apa"),
-    "transfer": ("finetune", "freezed", "general-part", "adafm"),
-    "specific": ("finetune", "reinit"),
-    "reg_estimator": ("mean", "paired"),
-    "device": ("auto", "cpu", "cuda"),
-    "best_metric": ("fid", "kid"),
-    "loss": ("logistic", "hinge"),
-}
+TOP_LEVEL = frozenset(f.name for f in fields(TrainConfig)) - set(SECTION_NAMES)
 
 
-def coerce(key: str, value: Any) -> Any:
-    """Convert a preset or command-line value to the field's type, or fail with a clear message."""
-    if key not in FIELD_TYPES:
-        raise FewshotError(f"unknown config key {key!r}", hint=f"known keys: {', '.join(sorted(FIELD_TYPES))}")
-    kind = FIELD_TYPES[key]
-    try:
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and "None" in kind):
-            if "None" not in kind:
-                raise ValueError("may not be empty")
-            return None
-        if kind.startswith("bool"):
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("1", "true", "yes", "on"):
-                return True
-            if str(value).lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("expected true or false")
-        if kind.startswith("int"):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError("expected an integer")
-            return int(value)
-        if kind.startswith("float"):
-            return float(value)
-        if kind.startswith("tuple[int, int]"):
-            text = str(value).upper()
-            if not isinstance(value, (list, tuple)) and text.startswith("G") and "D" in text:  # G4D2
-                value = text[1:].split("D")
-            parts = value if isinstance(value, (list, tuple)) else str(value).replace("x", ",").split(",")
-            if len(parts) != 2:
-                raise ValueError("expected two integers like 2,1")
-            return (int(parts[0]), int(parts[1]))
-        if kind.startswith("tuple[str"):
-            parts = value if isinstance(value, (list, tuple)) else [p for p in str(value).split(",") if p.strip()]
-            return tuple(str(p).strip() for p in parts)
-        value = str(value)
-    except (TypeError, ValueError) as exc:
-        raise FewshotError(f"bad value for {key}: {value!r} ({exc})") from None
-    if key in CHOICES and value not in CHOICES[key]:
-        raise FewshotError(f"bad value for {key}: {value!r}", hint=f"choose from {', '.join(CHOICES[key])}")
-    return value
+def config_from_tree(tree: dict[str, Any], preset: str = "", description: str = "") -> TrainConfig:
+    """A TrainConfig from a tree (top-level keys and section tables), every value converted and checked."""
+    unknown = sorted(k for k in tree if k not in TOP_LEVEL and k not in SECTION_NAMES)
+    if unknown:
+        raise FewshotError(f"unknown config key {', '.join(unknown)}",
+                           hint=f"known keys: {', '.join(sorted(TOP_LEVEL))}; sections: {', '.join(SECTION_NAMES)}; "
+                                f"flat keys: {', '.join(sorted(FLAT_KEYS))}")
+    values = {k: v for k, v in tree.items() if k in TOP_LEVEL}
+    values.update({name: build_section(name, tree.get(name)) for name in SECTIONS})
+    values["regularizers"] = build_regularizers(tree.get("regularizers"))
+    values["preset"], values["description"] = preset or "", description
+    return build_options(TrainConfig, values, "")
+
+
+def config_from_dict(stored: dict[str, Any]) -> TrainConfig:
+    """The config a snapshot or config.toml holds, from this version or an earlier (flat) one."""
+    values = {k: v for k, v in stored.items() if k not in ("preset", "description")}
+    tree = flat_to_tree(values) if is_flat(values) else values
+    return config_from_tree(tree, stored.get("preset", ""), stored.get("description", ""))
 
 
 def preset_path(name_or_path: str) -> Path:
@@ -254,7 +282,7 @@ def list_presets() -> list[str]:
 
 
 def read_preset(name_or_path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A preset's values with its ``extends`` chain applied (parents first)."""
+    """A preset's tree with its ``extends`` chain applied (parents first; flat keys put in their sections)."""
     path = preset_path(name_or_path)
     if path.stem in _seen:
         raise FewshotError(f"preset {path.stem!r} extends itself")
@@ -265,8 +293,8 @@ def read_preset(name_or_path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any
     parent = data.pop("extends", None)
     values: dict[str, Any] = read_preset(parent, (*_seen, path.stem)) if parent else {}
     values.pop("description", None)
-    values.update(data)
-    return values
+    data.pop("description", None)
+    return merge_trees(values, data)
 
 
 def preset_description(name: str) -> str:
@@ -280,24 +308,23 @@ SCRATCH = "none"  # --base none: train from scratch even where the preset names 
 def resolve_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """defaults <- preset <- overrides, each value checked and converted.
 
-    A preset's ``default_base`` (a reference, ``"none"``, or a table from image size to reference) decides
-    the base when ``base`` is not given; ``base = "none"`` trains from scratch. ``base_note`` records which."""
-    values: dict[str, Any] = {}
-    description = ""
-    if preset:
-        values.update(read_preset(preset))
-        description = preset_description(preset)
-    preset_default = values.pop("default_base", None)
-    if "base" in values:  # a preset that names one base outright: that is its default
-        preset_default = values.pop("base")
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            values[key] = value
-    given_base = values.pop("base", None)  # before coercion, which reads "none" as unset
-    converted = {key: coerce(key, value) for key, value in values.items()}
-    converted["preset"] = preset or ""
-    converted["description"] = description
-    cfg = TrainConfig(**converted)
+    Overrides use flat keys (the command line's: ``aug_p``, ``freeze_d``, ...) or dotted ones
+    (``augment.p``, ``transfer.freeze_d``, ``regularizers.reg-dgm.weight``). A preset's ``default_base`` (a
+    reference, ``"none"``, or a table from image size to reference) decides the base when ``base`` is not
+    given; ``base = "none"`` trains from scratch. ``base_note`` records which."""
+    tree: dict[str, Any] = read_preset(preset) if preset else {}
+    description = preset_description(preset) if preset else ""
+    preset_default = tree.pop("default_base", None)
+    if "base" in tree:  # a preset that names one base outright: that is its default
+        preset_default = tree.pop("base")
+    given_base = None
+    items = [(k, v) for k, v in (overrides or {}).items() if v is not None]
+    for key, value in sorted(items, key=lambda kv: not key_path(kv[0])[-1] == "method"):  # methods first
+        if key == "base":
+            given_base = value  # before coercion, which would read "none" as unset
+        else:
+            set_path(tree, key_path(key), value)
+    cfg = config_from_tree(tree, preset or "", description)
     validate(cfg)
     return choose_base(cfg, given_base, preset_default)
 
@@ -360,34 +387,42 @@ def resumed_config(stored: dict[str, Any], requested: dict[str, Any] | None = No
     The same command again (``--resume latest`` added) is accepted: a flag equal to the run's value changes
     nothing. ``kimg`` and ``device`` may change; any other value that differs is refused, naming the key, the
     run's value and the new one (a new recipe is a new run: ``--base <snapshot>``)."""
-    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in stored.items()}
-    known = {f.name for f in fields(TrainConfig)}
-    values = {k: v for k, v in values.items() if k in known}
+    cfg = config_from_dict(stored)
     differ: list[str] = []
+    changes: dict[str, Any] = {}
     for key, value in (requested or {}).items():
         if value is None or key in ("data", "outdir", "name"):
             continue
         if key == "preset":
-            if value != values.get("preset", ""):
-                differ.append(f"preset {values.get('preset') or '(none)'!s} -> {value}")
+            if value != cfg.preset:
+                differ.append(f"preset {cfg.preset or '(none)'} -> {value}")
             continue
         if key == "base" and isinstance(value, str) and value.strip().lower() == SCRATCH:
             new: Any = None
         else:
-            new = coerce(key, value)
+            new = lookup(config_from_tree(_tree_with(cfg, key, value)), key)
         if key in RESUME_MAY_CHANGE:
-            values[key] = new
+            changes[key] = new
             continue
-        old = values.get(key)
+        old = lookup(cfg, key)
         if not _same_value(old, new):
             differ.append(f"{key} {_shown(old)} -> {_shown(new)}")
     if differ:
         raise FewshotError("a resumed run keeps the recipe it started with; the command changes " + ", ".join(differ),
                            hint="drop those flags to resume (--kimg and --device may change), or start a new run "
                                 "from this one: --base <run folder or snapshot>")
-    cfg = TrainConfig(**values)
+    cfg = replace(cfg, **changes)
     validate(cfg)
     return cfg
+
+
+def _tree_with(cfg: TrainConfig, key: str, value: Any) -> dict[str, Any]:
+    """The config's tree with one key set: the value the command asks for, converted as a new run would."""
+    tree = cfg.to_dict()
+    for drop in ("preset", "description"):
+        tree.pop(drop, None)
+    set_path(tree, key_path(key), value)
+    return tree
 
 
 def _same_value(a: Any, b: Any) -> bool:
@@ -407,64 +442,9 @@ def _shown(value: Any) -> str:
 
 
 def validate(cfg: TrainConfig) -> None:
-    if cfg.kimg <= 0:
-        raise FewshotError("kimg must be positive")
-    if cfg.batch is not None and cfg.batch < 1:
-        raise FewshotError("batch must be at least 1")
+    """What no single option's check can see: combinations of values."""
     if cfg.batch is not None and cfg.batch_gpu is not None and cfg.batch % (cfg.batch_gpu * max(cfg.gpus, 1)):
         raise FewshotError(f"batch {cfg.batch} is not a multiple of batch_gpu {cfg.batch_gpu} x gpus {cfg.gpus}")
-    if cfg.resolution is not None and (cfg.resolution < 8 or cfg.resolution & (cfg.resolution - 1)):
-        raise FewshotError(f"resolution must be a power of two >= 8, got {cfg.resolution}")
-    if cfg.tick_kimg <= 0:
-        raise FewshotError("tick_kimg must be positive")
-    if not 0 <= cfg.aug_p <= 1:
-        raise FewshotError("aug_p must lie in [0, 1]")
-    if cfg.reg_lambda < 0:
-        raise FewshotError("reg_lambda must be >= 0")
-    if cfg.gpus < 1:
-        raise FewshotError("gpus must be at least 1")
-    for key, test, wanted in _RANGES:
-        value = getattr(cfg, key)
-        if value is not None and not test(value):
-            raise FewshotError(f"{key} must be {wanted}, got {value}")
-    if cfg.sample_grid and min(cfg.sample_grid) < 1:
-        raise FewshotError(f"sample_grid must be COLUMNS,ROWS of at least 1, got {cfg.sample_grid}")
-
-
-# Numeric knobs that would fail late (a division by zero at the first lazy step, a negative R1 weight
-# silently rewarding sharp D gradients) or mean nothing: refused when the config is resolved.
-_RANGES: tuple[tuple[str, Any, str], ...] = (
-    ("gamma", lambda v: v >= 0, ">= 0"),
-    ("lr", lambda v: v > 0, "> 0"),
-    ("lr_g", lambda v: v > 0, "> 0"),
-    ("lr_d", lambda v: v > 0, "> 0"),
-    ("ema_kimg", lambda v: v >= 0, ">= 0"),
-    ("r1_interval", lambda v: v >= 1, "at least 1"),
-    ("pl_interval", lambda v: v >= 1, "at least 1"),
-    ("pl_batch_shrink", lambda v: v >= 1, "at least 1"),
-    ("pl_weight", lambda v: v >= 0, ">= 0"),
-    ("pl_decay", lambda v: 0 <= v <= 1, "in [0, 1]"),
-    ("style_mixing", lambda v: 0 <= v <= 1, "in [0, 1]"),
-    ("ada_target", lambda v: 0 <= v <= 1, "in [0, 1]"),
-    ("ada_kimg", lambda v: v > 0, "> 0"),
-    ("ada_interval", lambda v: v >= 1, "at least 1"),
-    ("freeze_d", lambda v: v >= 0, ">= 0"),
-    ("adafm_start_kimg", lambda v: v >= 0, ">= 0"),
-    ("batch_gpu", lambda v: v >= 1, "at least 1"),
-    ("max_images", lambda v: v >= 1, "at least 1"),
-    ("z_dim", lambda v: v >= 1, "at least 1"),
-    ("w_dim", lambda v: v >= 1, "at least 1"),
-    ("map_layers", lambda v: v >= 1, "at least 1"),
-    ("channel_base", lambda v: v >= 1, "at least 1"),
-    ("channel_max", lambda v: v >= 1, "at least 1"),
-    ("num_fp16_res", lambda v: v >= 0, ">= 0"),
-    ("conv_clamp", lambda v: v > 0, "> 0 (or unset)"),
-    ("mbstd_group", lambda v: v >= 1, "at least 1"),
-    ("snap", lambda v: v >= 0, ">= 0 (0: only at the end)"),
-    ("keep", lambda v: v >= 1, "at least 1"),
-    ("metrics_every", lambda v: v >= 0, ">= 0 (0: only at the end)"),
-    ("metrics_n", lambda v: v >= 2, "at least 2"),
-)
 
 
 @dataclass(frozen=True)
@@ -517,5 +497,5 @@ def derive_hyper(cfg: TrainConfig, resolution: int, fine_tuning: bool, world_siz
         map_layers=cfg.map_layers or spec["map_layers"],
         channel_base=cfg.channel_base or spec["channel_base"],
         mbstd_group=cfg.mbstd_group or min(batch_gpu, 4),
-        ada_kimg=cfg.ada_kimg if cfg.ada_kimg is not None else (100.0 if fine_tuning else 500.0),
+        ada_kimg=cfg.augment.ada_kimg if cfg.augment.ada_kimg is not None else (100.0 if fine_tuning else 500.0),
     )
