@@ -1,269 +1,41 @@
 """The training loop, readable top to bottom.
 
-setup (data, networks, transfer, augmentation, regulariser, optimisers, resume)
-  -> for every batch: the phases Gmain, Greg, Dmain, Dreg (lazy regularisation), G_ema, ADA p
-  -> at every tick: log line, and at snapshot ticks: sample grid, resumable snapshot, metrics
-  -> final.safetensors (exported networks)
+``train(config)`` = ``setup(config) -> Run`` (:mod:`fewshot.train.setup`: data, networks, transfer,
+augmentation, regularizers, optimisers, resume) then ``run(Run)``, below:
 
-Semantics follow stylegan2-ada-pytorch (REFERENCE.md §2). Unlike it, a snapshot holds the whole
-training state (optimisers, augmentation p and statistics, path-length mean, RNG states,
-counters), so ``--resume`` continues exactly where the run stopped.
+  for every batch: the phases Gmain, Greg, Dmain, Dreg (lazy regularisation), G_ema, ADA p
+  at every tick: a log line; at snapshot ticks: a sample grid, metrics, a resumable snapshot
+  at the end: final.safetensors (exported networks)
+
+Semantics follow stylegan2-ada-pytorch (docs/reference.md §2). Unlike it, a snapshot holds the whole training
+state (optimisers, augmentation p and statistics, path-length mean, RNG states, counters), so ``--resume``
+continues exactly where the run stopped.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
-import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from ..checkpoint import Bundle, atomic_write_bytes, load_checkpoint, load_state_strict, save_bundle
-from ..config import Hyper, TrainConfig, derive_hyper, resumed_config
-from ..data import content_hash, sample_batch
+from ..checkpoint import save_bundle
+from ..config import TrainConfig
 from ..errors import FewshotError
-from ..host_memory import keep_freed_memory
-from ..nets import Discriminator, Generator
 from . import distributed
-from .loss import LossWeights, StyleGAN2Loss
-from .run_dir import (
-    check_resumed_data,
-    list_snapshots,
-    new_run_dir,
-    open_resume_point,
-    prune_snapshots,
-    resumed_data_source,
-    run_lock,
-    snapshot_path,
-)
-from .state import capture_rng, flatten, restore_rng, unflatten
-from .stops import RunOutput, StopRequested, signal_name
+from . import run_dir as layout
+from .networks import lazy_opt_kwargs, render_fakes, save_grid
+from .run import Progress, Run, TickStats, TrainingInterrupted
+from .setup import Request, setup
+from .stops import RunOutput, signal_name
 
-
-@dataclass
-class Phase:
-    name: str  # Gmain | Greg | Dmain | Dreg
-    module: nn.Module
-    opt: torch.optim.Optimizer
-    params: list[nn.Parameter]
-    interval: int
-    active: bool = True  # Greg without path length, Dreg without R1: skipped (their z are still drawn)
-
-
-@dataclass
-class Progress:
-    """Counters that define where a run is; saved in every snapshot."""
-
-    cur_nimg: int = 0
-    batch_idx: int = 0
-    cur_tick: int = 0
-    tick_start_nimg: int = 0
-    best_metric: float | None = None
-    elapsed_sec: float = 0.0
-
-
-@dataclass
-class TickStats:
-    sums: dict[str, float] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def add(self, stats: dict[str, torch.Tensor]) -> None:
-        for key, value in stats.items():
-            self.sums[key] = self.sums.get(key, 0.0) + float(value)
-            self.counts[key] = self.counts.get(key, 0) + 1
-
-    def means(self) -> dict[str, float]:
-        return {k: self.sums[k] / self.counts[k] for k in self.sums}
-
-
-class TrainingInterrupted(Exception):
-    """The run stopped on request (a signal, its output gone) after writing a snapshot."""
-
-    def __init__(self, signum: int, snapshot: Path | None, exit_code: int | None = None) -> None:
-        super().__init__(f"stopped by {signal_name(signum)}")
-        self.signum = signum
-        self.snapshot = snapshot
-        self.exit_code = exit_code if exit_code is not None else 128 + signum
-
-
-# ---------------------------------------------------------------------------------------------
-# Setup helpers
-
-
-def pick_device(choice: str, local_rank: int = 0) -> torch.device:
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise FewshotError("device cuda requested but no CUDA device is available")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
-def load_training_images(cfg: TrainConfig, resolution: int, progress: bool) -> Any:
-    from .. import data
-
-    if cfg.data in ("", None):
-        raise FewshotError("no training data given", hint="fewshot train DATA_FOLDER_OR_ZIP (or 'demo')")
-    if cfg.data == "demo":
-        return data.demo_images(n=cfg.max_images or 64, resolution=resolution, seed=0)
-    return data.load_images(cfg.data, resolution, crop=cfg.crop, mirror=cfg.mirror, max_images=cfg.max_images,
-                            progress=progress)
-
-
-def scratch_networks(cfg: TrainConfig, hyper: Hyper, resolution: int) -> dict[str, nn.Module]:
-    G = Generator(
-        z_dim=cfg.z_dim, c_dim=0, w_dim=cfg.w_dim, img_resolution=resolution, img_channels=3,
-        mapping_kwargs={"num_layers": hyper.map_layers},
-        synthesis_kwargs={
-            "channel_base": hyper.channel_base, "channel_max": cfg.channel_max,
-            "num_fp16_res": cfg.num_fp16_res, "conv_clamp": cfg.conv_clamp,
-        },
-    )
-    D = Discriminator(
-        c_dim=0, img_resolution=resolution, img_channels=3, channel_base=hyper.channel_base,
-        channel_max=cfg.channel_max, num_fp16_res=cfg.num_fp16_res, conv_clamp=cfg.conv_clamp,
-        epilogue_kwargs={"mbstd_group_size": hyper.mbstd_group},
-    )
-    return {"G": G, "D": D, "G_ema": copy.deepcopy(G).eval()}
-
-
-def base_networks(cfg: TrainConfig, base: Bundle, hyper: Hyper) -> tuple[dict[str, nn.Module], list[str]]:
-    """Networks shaped like the base (the architecture follows the checkpoint), weights copied.
-
-    Returns the nets and the list of base tensors that did not fit (empty unless the config
-    asked for a different shape, e.g. --map-layers); the caller stops unless --allow-partial.
-    """
-    g_src = base.networks.get("G") or base.networks.get("G_ema")
-    if g_src is None:
-        raise FewshotError("the base checkpoint holds no generator")
-    g_kwargs = copy.deepcopy(g_src.init_kwargs)
-    if cfg.map_layers is not None:
-        g_kwargs.setdefault("mapping_kwargs", {})["num_layers"] = cfg.map_layers
-    G = Generator(**g_kwargs)
-    res = G.img_resolution
-    if "D" in base.networks:
-        d_kwargs = copy.deepcopy(base.networks["D"].init_kwargs)
-        d_kwargs.setdefault("epilogue_kwargs", {})["mbstd_group_size"] = hyper.mbstd_group
-        D = type(base.networks["D"])(**d_kwargs)  # a DISP base keeps its ProjectionDiscriminator
-    else:
-        D = Discriminator(c_dim=g_kwargs.get("c_dim", 0), img_resolution=res, img_channels=G.img_channels,
-                          channel_base=g_kwargs.get("synthesis_kwargs", {}).get("channel_base", 32768),
-                          epilogue_kwargs={"mbstd_group_size": hyper.mbstd_group})
-    nets = {"G": G, "D": D, "G_ema": copy.deepcopy(G)}
-    skipped: list[str] = []
-    for name, net in nets.items():
-        src = base.networks.get(name) or (base.networks.get("G_ema") if name == "G" else None) \
-            or (base.networks.get("G") if name == "G_ema" else None)
-        if src is None:
-            if name == "D":
-                skipped.append("D.* (the base has no discriminator; D starts from scratch)")
-            continue
-        own = net.state_dict()
-        src_state = src.state_dict()
-        with torch.no_grad():
-            for key, value in src_state.items():
-                if key in own and own[key].shape == value.shape:
-                    own[key].copy_(value)
-                else:
-                    skipped.append(f"{name}.{key} {tuple(value.shape)}")
-        skipped += [f"{name}.{k} (not in base)" for k in own if k not in src_state]
-    nets["G_ema"].eval()
-    return nets, skipped
-
-
-def architecture_of(G: nn.Module) -> dict[str, Any]:
-    """The config's architecture keys as a built generator has them (a base's, whatever the preset said)."""
-    kwargs = G.init_kwargs
-    synthesis, mapping = kwargs.get("synthesis_kwargs", {}), kwargs.get("mapping_kwargs", {})
-    return dict(resolution=G.img_resolution, z_dim=G.z_dim, w_dim=G.w_dim, map_layers=mapping.get("num_layers", 8),
-                channel_base=synthesis.get("channel_base", 32768), channel_max=synthesis.get("channel_max", 512),
-                num_fp16_res=synthesis.get("num_fp16_res", 0), conv_clamp=synthesis.get("conv_clamp"))
-
-
-def draw_batch(images: Any, disp_bank: Any, batch: int, z_dim: int, n_phases: int, data_gen: torch.Generator,
-               device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]:
-    """One batch: reals (with their DISP priors, else None) from ``data_gen``, and a z per phase."""
-    if disp_bank is None:
-        real, real_c = sample_batch(images, batch, data_gen).to(device), None
-    else:  # each real comes with its own prior; fakes are conditioned on the same priors (DISP)
-        real, real_c = disp_bank.sample_batch(images, batch, data_gen)
-        real, real_c = real.to(device), real_c.to(device)
-    all_z = torch.randn([n_phases * batch, z_dim], device=device)
-    return real, real_c, all_z.split(batch)
-
-
-def run_phase(phase: Phase, loss: StyleGAN2Loss, real: torch.Tensor, real_c: torch.Tensor | None, z: torch.Tensor,
-              batch_gpu: int, dist: Any, stats: TickStats | None = None, step: bool = True) -> None:
-    """One phase over the batch, ``batch_gpu`` images at a time (gradient accumulation), then its optimiser step
-    (gradients averaged over processes, non-finite entries replaced, as official)."""
-    phase.opt.zero_grad(set_to_none=True)
-    for p in phase.params:
-        p.requires_grad_(True)
-    c_chunks = real_c.split(batch_gpu) if real_c is not None else [None] * math.ceil(real.shape[0] / batch_gpu)
-    for real_chunk, c_chunk, z_chunk in zip(real.split(batch_gpu), c_chunks, z.split(batch_gpu), strict=True):
-        values = loss.accumulate_gradients(phase.name, real_chunk, c_chunk, z_chunk, c_chunk, gain=phase.interval)
-        if stats is not None:
-            stats.add(values)
-    for p in phase.params:
-        p.requires_grad_(False)
-    if not step:
-        return
-    distributed.average_gradients(phase.params, dist)
-    for p in phase.params:
-        if p.grad is not None:
-            torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
-    phase.opt.step()
-
-
-def count_params(params: list[nn.Parameter]) -> int:
-    return sum(p.numel() for p in params)
-
-
-def lazy_opt_kwargs(lr: float, interval: int | None) -> dict[str, Any]:
-    """A lazily regularised optimiser uses lr*c and betas**c with c = interval/(interval+1)."""
-    ratio = interval / (interval + 1) if interval else 1.0
-    return dict(lr=lr * ratio, betas=(0.0 ** ratio, 0.99**ratio), eps=1e-8)
-
-
-def fixed_latents(cfg: TrainConfig, z_dim: int, device: torch.device) -> torch.Tensor:
-    cols, rows = cfg.sample_grid
-    gen = torch.Generator().manual_seed(cfg.seed + 123456)
-    return torch.randn([cols * rows, z_dim], generator=gen).to(device)
-
-
-def save_grid(images: torch.Tensor, path: Path, grid: tuple[int, int]) -> None:
-    """Write a [N,3,H,W] float batch in [-1,1] as a grid (cols, rows), quantised as the official tools do."""
-    from ..generate import save_image_grid, to_uint8
-
-    cols, rows = grid
-    n = min(images.shape[0], cols * rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image_grid(to_uint8(images[:n].detach().float()), path, (cols, math.ceil(n / cols)))
-
-
-@torch.no_grad()
-def render_fakes(G_ema: nn.Module, latents: torch.Tensor, batch: int,
-                 conditions: torch.Tensor | None = None) -> torch.Tensor:
-    from ..generate import inference_kwargs
-
-    fast = inference_kwargs(latents.device)  # the batched CPU path of `fewshot sample`
-    if conditions is None:
-        return torch.cat([G_ema(z, None, noise_mode="const", **fast) for z in latents.split(batch)])
-    return torch.cat([G_ema(z, c, noise_mode="const", **fast)
-                      for z, c in zip(latents.split(batch), conditions.split(batch), strict=True)])
-
-
-# ---------------------------------------------------------------------------------------------
-# The loop
+__all__ = ["Progress", "TrainingInterrupted", "lazy_opt_kwargs", "run", "train"]
 
 
 def train(
@@ -285,10 +57,218 @@ def train(
     run's data again (the same source, or its new place when the original is gone). ``resume_request`` holds
     the values the resuming command gave: those equal to the run's are accepted, others refused
     (:func:`fewshot.config.resumed_config`). ``plan`` times a warm-up step for the plan shown before training."""
+    request = Request(resume=resume, dry_run=dry_run, aug_preview=aug_preview, progress=progress,
+                      kimg_override=kimg_override, data_override=data_override, resume_request=resume_request,
+                      plan=plan)
     with ExitStack() as held:  # the run folder's lock, released however the run ends
         held.enter_context(_process_torch_settings())
-        return _train(cfg, resume, dry_run, aug_preview, progress, echo, max_ticks, kimg_override, data_override,
-                      held, resume_request, plan)
+        built = setup(cfg, request, echo, held)
+        if not isinstance(built, Run):
+            return built  # a dry run or a preview (None), or a resumed run that had already finished
+        return run(built, max_ticks=max_ticks, progress=progress)
+
+
+def run(run: Run, max_ticks: int | None = None, progress: bool = True) -> Path | None:
+    """Train ``run`` until its kimg (or ``max_ticks`` ticks), a stop, or an error; returns its folder."""
+    cfg, hyper, state = run.cfg, run.hyper, run.progress
+    total_nimg = int(cfg.kimg * 1000)
+    clock = TickClock(start_elapsed=state.elapsed_sec)
+    tick_stats = TickStats()
+    bar = _progress_bar(total_nimg, state.cur_nimg, progress and run.is_main)
+    with run.stop:
+        while state.cur_nimg < total_nimg:
+            # ---- One batch: every phase whose interval divides the batch index.
+            real, real_c, phase_z = run.draw(run.data_gen)
+            for phase, z in zip(run.phases, phase_z, strict=True):
+                if state.batch_idx % phase.interval == 0 and phase.active:
+                    run.step(phase, real, real_c, z, stats=tick_stats)
+
+            # ---- G_ema, the counters, ADA's p, AdaFM's start gate.
+            run.update_ema()
+            state.cur_nimg += hyper.batch
+            state.batch_idx += 1
+            distributed.sync_augment_stats(run.augment, run.dist)
+            run.augment.update(hyper.batch)
+            run.transfer.on_kimg(state.cur_nimg / 1000)
+            if bar is not None:
+                bar = _bar_call(bar, run.out, "update", hyper.batch)
+            if run.is_main:
+                run.out.check()  # a reader gone between writes (`| head`, a closed terminal) stops the run too
+
+            # ---- Tick: the log line; at snapshot ticks the grid, the metrics and the snapshot.
+            done = state.cur_nimg >= total_nimg
+            tick_due = state.cur_nimg >= state.tick_start_nimg + cfg.tick_kimg * 1000
+            stop_now = bool(run.stop) or distributed.any_flag(bool(run.stop), run.dist)
+            if not (done or tick_due or stop_now):
+                continue
+            bar = end_tick(run, tick_stats, clock, bar, total_nimg)
+            tick_stats = TickStats()
+            last_tick = max_ticks is not None and state.cur_tick >= max_ticks
+            if run.is_main and (done or stop_now or last_tick or (cfg.snap > 0 and state.cur_tick % cfg.snap == 0)):
+                snapshot_tick(run, done)
+            distributed.barrier(run.dist)
+            if stop_now:
+                raise stopped(run, bar)
+            if last_tick:
+                break
+    if bar is not None:
+        _bar_call(bar, run.out, "close")
+    if run.is_main and state.cur_nimg >= total_nimg:
+        with _writing("final.safetensors", run.run_dir):
+            final = _write_export(run, layout.final_path(run.run_dir))
+        run.out(f"done: {state.cur_nimg / 1000:g} kimg; wrote {final}")
+    distributed.barrier(run.dist)
+    return run.run_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# Ticks
+
+
+class TickClock:
+    """Wall time of the current tick and of the run across sessions (resumes add to it)."""
+
+    def __init__(self, start_elapsed: float) -> None:
+        self.start_elapsed = start_elapsed
+        self.session_start = self.tick_start = time.time()
+
+
+def end_tick(run: Run, stats: TickStats, clock: TickClock, bar: Any, total_nimg: int) -> Any:
+    """Log the tick (log.jsonl, the terminal, the bar) and start the next one; returns the bar (None once gone)."""
+    state = run.progress
+    means = stats.means()
+    _check_finite(means, state, run.run_dir)
+    now = time.time()
+    tick_nimg = state.cur_nimg - state.tick_start_nimg
+    state.elapsed_sec = clock.start_elapsed + (now - clock.session_start)
+    sec_per_kimg = (now - clock.tick_start) / max(tick_nimg / 1000, 1e-8)
+    record = {
+        "tick": state.cur_tick, "kimg": round(state.cur_nimg / 1000, 3),
+        "sec_per_tick": round(now - clock.tick_start, 3), "sec_per_kimg": round(sec_per_kimg, 3),
+        **{k: round(v, 5) for k, v in means.items()},
+        **{f"aug_{k}": round(v, 5) for k, v in run.augment.stats().items()},
+        "lr_g": run.hyper.lr_g, "lr_d": run.hyper.lr_d, "pl_mean": round(float(run.loss.pl_mean), 5),
+        "mem_mb": _memory_mb(run.device), "time": round(state.elapsed_sec, 1),
+    }
+    record["eta_sec"] = round(record["sec_per_kimg"] * max(total_nimg - state.cur_nimg, 0) / 1000, 1)
+    if run.dist.enabled:
+        record["ranks_in_sync"] = distributed.params_in_sync([run.G, run.D], run.dist)
+        if not record["ranks_in_sync"]:
+            raise FewshotError("data-parallel ranks hold different weights; stopping")
+    if run.is_main:
+        with layout.log_path(run.run_dir).open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        bar = _report(bar, run.out, record)
+        if bar is not None:
+            bar = _bar_call(bar, run.out, "set_postfix", G=f"{means.get('loss_G', 0):.3f}",
+                            D=f"{means.get('loss_D', 0):.3f}", p=f"{float(run.augment.p):.3f}")
+    state.cur_tick += 1
+    state.tick_start_nimg = state.cur_nimg
+    clock.tick_start = now
+    return bar
+
+
+def snapshot_tick(run: Run, done: bool) -> None:
+    """The sample grid, the metrics when due, the snapshot (also when an evaluation fails), the best export."""
+    state, run_dir = run.progress, run.run_dir
+    with _writing(f"the sample grid at {state.cur_nimg / 1000:g} kimg", run_dir):
+        save_grid(render_fakes(run.G_ema, run.latents, run.hyper.batch_gpu, run.grid_priors),
+                  layout.fakes_path(run_dir, state.cur_nimg), run.cfg.sample_grid)
+    try:
+        metrics = _maybe_metrics(run, done)
+    except BaseException:  # a failed evaluation does not cost the training since the last snapshot
+        _write_snapshot(run)
+        raise
+    with _writing(f"the snapshot at {state.cur_nimg / 1000:g} kimg", run_dir):
+        _write_snapshot(run)
+    layout.prune_snapshots(run_dir, run.cfg.keep)
+    if metrics is not None:
+        _maybe_best(run, metrics)
+
+
+def stopped(run: Run, bar: Any) -> TrainingInterrupted:
+    """The stop a signal or a lost output asked for: said on the terminal and in the log, as an exception."""
+    if bar is not None:
+        _bar_call(bar, run.out, "close")
+    snap_path = layout.snapshot_path(run.run_dir, run.progress.cur_nimg) if run.run_dir else None
+    interrupted = run.interrupted(snap_path)
+    if run.is_main:
+        kimg = run.progress.cur_nimg / 1000
+        run.out.record({"event": "stop", "cause": signal_name(interrupted.signum), "kimg": round(kimg, 3),
+                        "snapshot": str(snap_path), "exit_code": interrupted.exit_code})
+        run.out.err(f"stopped by {signal_name(interrupted.signum)} at {kimg:g} kimg; wrote {snap_path}; continue "
+                    f"with `fewshot train --resume {run.run_dir}` (or --resume latest)")
+    return interrupted
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing: snapshots, exports, metrics
+
+
+def _write_snapshot(run: Run) -> Path:
+    networks, training, tensors = run.snapshot_payload()
+    path = layout.snapshot_path(run.run_dir, run.progress.cur_nimg)
+    save_bundle(path, networks, provenance={"run": run.run_dir.name, "base": run.cfg.base}, training=training,
+                state_tensors=tensors)
+    return path
+
+
+def _write_export(run: Run, path: Path, metrics: dict[str, Any] | None = None) -> Path:
+    training, tensors = run.export_payload(metrics)
+    return save_bundle(path, run.exported(), provenance={"run": path.parent.name, "base": run.cfg.base},
+                       training=training, state_tensors=tensors or None)
+
+
+def _maybe_metrics(run: Run, done: bool) -> dict | None:
+    section = run.cfg.metrics
+    if not section.names:
+        return None
+    if not done and (section.every <= 0 or run.progress.cur_tick % section.every != 0):
+        return None
+    from ..metrics import compute_metrics
+
+    generator = run.transfer.export_generator(run.G_ema)
+    if run.disp_bank is not None:  # metrics draw z only: the wrapper draws the priors (mixup / GMM)
+        from ..disp.sample import PriorSampledGenerator
+
+        generator = PriorSampledGenerator(generator, run.disp_bank, seed=run.cfg.seed)
+    result = compute_metrics(generator, run.images.images, metrics=section.names, n_fake=section.n,
+                             device=str(run.device), progress=False, extractors=run.metric_extractors)
+    record = {"kimg": round(run.progress.cur_nimg / 1000, 3), **result}
+    with layout.metrics_path(run.run_dir).open("a") as fh:
+        fh.write(json.dumps(record, default=float) + "\n")
+    run.out("metrics: " + ", ".join(f"{k}={v}" for k, v in result.items() if isinstance(v, (int, float))))
+    return result
+
+
+def _maybe_best(run: Run, metrics: dict) -> None:
+    best = run.cfg.metrics.best
+    value = metrics.get(best)
+    if isinstance(value, dict):
+        value = value.get("mean")
+    if value is None:
+        return
+    if run.progress.best_metric is None or value < run.progress.best_metric:
+        run.progress.best_metric = float(value)
+        _write_export(run, layout.best_path(run.run_dir), metrics=metrics)
+        run.out(f"new best {best}={value:.3f} -> {layout.BEST_NAME}")
+
+
+@contextmanager
+def _writing(what: str, run_dir: Path) -> Iterator[None]:
+    """A write that fails (a full disk, a folder gone) stops the run with one line that says what failed and
+    which snapshot the run can resume from: snapshots are written atomically, so the earlier ones are whole."""
+    try:
+        yield
+    except OSError as exc:
+        snaps = layout.list_snapshots(run_dir)
+        hint = (f"{snaps[-1].name} is intact: free some space, then `fewshot train --resume {run_dir}`" if snaps
+                else "no snapshot was written yet: free some space and start the run again")
+        raise FewshotError(f"could not write {what}: {exc.strerror or exc}", hint=hint) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
 
 
 @contextmanager
@@ -304,634 +284,13 @@ def _process_torch_settings() -> Iterator[None]:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved[2:]
 
 
-def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Path | None, progress: bool,
-           echo: Callable[[str], None], max_ticks: int | None, kimg_override: float | None,
-           data_override: str | None, held: ExitStack, resume_request: dict[str, Any] | None = None,
-           plan: bool = True) -> Path | None:
-    dist = distributed.init_from_env()
-    device = pick_device(cfg.device, dist.local_rank)
-    is_main = dist.rank == 0
-    if not is_main:
-        echo = lambda _msg: None  # noqa: E731 - only rank 0 talks
-    # Messages survive a closed pipe or terminal (they go to log.jsonl), and losing the output stops the run
-    # the way a signal does: after the batch, with a snapshot.
-    stop = StopRequested()
-    out = RunOutput(echo, on_gone=stop.request)
-    stop._acknowledge = out.err
-    echo = out
-
-    # --- Resume: the snapshot's config wins, except for how long to train.
-    resume_state: Bundle | None = None
-    run_dir: Path | None = None
-    data_moved = False
-    unreadable: list[Path] = []
-    if resume:
-        run_dir, snap, resume_state, unreadable = open_resume_point(resume, cfg.outdir, cfg.name, echo)
-        stored = dict(resume_state.training["config"])
-        stored["device"] = cfg.device
-        if kimg_override is not None:
-            stored["kimg"] = kimg_override
-        stored["data"], data_moved = resumed_data_source(stored.get("data", ""), data_override, resume, echo)
-        cfg = resumed_config(stored, resume_request)
-        done_nimg = int(resume_state.training["progress"].get("cur_nimg", 0))
-        if done_nimg >= int(cfg.kimg * 1000):
-            echo(f"{run_dir} already finished at {done_nimg / 1000:g} kimg; nothing to do "
-                 f"(--kimg N with N above {done_nimg / 1000:g} trains it longer)")
-            return run_dir
-        _check_writable(run_dir, "the run folder")
-        echo(f"resuming {run_dir} from {snap.name}")
-        if device.type == "cuda" and not cfg.deterministic:
-            echo("note: on a GPU a resumed run follows the straight run up to float rounding (atomic sums in "
-                 "cuDNN and ADA); runs started with --deterministic resume exactly")
-
-    torch.manual_seed(cfg.seed * dist.world_size + dist.rank)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
-        torch.backends.cudnn.allow_tf32 = cfg.tf32
-        torch.backends.cudnn.benchmark = not cfg.deterministic
-    if cfg.deterministic:
-        # cuBLAS keeps its GEMMs deterministic only when told so before its first use in the process.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    if device.type == "cpu":
-        keep_freed_memory()  # large per-step temporaries: reuse them instead of re-faulting fresh pages
-
-    if resume_state is None and cfg.data not in ("", "demo"):
-        if not Path(cfg.data).expanduser().exists():
-            raise FewshotError(f"data source {cfg.data} does not exist")
-        # Stored absolute, so `--resume` finds the images from any working directory.
-        cfg = replace(cfg, data=str(Path(cfg.data).expanduser().resolve()))
-    # Where the run will write is checked before anything is fetched or decoded.
-    if resume_state is None and not dry_run and aug_preview is None and is_main:
-        _check_writable(Path(cfg.outdir), "--outdir")
-    if aug_preview is not None:
-        _check_writable(Path(aug_preview).parent, "--aug-preview's folder")
-
-    # --- Base network (the architecture follows it) or scratch networks.
-    base: Bundle | None = None
-    if resume_state is None and not cfg.base and cfg.transfer != "finetune":
-        raise FewshotError(f"transfer {cfg.transfer!r} keeps layers of a pretrained network frozen: it needs --base",
-                           hint="e.g. --base ffhq256 (`fewshot download --list`), or --transfer finetune "
-                                "to train from scratch")
-    if resume_state is None and is_main:
-        echo(_base_line(cfg))
-    if cfg.base and resume_state is None:
-        base = _load_base(cfg.base)
-    g_ref = (base.networks.get("G") or base.networks.get("G_ema")) if base else None
-    if resume_state is not None:
-        resolution = resume_state.specs["G"].init_kwargs["img_resolution"]
-    elif g_ref is not None:
-        resolution = g_ref.img_resolution
-        if cfg.resolution is not None and cfg.resolution != resolution and is_main:
-            echo(f"note: resolution {cfg.resolution} ignored: the base makes {resolution} px images, and the "
-                 f"training images are resized to that")
-    else:
-        resolution = cfg.resolution
-        if resolution is None:  # from scratch on a real folder: the data decides, as the official dataset tool
-            if cfg.data in ("", "demo"):
-                raise FewshotError("training from scratch on the demo images needs --resolution (or give --base)")
-            from ..data import infer_resolution
-
-            resolution, reason = infer_resolution(cfg.data, crop=cfg.crop)
-            if is_main:
-                echo(f"{reason}; --resolution N to choose another")
-    fine_tuning = bool(cfg.base)
-    hyper = derive_hyper(cfg, resolution, fine_tuning, dist.world_size)
-
-    # --- Data.
-    images = load_training_images(cfg, resolution, progress and is_main)
-    if is_main:
-        echo(images.describe())
-    data_record = {"images": len(images), "sha256": content_hash(images.images)}
-    if resume_state is not None:
-        check_resumed_data(resume_state.training.get("data"), data_record, cfg.data, data_moved, echo)
-
-    # --- Networks.
-    if resume_state is not None:
-        nets = {n: _build_like(resume_state, n) for n in ("G", "D", "G_ema")}
-    elif base is not None:
-        nets, skipped = base_networks(cfg, base, hyper)
-        if skipped and not cfg.allow_partial:
-            listing = "; ".join(skipped[:8]) + (f"; ... ({len(skipped)} in all)" if len(skipped) > 8 else "")
-            raise FewshotError(f"the base does not fit the requested networks: {listing}",
-                               hint="pass --allow-partial to train anyway")
-        for line in skipped:
-            echo(f"note: not loaded from base: {line}")
-        # The config says what is built: the base's architecture, not the preset's scratch defaults.
-        cfg = replace(cfg, **architecture_of(nets["G"]))
-        hyper = derive_hyper(cfg, resolution, fine_tuning, dist.world_size)
-    else:
-        nets = scratch_networks(cfg, hyper, resolution)
-
-    # --- DISP: the prior bank (from the snapshot on resume) and prior-conditioned G / projection D.
-    disp_bank = None
-    if cfg.disp:
-        disp_bank, nets = _setup_disp(cfg, images, nets, resume_state, device, dry_run, echo, progress and is_main)
-    G, D, G_ema = nets["G"], nets["D"], nets["G_ema"]
-
-    # --- Transfer method: what is frozen, modulated (AdaFM) or re-initialised.
-    from ..transfer import build_transfer
-
-    transfer = build_transfer(
-        cfg.transfer, freeze_d=cfg.freeze_d, general=tuple(cfg.general) if cfg.general else None,
-        specific=cfg.specific, adafm_start_kimg=cfg.adafm_start_kimg, r1_fake=cfg.r1_fake, seed=cfg.seed,
-    )
-    transfer.apply(G, D)
-    transfer.apply_ema(G_ema)
-    if resume_state is not None:
-        for name, net in nets.items():
-            load_state_strict(net, _net_state(resume_state, name), f"snapshot:{name}")
-    else:
-        G_ema.load_state_dict(G.state_dict())  # same start, e.g. after re-initialising the specific part
-    for net in nets.values():
-        net.requires_grad_(False).to(device)
-    G_ema.eval()
-
-    # --- Augmentation and regulariser.
-    from ..augment import build_augment
-
-    aug_kwargs: dict[str, Any] = dict(p=cfg.aug_p, target=cfg.ada_target, ada_kimg=hyper.ada_kimg,
-                                      interval=cfg.ada_interval)
-    if cfg.aug in ("ada", "ada+apa"):
-        aug_kwargs["pipeline"] = cfg.aug_pipeline
-    if cfg.aug == "diffaug":
-        aug_kwargs["policy"] = cfg.diffaug_policy
-    augment = build_augment(cfg.aug, **aug_kwargs).to(device)
-    if aug_preview is not None:
-        from ..augment import preview_grid
-
-        if cfg.aug_p == 0 and getattr(augment, "adaptive", False):
-            augment.p.fill_(0.5)
-        preview_grid(augment, images.images, aug_preview)
-        echo(f"wrote {aug_preview} (augmentation {cfg.aug}, p={float(augment.p):.2f})")
-        return None
-
-    regularizer = None
-    reg_plan = _reg_dgm_plan(cfg) if cfg.reg_lambda > 0 and dry_run else None  # a dry run loads no weights
-    if cfg.reg_lambda > 0 and not dry_run:
-        from ..regularizers import build_regularizer
-
-        regularizer = build_regularizer(
-            "reg-dgm", model=cfg.reg_model, lam=cfg.reg_lambda, estimator=cfg.reg_estimator,
-            normalize=cfg.reg_normalize, real_images=images.images, device=device, mirror=cfg.mirror,
-            weights_path=cfg.reg_weights,
-        )
-
-    # --- Optimisers: one per network, lr and betas scaled for lazy regularisation.
-    g_params = transfer.trainable_parameters(G)
-    d_params = transfer.trainable_parameters(D)
-    opt_G = torch.optim.Adam(g_params, **lazy_opt_kwargs(hyper.lr_g, cfg.pl_interval))
-    opt_D = torch.optim.Adam(d_params, **lazy_opt_kwargs(hyper.lr_d, cfg.r1_interval))
-    phases = [
-        Phase("Gmain", G, opt_G, g_params, 1),
-        Phase("Greg", G, opt_G, g_params, cfg.pl_interval, active=cfg.pl_weight != 0),
-        Phase("Dmain", D, opt_D, d_params, 1),
-        Phase("Dreg", D, opt_D, d_params, cfg.r1_interval, active=hyper.gamma != 0),
-    ]
-    loss = StyleGAN2Loss(
-        G, D, augment,
-        LossWeights(r1_gamma=hyper.gamma, pl_weight=cfg.pl_weight, pl_batch_shrink=cfg.pl_batch_shrink,
-                    pl_decay=cfg.pl_decay, style_mixing=cfg.style_mixing, r1_fake=transfer.r1_fake,
-                    adversarial=cfg.loss),
-        regularizer=regularizer,
-    ).to(device)
-
-    if dry_run:
-        echo(cfg.to_toml().rstrip())
-        echo(f"# derived: {json.dumps(hyper.__dict__)}")
-        echo(transfer.describe(G, D))
-        echo(f"G trainable {count_params(g_params):,} / {sum(p.numel() for p in G.state_dict().values()):,}; "
-             f"D trainable {count_params(d_params):,} / {sum(p.numel() for p in D.state_dict().values()):,}")
-        if reg_plan:
-            echo(reg_plan)
-        return None
-
-    # --- Metric extractors, loaded before the run folder exists: absent weights stop the run here, not at
-    # its first evaluation. Loaded once, reused by every evaluation.
-    metric_extractors: dict[str, Any] = {}
-    if cfg.metrics and is_main:
-        from ..metrics import load_metric_extractors
-
-        load_metric_extractors(cfg.metrics, device, into=metric_extractors)
-
-    # --- Per-batch steps, bound to this run's pieces.
-    local_batch = hyper.batch // dist.world_size
-
-    def draw(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]:
-        return draw_batch(images, disp_bank, local_batch, G.z_dim, len(phases), gen, device)
-
-    def step(phase: Phase, real: torch.Tensor, real_c: torch.Tensor | None, z: torch.Tensor,
-             stats: TickStats | None = None, step: bool = True) -> None:
-        run_phase(phase, loss, real, real_c, z, hyper.batch_gpu, dist, stats=stats, step=step)
-
-    # --- The plan: how long (a timed warm-up step, undone), how much disk and memory.
-    done_before = int(resume_state.training["progress"].get("cur_nimg", 0)) if resume_state is not None else 0
-    estimate = None
-    if plan:
-        from .plan import estimate_step
-
-        estimate = estimate_step(phases, step,
-                                 lambda: draw(torch.Generator().manual_seed(cfg.seed)),
-                                 [G, D, augment, loss], hyper.batch, hyper.batch_gpu, device)
-    if is_main:
-        _show_plan(echo, cfg, hyper, images, resolution, nets, g_params, d_params, estimate, done_before, device)
-
-    # --- Run folder and state.
-    data_gen = torch.Generator().manual_seed(cfg.seed * 1000 + dist.rank)
-    state = Progress()
-    if resume_state is not None:
-        if is_main:  # one process at a time writes a run: a second resume of it is refused here
-            held.enter_context(run_lock(run_dir))
-        _restore(resume_state, opt_G, opt_D, augment, loss, data_gen, state)
-        transfer.on_kimg(state.cur_nimg / 1000)
-        if is_main:  # a raised --kimg is the run's target from now on: config.toml and `info` say so
-            atomic_write_bytes(run_dir / "config.toml", cfg.to_toml().encode())
-        for path in unreadable if is_main else []:  # out of the way of `--resume latest` and of pruning
-            path.replace(path.with_name(path.name + ".unreadable"))
-            echo(f"set {path.name} aside as {path.name}.unreadable")
-    elif is_main:
-        name = cfg.name or f"{Path(cfg.data).stem or cfg.data}-{cfg.preset or cfg.aug}"
-        run_dir = new_run_dir(cfg.outdir, name)
-        held.enter_context(run_lock(run_dir))
-        atomic_write_bytes(run_dir / "config.toml", cfg.to_toml().encode())
-        save_grid(images.images[: cfg.sample_grid[0] * cfg.sample_grid[1]].float() / 127.5 - 1,
-                  run_dir / "samples" / "reals.png", cfg.sample_grid)
-        if disp_bank is not None:
-            from ..disp.bank import BANK_FILENAME
-
-            disp_bank.save(run_dir / BANK_FILENAME)
-    run_dir = distributed.broadcast_path(run_dir, dist)
-    distributed.broadcast_modules([G, D, G_ema], dist)
-    latents = fixed_latents(cfg, G.z_dim, device)
-    # DISP sample grids: cell i is conditioned on training image i (cycling), so grids compare with reals.png.
-    grid_priors = (disp_bank.priors[torch.arange(latents.shape[0]) % disp_bank.num_images].to(device)
-                   if disp_bank is not None else None)
-    echo(f"run folder: {run_dir}")
-    if is_main:
-        out.attach(run_dir / "log.jsonl")
-
-    total_nimg = int(cfg.kimg * 1000)
-    tick_stats = TickStats()
-    tick_start_time = time.time()
-    start_elapsed = state.elapsed_sec
-    session_start = time.time()
-    bar = _progress_bar(total_nimg, state.cur_nimg, progress and is_main)
-
-    with stop:
-        while state.cur_nimg < total_nimg:
-            # ---- One batch: every phase whose interval divides the batch index.
-            real, real_c, phase_z = draw(data_gen)
-            for phase, z in zip(phases, phase_z, strict=True):
-                if state.batch_idx % phase.interval == 0 and phase.active:
-                    step(phase, real, real_c, z, stats=tick_stats)
-
-            # ---- G_ema: beta = 0.5 ** (batch / ema_nimg), ema_nimg ramped up early in training.
-            with torch.no_grad():
-                ema_nimg = hyper.ema_kimg * 1000
-                if hyper.ema_rampup is not None:
-                    ema_nimg = min(ema_nimg, state.cur_nimg * hyper.ema_rampup)
-                ema_beta = 0.5 ** (hyper.batch / max(ema_nimg, 1e-8))
-                for p_ema, p in zip(G_ema.parameters(), G.parameters(), strict=True):
-                    p_ema.copy_(p.lerp(p_ema, ema_beta))
-                for b_ema, b in zip(G_ema.buffers(), G.buffers(), strict=True):
-                    b_ema.copy_(b)
-
-            state.cur_nimg += hyper.batch
-            state.batch_idx += 1
-            distributed.sync_augment_stats(augment, dist)
-            augment.update(hyper.batch)
-            transfer.on_kimg(state.cur_nimg / 1000)
-            if bar is not None:
-                bar = _bar_call(bar, out, "update", hyper.batch)
-            if is_main:
-                out.check()  # a reader gone between writes (`| head`, a closed terminal) stops the run here too
-
-            # ---- Tick bookkeeping.
-            done = state.cur_nimg >= total_nimg
-            tick_due = state.cur_nimg >= state.tick_start_nimg + cfg.tick_kimg * 1000
-            stop_now = bool(stop) or distributed.any_flag(bool(stop), dist)
-            if not (done or tick_due or stop_now):
-                continue
-
-            means = tick_stats.means()
-            _check_finite(means, state, run_dir)
-            now = time.time()
-            tick_nimg = state.cur_nimg - state.tick_start_nimg
-            state.elapsed_sec = start_elapsed + (now - session_start)
-            record = {
-                "tick": state.cur_tick, "kimg": round(state.cur_nimg / 1000, 3),
-                "sec_per_tick": round(now - tick_start_time, 3),
-                "sec_per_kimg": round((now - tick_start_time) / max(tick_nimg / 1000, 1e-8), 3),
-                **{k: round(v, 5) for k, v in means.items()},
-                **{f"aug_{k}": round(v, 5) for k, v in augment.stats().items()},
-                "lr_g": hyper.lr_g, "lr_d": hyper.lr_d, "pl_mean": round(float(loss.pl_mean), 5),
-                "mem_mb": _memory_mb(device), "time": round(state.elapsed_sec, 1),
-            }
-            record["eta_sec"] = round(record["sec_per_kimg"] * max(total_nimg - state.cur_nimg, 0) / 1000, 1)
-            if dist.enabled:
-                record["ranks_in_sync"] = distributed.params_in_sync([G, D], dist)
-                if not record["ranks_in_sync"]:
-                    raise FewshotError("data-parallel ranks hold different weights; stopping")
-            if is_main:
-                with (run_dir / "log.jsonl").open("a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-                bar = _report(bar, out, record)
-                if bar is not None:
-                    bar = _bar_call(bar, out, "set_postfix", G=f"{means.get('loss_G', 0):.3f}",
-                                    D=f"{means.get('loss_D', 0):.3f}", p=f"{float(augment.p):.3f}")
-
-            state.cur_tick += 1
-            state.tick_start_nimg = state.cur_nimg
-            tick_stats = TickStats()
-            tick_start_time = now
-            snapshot_due = done or stop_now or (cfg.snap > 0 and state.cur_tick % cfg.snap == 0)
-            if (max_ticks is not None and state.cur_tick >= max_ticks):
-                snapshot_due = True
-            if snapshot_due and is_main:
-                kimg_tag = f"{state.cur_nimg / 1000:08.3f}".replace(".", "_")
-                with _writing(f"the sample grid at {state.cur_nimg / 1000:g} kimg", run_dir):
-                    save_grid(render_fakes(G_ema, latents, hyper.batch_gpu, grid_priors),
-                              run_dir / "samples" / f"fakes_{kimg_tag}.png", cfg.sample_grid)
-                try:
-                    metrics = _maybe_metrics(cfg, state, transfer, G_ema, images, device, run_dir, done, echo,
-                                             disp_bank, metric_extractors)
-                except BaseException:  # a failed evaluation does not cost the training since the last snapshot
-                    _write_snapshot(run_dir, cfg, hyper, nets, opt_G, opt_D, augment, loss, data_gen, state,
-                                    transfer, disp_bank, data_record)
-                    raise
-                with _writing(f"the snapshot at {state.cur_nimg / 1000:g} kimg", run_dir):
-                    _write_snapshot(run_dir, cfg, hyper, nets, opt_G, opt_D, augment, loss, data_gen, state,
-                                    transfer, disp_bank, data_record)
-                prune_snapshots(run_dir, cfg.keep)
-                if metrics is not None:
-                    _maybe_best(cfg, state, metrics, nets, transfer, run_dir, echo, augment, disp_bank)
-            distributed.barrier(dist)
-            if stop_now:
-                if bar is not None:
-                    _bar_call(bar, out, "close")
-                snap_path = snapshot_path(run_dir, state.cur_nimg) if run_dir else None
-                interrupted = TrainingInterrupted(stop.signum or signal.SIGTERM, snap_path)
-                if is_main:
-                    out.record({"event": "stop", "cause": signal_name(interrupted.signum),
-                                "kimg": round(state.cur_nimg / 1000, 3), "snapshot": str(snap_path),
-                                "exit_code": interrupted.exit_code})
-                    out.err(f"stopped by {signal_name(interrupted.signum)} at {state.cur_nimg / 1000:g} kimg; wrote "
-                            f"{snap_path}; continue with `fewshot train --resume {run_dir}` (or --resume latest)")
-                raise interrupted
-            if max_ticks is not None and state.cur_tick >= max_ticks:
-                break
-
-    if bar is not None:
-        _bar_call(bar, out, "close")
-    if is_main and state.cur_nimg >= total_nimg:
-        with _writing("final.safetensors", run_dir):
-            final = _write_export(run_dir / "final.safetensors", cfg, nets, transfer, state, augment,
-                                  disp_bank=disp_bank)
-        echo(f"done: {state.cur_nimg / 1000:g} kimg; wrote {final}")
-    distributed.barrier(dist)
-    return run_dir
-
-
-# ---------------------------------------------------------------------------------------------
-# Loop helpers
-
-
-@contextmanager
-def _writing(what: str, run_dir: Path) -> Iterator[None]:
-    """A write that fails (a full disk, a folder gone) stops the run with one line that says what failed and
-    which snapshot the run can resume from: snapshots are written atomically, so the earlier ones are whole."""
-    try:
-        yield
-    except OSError as exc:
-        snaps = list_snapshots(run_dir)
-        hint = (f"{snaps[-1].name} is intact: free some space, then `fewshot train --resume {run_dir}`" if snaps
-                else "no snapshot was written yet: free some space and start the run again")
-        raise FewshotError(f"could not write {what}: {exc.strerror or exc}", hint=hint) from None
-
-
-def _check_writable(folder: Path, what: str) -> None:
-    """Refuse a folder the run could not write, before any image is decoded or network fetched."""
-    import tempfile
-
-    folder = folder.expanduser()
-    probe = folder
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent  # the nearest folder that exists is the one a mkdir would write into
-    where = "" if probe == folder else f" (nothing can be created in {probe})"
-    if not probe.is_dir():
-        raise FewshotError(f"{what} {folder} cannot be written: {probe} is not a folder",
-                           hint="choose a folder you can write, e.g. --outdir ~/runs")
-    try:  # a real write: permissions, a read-only mount and a full disk all show here
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError as exc:
-        raise FewshotError(f"{what} {folder} cannot be written{where}: {exc.strerror or exc}",
-                           hint="choose a folder you can write, e.g. --outdir ~/runs") from None
-
-
-def _base_line(cfg: TrainConfig) -> str:
-    if cfg.base and cfg.base_note in ("", "--base"):
-        return f"base: {cfg.base}"
-    if cfg.base:
-        return f"base: {cfg.base} ({cfg.base_note}; --base REF to choose another, --base none to train from scratch)"
-    why = f"{cfg.base_note}; " if cfg.base_note else ""
-    return f"base: none, training from scratch ({why}--base REF fine-tunes a pretrained network instead)"
-
-
-def _show_plan(echo: Callable[[str], None], cfg: TrainConfig, hyper: Hyper, images: Any, resolution: int,
-               nets: dict[str, nn.Module], g_params: list[nn.Parameter], d_params: list[nn.Parameter],
-               estimate: Any, done_nimg: int, device: torch.device) -> None:
-    from .plan import plan_lines, snapshot_bytes, tensor_bytes
-
-    exported = sum(tensor_bytes(net.state_dict().values()) for net in nets.values())
-    for line in plan_lines(images=len(images), resolution=resolution, kimg_left=max(cfg.kimg - done_nimg / 1000, 0),
-                           batch=hyper.batch, estimate=estimate, snapshot_size=snapshot_bytes(nets, g_params + d_params),
-                           export_size=exported, keep=cfg.keep, device=device):
-        echo(line)
-
-
-def _load_base(ref: str) -> Bundle:
-    path = Path(ref)
-    if not path.exists():
-        from ..hub import resolve_checkpoint
-
-        # A fetch that fails names the file, where it was sought, and the remedies (a local file among them).
-        path = resolve_checkpoint(ref, flag="--base PATH (or --base none to train from scratch)")
-    return load_checkpoint(path)
-
-
-def _reg_dgm_plan(cfg: TrainConfig) -> str:
-    """What a run would regularise with, and where the extractor's weights would come from (nothing loaded)."""
-    from ..regularizers.extractors import get_extractor_spec
-
-    spec = get_extractor_spec(cfg.reg_model)  # an unknown name fails the dry run as it would fail the run
-    line = f"Reg-DGM: {spec.name}, lambda {cfg.reg_lambda:g}, estimator {cfg.reg_estimator}; weights: "
-    if cfg.reg_weights:
-        found = Path(cfg.reg_weights).expanduser().is_file()
-        return line + f"{cfg.reg_weights}" + ("" if found else " (not found: the run would stop)")
-    if spec.weights_name is None:
-        return line + "none needed"
-    from ..weights import weights_status
-
-    status = weights_status(spec.weights_name, rehash=False)
-    if status.path is not None and status.state in ("ok", "unverified"):
-        return line + f"{status.path}"
-    return line + f"{spec.weights_name} {status.state}, fetched when the run starts (`fewshot weights fetch " \
-        f"{spec.weights_name}` now, or --reg-weights FILE)"
-
-
-def _build_like(bundle: Bundle, name: str) -> nn.Module:
-    from ..nets import build_network
-
-    spec = bundle.specs[name]
-    return build_network(spec.class_name, spec.init_kwargs)
-
-
-def _net_state(bundle: Bundle, name: str) -> dict[str, torch.Tensor]:
-    """A snapshot keeps the adapted (e.g. AdaFM) state under state.net.<name>.* when it differs."""
-    prefix = f"net.{name}."
-    raw = {k[len(prefix):]: v for k, v in bundle.state_tensors.items() if k.startswith(prefix)}
-    return raw if raw else bundle.networks[name].state_dict()
-
-
-def _exported(nets: dict[str, nn.Module], transfer: Any) -> dict[str, nn.Module]:
-    return {"G": transfer.export_generator(nets["G"]), "G_ema": transfer.export_generator(nets["G_ema"]),
-            "D": nets["D"]}
-
-
-def _setup_disp(cfg: TrainConfig, images: Any, nets: dict[str, nn.Module], resume_state: Bundle | None,
-                device: torch.device, dry_run: bool, echo: Callable[[str], None],
-                progress: bool) -> tuple[Any, dict[str, nn.Module]]:
-    """The prior bank and the DISP networks. A resumed run takes both from its snapshot (no extractor needed);
-    a new run encodes the images and converts the (base or scratch) nets; --dry-run only converts."""
-    from ..disp.bank import BANK_STATE_KEY, PriorBank, build_prior_bank, prior_extractor_spec
-    from ..disp.nets import condition_networks
-
-    if resume_state is not None:
-        meta = (resume_state.training or {}).get("disp")
-        if not meta or BANK_STATE_KEY not in resume_state.state_tensors:
-            raise FewshotError("this snapshot has no DISP prior bank; it cannot resume a DISP run")
-        bank = PriorBank.from_state(resume_state.state_tensors[BANK_STATE_KEY], meta)
-        if bank.data_hash != content_hash(images):
-            raise FewshotError("the training images differ from those the snapshot's DISP priors were built from",
-                               hint=f"resume with the original data ({cfg.data})")
-        return bank, nets
-    if dry_run:
-        return None, condition_networks(nets, prior_extractor_spec(cfg.disp_extractor).feature_dim, cfg.seed)
-    echo(f"DISP: encoding {len(images)} images{' and their x-flips' if images.mirror else ''} "
-         f"with {cfg.disp_extractor}")
-    bank = build_prior_bank(images, cfg.disp_extractor, cfg.disp_weights, device=device, progress=progress)
-    return bank, condition_networks(nets, bank.dim, cfg.seed)
-
-
-def _disp_payload(disp_bank: Any, training: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-    """A DISP bundle carries its prior bank, so sampling needs no extractor."""
-    if disp_bank is not None:
-        from ..disp.bank import BANK_STATE_KEY
-
-        training["disp"] = disp_bank.meta()
-        tensors[BANK_STATE_KEY] = disp_bank.priors
-
-
-def _write_snapshot(run_dir: Path, cfg: TrainConfig, hyper: Hyper, nets: dict[str, nn.Module], opt_G: Any,
-                    opt_D: Any, augment: nn.Module, loss: nn.Module, data_gen: torch.Generator, state: Progress,
-                    transfer: Any, disp_bank: Any = None, data_record: dict[str, Any] | None = None) -> Path:
-    tensors: dict[str, torch.Tensor] = {}
-    training = {
-        "config": cfg.to_dict(),
-        "progress": state.__dict__.copy(),
-        "hyper": hyper.__dict__,
-        "kimg": state.cur_nimg / 1000,
-        "augment_p": float(augment.p),
-        "opt_G": flatten(opt_G.state_dict(), "opt_G", tensors),
-        "opt_D": flatten(opt_D.state_dict(), "opt_D", tensors),
-        "augment": flatten(augment.state_dict(), "augment", tensors),
-        "loss": flatten(loss.state_dict(), "loss", tensors),
-        "rng": flatten(capture_rng(data_gen), "rng", tensors),
-    }
-    if data_record is not None:
-        training["data"] = data_record  # what a resume checks its images against
-    _disp_payload(disp_bank, training, tensors)
-    exported = _exported(nets, transfer)
-    for name, net in nets.items():
-        if exported[name] is not net:  # adapted nets (AdaFM) keep their raw state for resume
-            for key, value in net.state_dict().items():
-                tensors[f"net.{name}.{key}"] = value
-    path = snapshot_path(run_dir, state.cur_nimg)
-    save_bundle(path, exported, provenance={"run": run_dir.name, "base": cfg.base}, training=training,
-                state_tensors=tensors)
-    return path
-
-
-def _restore(bundle: Bundle, opt_G: Any, opt_D: Any, augment: nn.Module, loss: nn.Module,
-             data_gen: torch.Generator, state: Progress) -> None:
-    training = bundle.training
-    tensors = bundle.state_tensors
-    opt_G.load_state_dict(unflatten(training["opt_G"], tensors))
-    opt_D.load_state_dict(unflatten(training["opt_D"], tensors))
-    augment.load_state_dict(unflatten(training["augment"], tensors))
-    loss.load_state_dict(unflatten(training["loss"], tensors))
-    restore_rng(unflatten(training["rng"], tensors), data_gen)
-    for key, value in training["progress"].items():
-        setattr(state, key, value)
-
-
-def _write_export(path: Path, cfg: TrainConfig, nets: dict[str, nn.Module], transfer: Any, state: Progress,
-                  augment: nn.Module, metrics: dict[str, Any] | None = None, disp_bank: Any = None) -> Path:
-    training = {"config": cfg.to_dict(), "kimg": state.cur_nimg / 1000, "augment_p": float(augment.p)}
-    if metrics:
-        training["metrics"] = metrics
-    tensors: dict[str, torch.Tensor] = {}
-    _disp_payload(disp_bank, training, tensors)
-    return save_bundle(path, _exported(nets, transfer), provenance={"run": path.parent.name, "base": cfg.base},
-                       training=training, state_tensors=tensors or None)
-
-
 def _check_finite(means: dict[str, float], state: Progress, run_dir: Path | None) -> None:
     bad = [k for k, v in means.items() if not math.isfinite(v)]
     if bad:
-        snaps = list_snapshots(run_dir) if run_dir else []
+        snaps = layout.list_snapshots(run_dir) if run_dir else []
         last = f"last good checkpoint: {snaps[-1]}" if snaps else "no checkpoint was written yet"
         raise FewshotError(f"training diverged at {state.cur_nimg / 1000:.1f} kimg ({', '.join(bad)} not finite); "
                            f"{last}", hint="lower the learning rate or gamma, then --resume")
-
-
-def _maybe_metrics(cfg: TrainConfig, state: Progress, transfer: Any, G_ema: nn.Module, images: Any,
-                   device: torch.device, run_dir: Path, done: bool, echo: Callable[[str], None],
-                   disp_bank: Any = None, extractors: dict[str, Any] | None = None) -> dict | None:
-    if not cfg.metrics:
-        return None
-    every = cfg.metrics_every
-    if not done and (every <= 0 or state.cur_tick % every != 0):
-        return None
-    from ..metrics import compute_metrics
-
-    generator = transfer.export_generator(G_ema)
-    if disp_bank is not None:  # metrics draw z only: the wrapper draws the priors (mixup / GMM)
-        from ..disp.sample import PriorSampledGenerator
-
-        generator = PriorSampledGenerator(generator, disp_bank, seed=cfg.seed)
-    result = compute_metrics(generator, images.images, metrics=cfg.metrics, n_fake=cfg.metrics_n,
-                             device=str(device), progress=False, extractors=extractors)
-    record = {"kimg": round(state.cur_nimg / 1000, 3), **result}
-    with (run_dir / "metrics.jsonl").open("a") as fh:
-        fh.write(json.dumps(record, default=float) + "\n")
-    echo("metrics: " + ", ".join(f"{k}={v}" for k, v in result.items() if isinstance(v, (int, float))))
-    return result
-
-
-def _maybe_best(cfg: TrainConfig, state: Progress, metrics: dict, nets: dict[str, nn.Module], transfer: Any,
-                run_dir: Path, echo: Callable[[str], None], augment: nn.Module, disp_bank: Any = None) -> None:
-    value = metrics.get(cfg.best_metric)
-    if isinstance(value, dict):
-        value = value.get("mean")
-    if value is None:
-        return
-    if state.best_metric is None or value < state.best_metric:
-        state.best_metric = float(value)
-        _write_export(run_dir / "best.safetensors", cfg, nets, transfer, state, augment, metrics=metrics,
-                      disp_bank=disp_bank)
-        echo(f"new best {cfg.best_metric}={value:.3f} -> best.safetensors")
 
 
 def _memory_mb(device: torch.device) -> float:
@@ -965,14 +324,13 @@ def _bar_call(bar: Any, out: RunOutput, method: str, *args: Any, **kwargs: Any) 
 
 
 def _report(bar: Any, echo: Callable[[str], None], record: dict[str, Any]) -> Any:
+    from .plan import format_duration
+
     parts = [f"tick {record['tick']}", f"kimg {record['kimg']:.3f}", f"sec/kimg {record['sec_per_kimg']:.1f}"]
     for key in ("loss_G", "loss_D", "loss_reg", "r1_penalty", "pl_penalty", "aug_p"):
         if key in record:
             parts.append(f"{key} {record[key]:.4g}")  # .4g: the Reg-DGM term is often ~1e-5
-    if "eta_sec" in record:
-        from .plan import format_duration
-
-        parts.append(f"eta {format_duration(record['eta_sec'])}")
+    parts.append(f"eta {format_duration(record['eta_sec'])}")
     line = "  ".join(parts)
     if bar is not None:
         try:

@@ -30,6 +30,69 @@ if TYPE_CHECKING:
 RUN_PATTERN = re.compile(r"^(\d{5})-(.+)$")
 SNAPSHOT_GLOB = "snapshot-*.safetensors"
 LOCK_NAME = ".lock"
+# The files of a run folder: this module is the one place that names them.
+CONFIG_NAME = "config.toml"
+LOG_NAME = "log.jsonl"
+METRICS_NAME = "metrics.jsonl"
+SAMPLES_DIR = "samples"
+CHECKPOINTS_DIR = "checkpoints"
+FINAL_NAME = "final.safetensors"
+BEST_NAME = "best.safetensors"
+EXPORT_NAMES = (BEST_NAME, FINAL_NAME)  # what a run folder stands for, in order of preference
+PRIOR_BANK_NAME = "prior_bank.safetensors"  # DISP's priors of the training images
+
+
+def config_path(run_dir: Path) -> Path:
+    return run_dir / CONFIG_NAME
+
+
+def log_path(run_dir: Path) -> Path:
+    return run_dir / LOG_NAME
+
+
+def metrics_path(run_dir: Path) -> Path:
+    return run_dir / METRICS_NAME
+
+
+def reals_path(run_dir: Path) -> Path:
+    return run_dir / SAMPLES_DIR / "reals.png"
+
+
+def fakes_path(run_dir: Path, cur_nimg: int) -> Path:
+    tag = f"{cur_nimg / 1000:08.3f}".replace(".", "_")
+    return run_dir / SAMPLES_DIR / f"fakes_{tag}.png"
+
+
+def final_path(run_dir: Path) -> Path:
+    return run_dir / FINAL_NAME
+
+
+def best_path(run_dir: Path) -> Path:
+    return run_dir / BEST_NAME
+
+
+def prior_bank_path(run_dir: Path) -> Path:
+    return run_dir / PRIOR_BANK_NAME
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Refuse a folder the run could not write, before any image is decoded or network fetched."""
+    import tempfile
+
+    folder = folder.expanduser()
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent  # the nearest folder that exists is the one a mkdir would write into
+    where = "" if probe == folder else f" (nothing can be created in {probe})"
+    if not probe.is_dir():
+        raise FewshotError(f"{what} {folder} cannot be written: {probe} is not a folder",
+                           hint="choose a folder you can write, e.g. --outdir ~/runs")
+    try:  # a real write: permissions, a read-only mount and a full disk all show here
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise FewshotError(f"{what} {folder} cannot be written{where}: {exc.strerror or exc}",
+                           hint="choose a folder you can write, e.g. --outdir ~/runs") from None
 
 
 def safe_name(text: str) -> str:
@@ -52,8 +115,8 @@ def new_run_dir(outdir: str | Path, name: str) -> Path:
             break
         except FileExistsError:  # another process took this number
             run_id += 1
-    (path / "samples").mkdir()
-    (path / "checkpoints").mkdir()
+    (path / SAMPLES_DIR).mkdir()
+    (path / CHECKPOINTS_DIR).mkdir()
     return path
 
 
@@ -122,11 +185,11 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 def list_snapshots(run_dir: Path) -> list[Path]:
     """Snapshots of a run, oldest first (names are zero-padded image counts)."""
-    return sorted((run_dir / "checkpoints").glob(SNAPSHOT_GLOB))
+    return sorted((run_dir / CHECKPOINTS_DIR).glob(SNAPSHOT_GLOB))
 
 
 def snapshot_path(run_dir: Path, cur_nimg: int) -> Path:
-    return run_dir / "checkpoints" / f"snapshot-{cur_nimg:09d}.safetensors"
+    return run_dir / CHECKPOINTS_DIR / f"snapshot-{cur_nimg:09d}.safetensors"
 
 
 def latest_run(outdir: str | Path, name: str | None = None) -> Path:
@@ -186,9 +249,9 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
             continue
         config, progress = training.get("config", {}), training.get("progress", {})
         break
-    if (run_dir / "config.toml").is_file():  # rewritten by a resume that raised --kimg: the run's target now
+    if config_path(run_dir).is_file():  # rewritten by a resume that raised --kimg: the run's target now
         try:
-            config = {**config, **tomllib.loads((run_dir / "config.toml").read_text())}
+            config = {**config, **tomllib.loads(config_path(run_dir).read_text())}
         except (OSError, tomllib.TOMLDecodeError):
             pass
 
@@ -205,9 +268,10 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
                 continue  # a line cut short by a crash
         return [r for r in out if isinstance(r, dict)]
 
-    ticks = [r for r in records("log.jsonl") if "tick" in r]  # besides ticks: stop events, messages
-    metric = config.get("best_metric", "fid")
-    scored = [r for r in records("metrics.jsonl") if isinstance(r.get(metric), (int, float))]
+    ticks = [r for r in records(LOG_NAME) if "tick" in r]  # besides ticks: stop events, messages
+    sections = config.get("metrics")  # a [metrics] table, or (runs of earlier versions) flat keys
+    metric = sections.get("best", "fid") if isinstance(sections, dict) else config.get("best_metric", "fid")
+    scored = [r for r in records(METRICS_NAME) if isinstance(r.get(metric), (int, float))]
     best = min(scored, key=lambda r: r[metric]) if scored else None
     return {
         "path": str(run_dir),
@@ -221,7 +285,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
         "best": {"metric": metric, "value": best[metric], "kimg": best.get("kimg")} if best else None,
         "training_now": lock_holder(run_dir),  # the pid of the process training it, if one is
         "snapshots": [p.name for p in snaps],
-        "exports": [name for name in ("best.safetensors", "final.safetensors") if (run_dir / name).is_file()],
+        "exports": [name for name in EXPORT_NAMES if (run_dir / name).is_file()],
     }
 
 
