@@ -207,6 +207,21 @@ def winograd_conv_bound(x: torch.Tensor, w: torch.Tensor, u: float = U32) -> tor
     return LAMBDA * var_y.sqrt() + output_own
 
 
+def winograd_input_gradient_bound(g: torch.Tensor, w: torch.Tensor, u: float = U32) -> torch.Tensor:
+    """Worst-case error bound of the input gradient of a Winograd convolution, ``B [sum_o U_o^T (A g A^T)] B^T``
+    summed over overlapping tiles (winograd.cpp's adjoint transforms around a bmm over the O output channels):
+    ``gamma(roundings + O)`` times that map on absolute values, the adjoint of the convolution of |x| by |w| with
+    absolute transform entries, evaluated at |g|."""
+    n, o, h, width = g.shape
+    c = w.shape[1]
+    roundings = winograd_roundings("output_t") + winograd_roundings("weight") + winograd_roundings("input_t") + o
+    with _winograd_entries(abs) as ref:
+        w_abs = w.double().abs()
+        magnitude = torch.autograd.functional.vjp(lambda t: ref.conv3x3_winograd_ref(t, w_abs),
+                                                  torch.zeros(n, c, h, width, dtype=torch.float64), g.double().abs())[1]
+    return gamma(roundings, u) * magnitude
+
+
 # ---- whole networks ----------------------------------------------------------------------------------------------
 
 
@@ -223,23 +238,24 @@ def fan_outs(*modules: nn.Module) -> list[int]:
             if name.split(".")[-1] == "weight" and t.ndim >= 2]
 
 
-def network_scale(ks: Iterable[int]) -> float:
-    """``u * sqrt(sum_l (K_l + 1))``: the relative float32 rounding scale (one standard deviation) of a pass through
-    layers of fan-in K_l."""
-    return U32 * math.sqrt(sum(k + 1 for k in ks))
+def network_scale(ks: Iterable[int], u: float = U32) -> float:
+    """``u * sqrt(sum_l (K_l + 1))``: the relative rounding scale (one standard deviation) of a pass through layers
+    of fan-in K_l, in float32 unless u says otherwise."""
+    return u * math.sqrt(sum(k + 1 for k in ks))
 
 
 def assert_network_close(got: torch.Tensor, want: torch.Tensor, ks: Iterable[int], sides: int = 2,
-                         scale: float | None = None, what: str = "") -> None:
+                         scale: float | None = None, u: float = U32, what: str = "") -> None:
     """``max |got - want| <= sides * LAMBDA * u * sqrt(sum_l (K_l + 1)) * rms(want)``: two (``sides``) float32
     evaluations of one network through layers of fan-in K_l agree to rounding (``sides=1``: one against float64).
-    ``scale`` replaces rms(want) where the result is a sum of larger terms that cancel (the terms' scale)."""
+    ``scale`` replaces rms(want) where the result is a sum of larger terms that cancel (the terms' scale); u = U64
+    gives the same bound for float64 evaluations."""
     ks = list(ks)
     assert ks, "a network bound needs the layers' fan-ins"
     assert got.shape == want.shape, (what, got.shape, want.shape)
     if scale is None:
         scale = want.double().square().mean().sqrt().item()
-    bound = sides * LAMBDA * network_scale(ks) * scale
+    bound = sides * LAMBDA * network_scale(ks, u) * scale
     diff = (got.double() - want.double()).abs().max().item()
     assert diff <= bound, (f"{what}: max |got - want| = {diff:.3g} is {diff / bound:.3g}x the float32 bound of "
                            f"{len(ks)} layers ({bound:.3g} = {sides} x {LAMBDA:g} x u x sqrt(sum (K + 1)) x rms {scale:.3g})")
