@@ -49,10 +49,10 @@ def gamma(n: int, u: float = U32) -> float:
     return n * u / (1 - n * u)
 
 
-def dot_sigma(k: int, sum_sq_terms: torch.Tensor | float) -> torch.Tensor:
-    """``u * sqrt((k + 1) * sum t_i^2)``: the rounding scale of a k-term float32 sum of random-sign terms t_i
-    (products and partial sums rounded, any order). ``LAMBDA`` times it bounds the error."""
-    return U32 * torch.as_tensor(sum_sq_terms, dtype=torch.float64).mul(k + 1).sqrt()
+def dot_sigma(k: int, sum_sq_terms: torch.Tensor | float, u: float = U32) -> torch.Tensor:
+    """``u * sqrt((k + 1) * sum t_i^2)``: the rounding scale of a k-term sum of random-sign terms t_i (products and
+    partial sums rounded, any order), in float32 unless u says otherwise. ``LAMBDA`` times it bounds the error."""
+    return u * torch.as_tensor(sum_sq_terms, dtype=torch.float64).mul(k + 1).sqrt()
 
 
 def assert_within(got: torch.Tensor, want: torch.Tensor, bound: torch.Tensor | float, what: str = "") -> None:
