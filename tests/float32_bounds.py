@@ -10,12 +10,13 @@ Three kinds of bound, from the strictest guarantee to the widest reach:
 * Worst case, elementwise (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., Lemma 3.1 and §3.1):
   a quantity whose every term passed through at most n roundings (a product, a sum, a constant rounded to
   float32) is off by at most ``gamma(n)`` times the same map applied to absolute values, in any order, with or
-  without FMA; for a dot product, ``gamma(n) * sum |a_i b_i|``. The ``*_magnitude(s)`` functions evaluate such maps
-  in float64. Tight for short sums (filters, tile transforms); for long ones the no-cancellation magnitude is
-  ~sqrt(K) times the value and the bound says little.
+  without FMA; for a dot product, ``gamma(n) * sum |a_i b_i|``. ``conv_magnitude`` and the Winograd and fused-op
+  bounds evaluate such maps in float64. Tight for short sums (filters, tile transforms); for long ones the
+  no-cancellation magnitude is ~sqrt(K) times the value and the bound says little.
 
 * Long sums of terms of random sign (the tests' data are seeded Gaussians), by the standard model of rounding
-  errors as independent, mean zero and at most u relative (Higham & Mary, SIAM J. Sci. Comput. 41(5), 2019).
+  errors as independent, mean zero and at most u relative (Higham & Mary, "A new approach to probabilistic
+  rounding error analysis", SIAM J. Sci. Comput. 41(5), 2019).
   A K-term sum rounds each product t_i and each partial sum s_k; Hoeffding's inequality bounds the total by
   ``LAMBDA * u * sqrt(sum t_i^2 + sum s_k^2)`` except with probability 2 exp(-LAMBDA^2 / 2) = 3e-14 per element.
   For terms of random sign E[s_k^2] = sum_{i<=k} t_i^2 <= sum t_i^2, so ``dot_sigma`` takes
@@ -63,18 +64,13 @@ def assert_within(got: torch.Tensor, want: torch.Tensor, bound: torch.Tensor | f
     bad = diff > bound
     if bad.any():
         ratio = (diff / bound.clamp_min(1e-300)).max().item()
-        raise AssertionError(f"{what}: |got - want| reaches {ratio:.3g}x its float32 bound "
+        raise AssertionError(f"{what}: |got - want| reaches {ratio:.3g}x its rounding bound "
                              f"(largest difference {diff.max().item():.3g}; {int(bad.sum())} of {diff.numel()} over)")
 
 
 def conv_magnitude(x: torch.Tensor, w: torch.Tensor, **conv_kwargs) -> torch.Tensor:
     """``conv2d(|x|, |w|)`` in float64: each output's sum of |terms|."""
     return F.conv2d(x.double().abs(), w.double().abs(), **conv_kwargs)
-
-
-def conv_sum_sq(x: torch.Tensor, w: torch.Tensor, **conv_kwargs) -> torch.Tensor:
-    """``conv2d(x^2, w^2)`` in float64: each output's sum of squared terms (for ``dot_sigma``)."""
-    return F.conv2d(x.double().square(), w.double().square(), **conv_kwargs)
 
 
 # ---- the fused ops -----------------------------------------------------------------------------------------------
@@ -257,5 +253,5 @@ def assert_network_close(got: torch.Tensor, want: torch.Tensor, ks: Iterable[int
         scale = want.double().square().mean().sqrt().item()
     bound = sides * LAMBDA * network_scale(ks, u) * scale
     diff = (got.double() - want.double()).abs().max().item()
-    assert diff <= bound, (f"{what}: max |got - want| = {diff:.3g} is {diff / bound:.3g}x the float32 bound of "
+    assert diff <= bound, (f"{what}: max |got - want| = {diff:.3g} is {diff / bound:.3g}x the rounding bound of "
                            f"{len(ks)} layers ({bound:.3g} = {sides} x {LAMBDA:g} x u x sqrt(sum (K + 1)) x rms {scale:.3g})")
