@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from float32_bounds import assert_network_close, fan_ins
 from typer.testing import CliRunner
 
 from fewshot.checkpoint import load_bundle, save_bundle
@@ -34,6 +35,10 @@ TOY_DIM = 16
 G_KW = dict(z_dim=32, c_dim=0, w_dim=32, img_resolution=32, img_channels=3, mapping_kwargs={"num_layers": 2},
             synthesis_kwargs={"channel_base": 512, "channel_max": 64})
 D_KW = dict(c_dim=0, img_resolution=32, img_channels=3, channel_base=512, channel_max=64)
+
+
+# The toy extractor's sums, for float32_bounds: the /255, the 8 x 8-pixel average pool, the 48-term projection.
+TOY_EXTRACTOR_FAN_INS = [1, 8 * 8, 48]
 
 
 def _load_toy(weights_path, device):  # noqa: ANN001 - the registry's loader signature
@@ -86,7 +91,8 @@ def test_projection_discriminator_equals_the_formula():
     C = phi.shape[1]
     emb = y @ (PD.proj.weight * (1 / math.sqrt(TOY_DIM))).T  # equalized lr: weight * 1/sqrt(fan_in)
     expected = base_logits + (emb * phi).sum(1, keepdim=True) / math.sqrt(C)
-    torch.testing.assert_close(PD(x, y), expected, rtol=1e-5, atol=1e-5)
+    # Float32 rounding through D, the projection's 16-term and the C-term sums (float32_bounds).
+    assert_network_close(PD(x, y), expected, fan_ins(D) + [TOY_DIM, C, 1])
     # The projection matters: other priors, other logits.
     assert not torch.allclose(PD(x, y), PD(x, -y))
 
@@ -100,8 +106,10 @@ def test_converted_networks_reproduce_the_unconditional_base():
     # G: fc0's z columns are rescaled for the new fan-in (a float rounding of ~1e-7 relative remains).
     assert CG.c_dim == TOY_DIM and CG.mapping.fc0.weight.shape[1] == 32 + 32
     assert torch.all(CG.mapping.fc0.weight[:, 32:] == 0)
-    torch.testing.assert_close(CG.mapping(z, c), G.mapping(z, None), rtol=1e-6, atol=2e-6)
-    torch.testing.assert_close(CG(z, c, noise_mode="const"), G(z, None, noise_mode="const"), rtol=1e-5, atol=5e-5)
+    # Tolerance: float32 rounding through the mapping, then the synthesis layers too (float32_bounds): the rescaled
+    # weights round once more, and the pixel norm over z and c sums 64 terms where the base's sums 32.
+    assert_network_close(CG.mapping(z, c), G.mapping(z, None), fan_ins(G.mapping) + [64, 1], what="mapping")
+    assert_network_close(CG(z, c, noise_mode="const"), G(z, None, noise_mode="const"), fan_ins(G) + [64, 1], what="G")
     # Every other tensor is the base's, and the new D rebuilds from its JSON kwargs.
     for key, value in G.state_dict().items():
         if key != "mapping.fc0.weight":
@@ -140,9 +148,10 @@ def test_hinge_and_logistic_losses():
 def test_bank_holds_normalised_priors_of_images_and_flips():
     bank, images = toy_bank(n=5, mirror=True)
     assert bank.priors.shape == (10, TOY_DIM) and bank.num_images == 5 and bank.mirrored
-    torch.testing.assert_close(bank.priors.norm(dim=1), torch.full([10], math.sqrt(TOY_DIM)))
+    # Float32 rounding of the normalisation (a 16-term norm, a quotient and a product) and of the norm taken here.
+    assert_network_close(bank.priors.norm(dim=1), torch.full([10], math.sqrt(TOY_DIM)), [TOY_DIM, 1, 1, TOY_DIM], sides=1)
     flipped = normalize_features(_load_toy(None, "cpu")(images.images.flip(3)))
-    torch.testing.assert_close(bank.priors[5:], flipped)
+    assert_network_close(bank.priors[5:], flipped, TOY_EXTRACTOR_FAN_INS + [TOY_DIM, 1, 1])
 
 
 def test_batches_with_priors_follow_the_data_sampler():
@@ -153,7 +162,7 @@ def test_batches_with_priors_follow_the_data_sampler():
     assert torch.equal(gen_a.get_state(), gen_b.get_state())
     # Each prior is the prior of that (possibly flipped) image.
     uint8 = ((reals + 1) * 127.5).round().to(torch.uint8)
-    torch.testing.assert_close(priors, normalize_features(_load_toy(None, "cpu")(uint8)), rtol=1e-4, atol=1e-4)
+    assert_network_close(priors, normalize_features(_load_toy(None, "cpu")(uint8)), TOY_EXTRACTOR_FAN_INS + [TOY_DIM, 1, 1])
 
 
 def test_mixup_weights_in_unit_interval_and_priors_on_the_segment():
@@ -161,10 +170,11 @@ def test_mixup_weights_in_unit_interval_and_priors_on_the_segment():
     mix = mixup(bank, 500, torch.Generator().manual_seed(0))
     assert torch.all((mix.weights >= 0) & (mix.weights <= 1))
     a, b = bank.priors[mix.first], bank.priors[mix.second]
-    torch.testing.assert_close(mix.priors, mix.weights[:, None] * a + (1 - mix.weights[:, None]) * b)
+    # Float32 rounding of the mix (a difference, two products and a sum), then of the 16-term norms here.
+    assert_network_close(mix.priors, mix.weights[:, None] * a + (1 - mix.weights[:, None]) * b, [1, 1, 1, 1])
     # On the segment [a, b]: |p - a| + |p - b| = |a - b|.
-    torch.testing.assert_close((mix.priors - a).norm(dim=1) + (mix.priors - b).norm(dim=1), (a - b).norm(dim=1),
-                               rtol=1e-4, atol=1e-4)
+    assert_network_close((mix.priors - a).norm(dim=1) + (mix.priors - b).norm(dim=1), (a - b).norm(dim=1),
+                         [1, 1, 1, 1, 1, TOY_DIM, TOY_DIM, 1])
     # Per-seed priors depend on the seed only.
     source = prior_source(bank, "mixup")
     assert torch.equal(source([5, 9])[1], source([9])[0])
@@ -357,4 +367,5 @@ def test_vgg16_bank_is_fc7_of_torchvision_vgg16(tmp_path, monkeypatch, vgg16_fil
     x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
         fc7 = model.classifier[:5](torch.flatten(model.avgpool(model.features(x)), 1))
-    torch.testing.assert_close(bank.priors, normalize_features(fc7), rtol=1e-4, atol=1e-4)
+    # Float32 rounding through VGG-16's layers (float32_bounds), and the 4096-term normalisation.
+    assert_network_close(bank.priors, normalize_features(fc7), fan_ins(model) + [4096, 1, 1])

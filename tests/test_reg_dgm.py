@@ -8,6 +8,7 @@ import importlib.util
 import pytest
 import torch
 import torch.nn.functional as F
+from float32_bounds import U64, assert_network_close, fan_ins, fan_outs
 from torch import nn
 
 from fewshot.errors import FewshotError
@@ -101,10 +102,14 @@ def test_mean_estimator_matches_direct_computation(toy_spec):
         f_real = direct_features(net, torch.cat([reals_pm1, reals_pm1.flip(3)]), reals)
         expected = ((f_fake[:, None, :] - f_real[None, :, :]) ** 2).mean(dim=2).mean(dim=1)  # E_{x'} (1/d)‖·‖²
         loss = reg.generator_loss(x)
-    torch.testing.assert_close(loss, 0.7 * expected.mean(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(reg.feature_mean, f_real.mean(dim=0), rtol=1e-5, atol=1e-6)
+    # Tolerance: float32 rounding (float32_bounds.assert_network_close) of the data set's channel statistics (a sum
+    # over 24 images x 16 x 16 pixels on the direct side), the extractor's layers, and the mean over the reals
+    # (here 48 with the flips), the 6 features and the 5 fakes; the estimator's moments are float64.
+    ks = [24 * RES * RES, *fan_ins(net), 48, 6, 5]
+    assert_network_close(loss, 0.7 * expected.mean(), ks, what="loss")
+    assert_network_close(reg.feature_mean, f_real.mean(dim=0), ks[:-2], what="feature mean")
     stats = reg.stats()
-    assert stats["reg_energy"] == pytest.approx(float(expected.mean()), rel=1e-5)
+    assert_network_close(torch.tensor(stats["reg_energy"]), expected.mean(), ks, what="energy")
     assert stats["reg_loss"] == pytest.approx(0.7 * stats["reg_energy"])
 
 
@@ -116,11 +121,13 @@ def test_paired_estimator_is_the_official_mse(toy_spec):
     batch_u8 = reals[:4]
     batch = batch_u8.float() / 127.5 - 1
     net = make_toy_extractor()
+    # Tolerance: float32 rounding of the channel statistics, the extractor and the mean over 4 pairs x 6 features.
+    ks = [24 * RES * RES, *fan_ins(net), 4 * 6]
     with torch.no_grad():
         expected = F.mse_loss(direct_features(net, x, reals), direct_features(net, batch, reals))
-        assert torch.allclose(reg.generator_loss(x, batch), 2.0 * expected, rtol=1e-5)
+        assert_network_close(reg.generator_loss(x, batch), 2.0 * expected, ks)
         # uint8 reals are accepted and mean the same images
-        assert torch.allclose(reg.generator_loss(x, batch_u8), 2.0 * expected, rtol=1e-5)
+        assert_network_close(reg.generator_loss(x, batch_u8), 2.0 * expected, ks)
 
 
 def test_paired_and_mean_have_same_expectation_and_mean_has_lower_variance(toy_spec):
@@ -138,8 +145,11 @@ def test_paired_and_mean_have_same_expectation_and_mean_has_lower_variance(toy_s
     (grad_p,) = torch.autograd.grad(paired_all, fixed)
     loss_m = reg_mean.generator_loss(fixed)
     (grad_m,) = torch.autograd.grad(loss_m, fixed)
-    torch.testing.assert_close(paired_all, loss_m, rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(grad_p, grad_m, rtol=1e-4, atol=1e-8)
+    # Tolerance: float32 rounding through the extractor (and back, for the gradients) and the means over the 32
+    # partners, the 4 fakes and the 6 features (float32_bounds.assert_network_close).
+    ks = [*fan_ins(reg_mean.extractor), 32, 4, 6]
+    assert_network_close(paired_all, loss_m, ks, what="loss")
+    assert_network_close(grad_p, grad_m, ks + fan_outs(reg_mean.extractor), what="gradient")
 
     # Monte Carlo over a training run: fresh fakes and random real batches each step (features batched).
     g = torch.Generator().manual_seed(3)
@@ -204,10 +214,12 @@ def test_normalize_divides_by_the_feature_scale(toy_spec):
     with torch.no_grad():
         scale = normed.stats()["reg_feature_scale"]
         assert scale > 0
-        torch.testing.assert_close(normed.generator_loss(x), plain.generator_loss(x) / scale)
+        assert_network_close(normed.generator_loss(x), plain.generator_loss(x) / scale, [1, 1])  # a division each
         # On the training set itself the normalised energy averages exactly 2, whatever the extractor.
         on_reals = normed.energy(reals.float() / 127.5 - 1)
-    assert float(on_reals.mean()) == pytest.approx(2.0, rel=1e-4)
+    # Exactly 2 but for float32 rounding of the energies (the extractor, 6 squared features) and their mean over the
+    # 24 reals; the moments it is measured against are float64.
+    assert_network_close(on_reals.mean(), torch.tensor(2.0), [*fan_ins(normed.extractor), 6, 24], sides=1)
     # paired + normalize: the scale comes from the same data pass
     paired = build_regularizer("reg-dgm", model=TOY, lam=1.0, real_images=reals, mirror=False, normalize=True,
                                estimator="paired")
@@ -230,7 +242,7 @@ def test_preprocess_is_normalise_then_nearest_upsample(toy_spec):
     out = reg.preprocess(x)
     assert out.shape == (2, 3, 256, 256)
     expected = ((x - reg.channel_mean) / reg.channel_std).repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)
-    torch.testing.assert_close(out, expected)
+    assert_network_close(out, expected, [1, 1])  # a difference and a quotient, each rounded
 
 
 def test_bad_input_gives_one_clear_error(toy_spec, tmp_path):
@@ -288,8 +300,8 @@ def test_resnet18_from_upstream_file_matches_torchvision(resnet18_file):
     extractor, spec = build_extractor("resnet18", weights_path=path)
     assert not extractor.training and all(not p.requires_grad for p in extractor.parameters())
     x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():  # equal up to float32 rounding: wide 3x3 layers may run by Winograd on the CPU
-        torch.testing.assert_close(extractor(x), reference(x), rtol=1e-4, atol=1e-4)
+    with torch.no_grad():  # equal up to float32 rounding through the layers: BatchNorms folded, wide 3x3 by Winograd
+        assert_network_close(extractor(x), reference(x), fan_ins(reference))
     assert extractor(x).shape == (2, spec.feature_dim)
     # Every BatchNorm is folded into the convolution before it (20 in resnet18): one activation pass less.
     assert not any(isinstance(m, nn.BatchNorm2d) for m in extractor.modules())
@@ -333,7 +345,7 @@ def test_resnet18_loads_offline_through_the_weights_registry(resnet18_file, tmp_
     extractor, _ = build_extractor("resnet18")
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(extractor(x), reference(x), rtol=1e-4, atol=1e-4)
+        assert_network_close(extractor(x), reference(x), fan_ins(reference))  # float32 rounding through the layers
 
 
 def _randomise_batchnorm_statistics(model: nn.Module) -> nn.Module:
@@ -379,13 +391,19 @@ def test_folded_batchnorms_and_fused_stem_equal_the_plain_resnet(factor):
     x = torch.randn(2, 3, 160 // factor, 192 // factor, dtype=torch.float64)
     if factor == 1:
         x = x[:, :, :157, :190]
+    # Tolerance: float64 rounding through resnet18's layers, and back for the gradient (float32_bounds' model at
+    # u = 2^-53).
     with torch.no_grad():
-        torch.testing.assert_close(fused(x), reference(x), rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(_input_grad(fused, x), _input_grad(reference, x), rtol=1e-10, atol=1e-10)
+        assert_network_close(fused(x), reference(x), fan_ins(plain), u=U64, what="float64 output")
+    assert_network_close(_input_grad(fused, x), _input_grad(reference, x), fan_ins(plain) + fan_outs(plain), u=U64,
+                         what="float64 input gradient")
 
     # In float32 both networks stay near the float64 answer. Not elementwise: a pre-activation within rounding of
     # zero (or a max-pool tie) may flip either way in float32, in the plain network as much as in the fused one,
-    # and moves the gradient locally; a wrong phase or index would move all of it.
+    # and moves the gradient locally; a wrong phase or index would move all of it. Normwise, rounding alone moves
+    # the gradient by ~u sqrt(sum K) = 2e-5 (float32_bounds' model, forward and back); a flip moves one unit's
+    # share, and a fraction ~LAMBDA u sqrt(sum K) = 1e-4 of the units lies that close to zero, so flips move at
+    # most ~sqrt(1e-4) = 1e-2 of the norm: 2e-2 leaves a factor 2.
     truth = _input_grad(reference, x)
     fused32 = _input_grad(copy.deepcopy(fused).float(), x.float()).double()
     assert (fused32 - truth).norm() / truth.norm() < 2e-2
@@ -418,9 +436,14 @@ def test_reg_dgm_energy_and_gradient_are_unchanged_by_the_fused_stem(resnet18_fi
     assert fused.stem_fused and not plain.stem_fused
     assert "(in the stem)" in repr(fused)
     fakes = torch.rand(3, 3, 32, 32) * 2 - 1
-    torch.testing.assert_close(fused.feature_mean, plain.feature_mean, rtol=1e-4, atol=1e-4)
+    # Tolerance: float32 rounding through resnet18's layers, the means over the 4 reals (x2 mirrored) or the 3 fakes
+    # and the 1000 features (float32_bounds.assert_network_close).
+    ks = fan_ins(reference)
+    assert_network_close(fused.feature_mean, plain.feature_mean, ks + [8], what="feature mean")
     gf, gp = (_input_grad(lambda x, r=r: r.generator_loss(x).view(1), fakes) for r in (fused, plain))
-    torch.testing.assert_close(fused.generator_loss(fakes), plain.generator_loss(fakes), rtol=1e-4, atol=1e-6)
+    assert_network_close(fused.generator_loss(fakes), plain.generator_loss(fakes), ks + [8, 1000, 3], what="loss")
+    # The input gradients, normwise as in test_folded_batchnorms_...: ReLU flips move up to ~1e-2 of the norm, and
+    # 1 - cos = |relative difference|^2 / 2 <= 1e-3 for a difference up to 4.5e-2 of the norm.
     assert torch.nn.functional.cosine_similarity(gf.flatten(), gp.flatten(), dim=0) > 0.999
 
 
@@ -433,8 +456,9 @@ def test_reg_dgm_at_full_size_uses_the_strided_stem(resnet18_file):
     assert fused.factor == 1 and fused.stem_fused and not fused.upsample_in_extractor
     fakes = torch.rand(2, 3, 224, 224) * 2 - 1
     real_batch = reals.float() / 127.5 - 1
-    torch.testing.assert_close(fused.generator_loss(fakes, real_batch), plain.generator_loss(fakes, real_batch),
-                               rtol=1e-4, atol=1e-6)
+    # Float32 rounding through resnet18 (each of fakes and reals) and the mean over 2 pairs x 1000 features.
+    assert_network_close(fused.generator_loss(fakes, real_batch), plain.generator_loss(fakes, real_batch),
+                         fan_ins(reference) + [2 * 1000])
 
 
 @pytest.mark.skipif(importlib.util.find_spec("open_clip") is None, reason="open_clip not installed (fewshot[clip])")
@@ -453,7 +477,7 @@ def test_clip_rn50_average_pooled_visual_tower(tmp_path):
         expected = trunk.mean(dim=(2, 3))  # average pooling in place of attention pooling, as official
         out = extractor(x)
     assert out.shape == (2, spec.feature_dim) == (2, 2048)
-    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)  # BatchNorms folded: float32 rounding
+    assert_network_close(out, expected, fan_ins(visual))  # BatchNorms folded: float32 rounding through the layers
     assert not any(isinstance(m, nn.BatchNorm2d) for m in extractor.modules())
 
 
@@ -485,7 +509,7 @@ def test_facenet_from_upstream_file(tmp_path):
     extractor, spec = build_extractor("facenet", weights_path=path)
     x = torch.randn(1, 3, 160, 160)
     with torch.no_grad():
-        torch.testing.assert_close(extractor(x), reference(x), rtol=1e-4, atol=1e-4)  # BatchNorms folded
+        assert_network_close(extractor(x), reference(x), fan_ins(reference))  # BatchNorms folded: float32 rounding
     assert spec.feature_dim == 8631
     assert not any(isinstance(m, nn.BatchNorm2d) for m in extractor.modules())
     assert any(isinstance(m, nn.BatchNorm1d) for m in extractor.modules())  # the embedding's BN1d stays
