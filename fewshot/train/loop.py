@@ -5,7 +5,7 @@ setup (data, networks, transfer, augmentation, regulariser, optimisers, resume)
   -> at every tick: log line, and at snapshot ticks: sample grid, resumable snapshot, metrics
   -> final.safetensors (exported networks)
 
-Semantics follow stylegan2-ada-pytorch (REFERENCE.md §2). Unlike it, a snapshot holds the whole
+Semantics follow stylegan2-ada-pytorch (docs/reference.md §2). Unlike it, a snapshot holds the whole
 training state (optimisers, augmentation p and statistics, path-length mean, RNG states,
 counters), so ``--resume`` continues exactly where the run stopped.
 """
