@@ -1,6 +1,6 @@
 """StyleGAN2 networks against the official layout and the published per-layer definitions.
 
-The expectations here are written from REFERENCE.md §1 (official names, shapes, formulas), not by
+The expectations here are written from docs/reference.md §1 (official names, shapes, formulas), not by
 calling fewshot's own helpers: naive zero-insertion convolutions, per-sample modulation loops and a
 direct minibatch-stddev loop. A whole-network reference (``naive_generator`` / ``naive_discriminator``)
 built from those pieces reads weights by their official state_dict names, so agreement means an

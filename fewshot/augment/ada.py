@@ -1,7 +1,7 @@
 """``ada``: the adaptive discriminator augmentation pipeline of Karras et al. (2020).
 
 Each enabled op fires per sample with probability ``multiplier * p``; the constants are those of
-the paper's code (REFERENCE.md section 2). Stages, in order:
+the paper's code (docs/reference.md section 2). Stages, in order:
 
 1. geometry: x-flip, 90-degree rotation, integer translation, isotropic scale, pre-rotation,
    anisotropic scale, post-rotation, fractional translation, composed into one inverse matrix per

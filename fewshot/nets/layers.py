@@ -2,7 +2,7 @@
 
 Parameter and buffer names, shapes and registration order match NVIDIA's stylegan2-ada-pytorch,
 so an official ``state_dict`` loads key for key. The arithmetic follows the published
-definitions (see ``REFERENCE.md`` §1); the code is ours.
+definitions (see ``docs/reference.md`` §1); the code is ours.
 """
 
 from __future__ import annotations
