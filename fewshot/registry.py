@@ -229,7 +229,7 @@ class Registry:
         if self._loaded:
             return
         self._loaded = True
-        for package in self.packages:
+        for package in self.packages:  # a package: each of its modules; a module: itself
             module = importlib.import_module(package)
             for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
                 if not info.name.startswith("_"):
@@ -330,7 +330,7 @@ regularizers = Registry("regularizer", ("fewshot.regularizers",), what="regulari
 metrics = Registry("metric", ("fewshot.metrics",), what="metric")
 extractors = Registry("extractor", ("fewshot.extractors",), what="feature extractor")
 losses = Registry("loss", ("fewshot.train.losses",), what="adversarial loss")
-networks = Registry("network", ("fewshot.nets",), what="network family")
+networks = Registry("network", ("fewshot.nets", "fewshot.disp.nets"), what="network class")
 
 FAMILIES: dict[str, Registry] = {r.family: r for r in (augmentations, transfers, regularizers, metrics, extractors,
                                                          losses, networks)}

@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from ..errors import FewshotError
-from ..nets import NETWORK_CLASSES
 from ..nets.discriminator import Discriminator
 from ..nets.generator import Generator
 from ..nets.layers import FullyConnectedLayer
+from ..registry import networks
 
 
 class ProjectionDiscriminator(Discriminator):
@@ -81,7 +81,7 @@ class ProjectionDiscriminator(Discriminator):
 
 
 # Registered here (fewshot.nets imports this module) so bundles rebuild it whichever package loads first.
-NETWORK_CLASSES["ProjectionDiscriminator"] = ProjectionDiscriminator
+networks.register("ProjectionDiscriminator", help="DISP's projection discriminator")(ProjectionDiscriminator)
 
 
 def is_disp_generator(G: nn.Module) -> bool:

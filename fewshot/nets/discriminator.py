@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..cuda import downsample2d, setup_filter
+from ..registry import networks
 from .generator import MappingNetwork
 from .layers import DEFAULT_RESAMPLE_FILTER, Conv2dLayer, FullyConnectedLayer
 
@@ -169,6 +170,7 @@ class DiscriminatorEpilogue(nn.Module):
         return x
 
 
+@networks.register("Discriminator", help="StyleGAN2 discriminator (official state_dict layout)")
 class Discriminator(nn.Module):
     """The StyleGAN2 discriminator ``D(img, c) -> logit [N, 1]``."""
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..cuda import ACTIVATIONS, bias_act, setup_filter, upsample2d
+from ..registry import networks
 from .layers import (
     DEFAULT_RESAMPLE_FILTER,
     Conv2dLayer,
@@ -353,6 +354,7 @@ class SynthesisNetwork(nn.Module):
         return img
 
 
+@networks.register("Generator", help="StyleGAN2 generator (official state_dict layout)")
 class Generator(nn.Module):
     """The StyleGAN2 generator ``G(z, c) = synthesis(mapping(z, c))``."""
 
