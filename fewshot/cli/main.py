@@ -1,0 +1,78 @@
+"""``main``: the entry point, and the one place errors are rendered.
+
+The command modules register themselves on :data:`fewshot.cli.app.app` when imported; ``register_commands``
+imports them (cheap: they defer torch to the command bodies, so ``fewshot --help`` stays instant).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from .app import app, use_fewshot_commands
+
+_REGISTERED = False
+
+
+def register_commands() -> None:
+    """Import the command modules, so each adds its commands to the app."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    _REGISTERED = True
+    from . import (
+        checkpoints,  # noqa: F401
+        doctor,  # noqa: F401
+        generate,  # noqa: F401
+        hub,  # noqa: F401
+        metrics,  # noqa: F401
+        train,  # noqa: F401
+    )
+
+    use_fewshot_commands(app)
+
+
+def render_error(message: str, hint: str | None = None) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    if hint:
+        typer.echo(f"hint: {hint}", err=True)
+
+
+def _in_mro(exc: BaseException, class_name: str) -> bool:
+    # Typer >= 0.2x vendors its own click (typer._click) while older ones use the click package:
+    # their usage errors are different classes with the same names, so match by name.
+    return any(cls.__name__ == class_name for cls in type(exc).__mro__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, render a FewshotError as one line, exit non-zero."""
+    from ..errors import FewshotError
+
+    register_commands()
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="fewshot", standalone_mode=False)
+    except FewshotError as exc:
+        if debug:
+            raise
+        render_error(exc.message, exc.hint)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # an unexpected failure still gets one line unless --debug
+        if _in_mro(exc, "ClickException"):  # usage errors: click's own message and exit code
+            if exc.format_message().strip():  # bare `fewshot` already printed the help; nothing to add
+                exc.show()
+            sys.exit(exc.exit_code)
+        if _in_mro(exc, "Abort"):
+            typer.echo("aborted", err=True)
+            sys.exit(130)
+        if debug:
+            raise
+        render_error(f"{type(exc).__name__}: {exc}", "rerun with --debug for the traceback")
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
