@@ -194,9 +194,11 @@ class Entry:
 class Registry:
     """The methods of one family, by name."""
 
-    def __init__(self, family: str, packages: tuple[str, ...] = (), *, what: str | None = None) -> None:
+    def __init__(self, family: str, packages: tuple[str, ...] = (), *, what: str | None = None,
+                 plural: str | None = None) -> None:
         self.family = family
         self.what = what or family
+        self.plural = plural or f"{self.what}s"
         self.packages = packages
         self._entries: dict[str, Entry] = {}
         self._aliases: dict[str, str] = {}
@@ -329,8 +331,8 @@ transfers = Registry("transfer", ("fewshot.transfer",), what="transfer method")
 regularizers = Registry("regularizer", ("fewshot.regularizers",), what="regularizer")
 metrics = Registry("metric", ("fewshot.metrics",), what="metric")
 extractors = Registry("extractor", ("fewshot.extractors",), what="feature extractor")
-losses = Registry("loss", ("fewshot.train.losses",), what="adversarial loss")
-networks = Registry("network", ("fewshot.nets", "fewshot.disp.nets"), what="network class")
+losses = Registry("loss", ("fewshot.train.losses",), what="adversarial loss", plural="adversarial losses")
+networks = Registry("network", ("fewshot.nets", "fewshot.disp.nets"), what="network class", plural="network classes")
 
 FAMILIES: dict[str, Registry] = {r.family: r for r in (augmentations, transfers, regularizers, metrics, extractors,
                                                          losses, networks)}

@@ -6,6 +6,8 @@ bodies so that ``fewshot --help`` stays instant.
 
 from __future__ import annotations
 
+import re
+
 import typer
 
 from .. import __version__
@@ -46,9 +48,46 @@ class FewshotCommand(typer.core.TyperCommand):
             if getattr(param, "rich_help_panel", None) == PANEL_PRESET_OPTIONS and param.default is None:
                 param.help = (param.help or "").rstrip() + " " + escape("[default: from preset]")
 
+    def format_help(self, ctx: typer.core._click.Context, formatter: typer.core._click.HelpFormatter) -> None:
+        # Help that names methods reads the registry now, when it is shown (not when the command is built, which
+        # happens for every invocation: the registry's methods import torch).
+        for param in self.params:
+            if param.help and "{" in param.help:
+                param.help = expand_help(param.help)
+        super().format_help(ctx, formatter)
+
     def collect_usage_pieces(self, ctx: typer.core._click.Context) -> list[str]:
         pieces = super().collect_usage_pieces(ctx)
         return [_usage_piece(piece) for piece in pieces]
+
+
+_PLACEHOLDER = re.compile(r"\{(methods|option):([^{}]+)\}")
+
+
+def expand_help(text: str) -> str:
+    """``{methods:augment}`` -> the registered augmentations; ``{option:regularizer:reg-dgm:estimator}`` -> that
+    option's help (with its choices). Unknown placeholders stay as they are."""
+    from dataclasses import fields
+
+    from ..registry import FAMILIES, option_info
+
+    def substitute(match: re.Match) -> str:
+        kind, arg = match.groups()
+        if kind == "methods":
+            family = FAMILIES.get(arg)
+            return " | ".join(family.names()) if family else match.group(0)
+        family_name, method, name = (arg.split(":") + ["", "", ""])[:3]
+        family = FAMILIES.get(family_name)
+        if family is None or method not in family:
+            return match.group(0)
+        found = [f for f in fields(family.get(method).options) if f.name == name]
+        if not found:
+            return match.group(0)
+        info = option_info(found[0])
+        choices = info.choices() if callable(info.choices) else info.choices
+        return info.help + (f" ({' | '.join(choices)})" if choices else "")
+
+    return _PLACEHOLDER.sub(substitute, text)
 
 
 def _usage_piece(piece: str) -> str:

@@ -44,24 +44,24 @@ def train(
     batch_gpu: Optional[int] = typer.Option(None, "--batch-gpu", help="Chunk per device step (gradient accumulation).", rich_help_panel=_OPT),
     gamma: Optional[float] = typer.Option(None, "--gamma", help="R1 weight.", rich_help_panel=_OPT),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of G and D.", rich_help_panel=_OPT),
-    aug: Optional[str] = typer.Option(None, "--aug", help="none | ada | diffaug | apa | ada+apa", rich_help_panel=_OPT),
+    aug: Optional[str] = typer.Option(None, "--aug", help="Augmentation: {methods:augment}.", rich_help_panel=_OPT),
     aug_p: Optional[float] = typer.Option(None, "--aug-p", help="Initial augmentation probability.", rich_help_panel=_OPT),
-    transfer: Optional[str] = typer.Option(None, "--transfer", help="finetune | freezed | general-part | adafm", rich_help_panel=_OPT),
+    transfer: Optional[str] = typer.Option(None, "--transfer", help="Transfer method: {methods:transfer}.", rich_help_panel=_OPT),
     freeze_d: Optional[int] = typer.Option(
         None, "--freeze-d",
         help="Freeze the N D blocks nearest the input (official --freezed counts layers: 4 for the first block, 3 per later block).",
         rich_help_panel=_OPT),
     general: Optional[str] = typer.Option(None, "--general", help="G,D blocks of the general part (GmDn), e.g. 2,2.", rich_help_panel=_OPT),
-    specific: Optional[str] = typer.Option(None, "--specific", help="finetune | reinit the specific part.", rich_help_panel=_OPT),
+    specific: Optional[str] = typer.Option(None, "--specific", help="{option:transfer:general-part:specific}", rich_help_panel=_OPT),
     r1_fake: Optional[bool] = typer.Option(None, "--r1-fake/--no-r1-fake", help="Gradient penalty on fakes too.", rich_help_panel=_OPT),
     reg_lambda: Optional[float] = typer.Option(None, "--reg-lambda", help="Reg-DGM weight (0 = off).", rich_help_panel=_OPT),
-    reg_model: Optional[str] = typer.Option(None, "--reg-model", help="Reg-DGM extractor: resnet18..152, clip, facenet.", rich_help_panel=_OPT),
-    reg_estimator: Optional[str] = typer.Option(None, "--reg-estimator", help="mean | paired", rich_help_panel=_OPT),
+    reg_model: Optional[str] = typer.Option(None, "--reg-model", help="Reg-DGM extractor: {option:regularizer:reg-dgm:model}", rich_help_panel=_OPT),
+    reg_estimator: Optional[str] = typer.Option(None, "--reg-estimator", help="{option:regularizer:reg-dgm:estimator}", rich_help_panel=_OPT),
     reg_weights: Optional[str] = typer.Option(None, "--reg-weights", help="Weights file for the Reg-DGM extractor, in its upstream format (default: the weights registry).", rich_help_panel=_OPT),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Image size when training from scratch (default: from the data, the power of two at or below the median short side).", rich_help_panel=_OPT),
     mirror: Optional[bool] = typer.Option(None, "--mirror/--no-mirror", help="Random x-flips of the data.", rich_help_panel=_OPT),
     crop: Optional[str] = typer.Option(None, "--crop", help="center | pad", rich_help_panel=_OPT),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help="e.g. fid,kid (tracked during training).", rich_help_panel=_OPT),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Metrics tracked during training, comma-separated: {methods:metric}.", rich_help_panel=_OPT),
     metrics_every: Optional[int] = typer.Option(None, "--metrics-every", help="Ticks between metric evaluations.", rich_help_panel=_OPT),
     snap: Optional[int] = typer.Option(None, "--snap", help="Ticks between snapshots.", rich_help_panel=_OPT),
     tick_kimg: Optional[float] = typer.Option(None, "--tick-kimg", help="kimg per tick (log line).", rich_help_panel=_OPT),
@@ -148,12 +148,40 @@ def _launch(gpus: int) -> None:
     raise typer.Exit(subprocess.call(cmd))
 
 
-@app.command(rich_help_panel=PANEL_TRAIN, epilog="[bold]Example[/bold]: fewshot presets")
-def presets() -> None:
-    """List the training presets with one-line descriptions."""
+@app.command(rich_help_panel=PANEL_TRAIN,
+             epilog="[bold]Examples[/bold]\n\n  fewshot presets\n\n  fewshot presets --methods")
+def presets(
+    methods: bool = typer.Option(False, "--methods", help="Also list every registered method and its options."),
+) -> None:
+    """List the training presets with one-line descriptions (and, with --methods, the methods they combine)."""
     from ..config import list_presets, preset_description
 
     names = list_presets()
     width = max((len(n) for n in names), default=0)
     for name in names:
         typer.echo(f"{name.ljust(width)}  {preset_description(name)}")
+    if methods:
+        for line in method_listing():
+            typer.echo(line)
+
+
+def method_listing() -> list[str]:
+    """Each family of methods (the registry), each method with its help, each option with default and help: what
+    a preset section or `--set section.option=value` can name."""
+    from dataclasses import MISSING, fields
+
+    from ..registry import FAMILIES, option_info
+
+    lines: list[str] = []
+    for family in FAMILIES.values():
+        entries = family.entries()
+        if not entries:
+            continue
+        lines += ["", f"{family.plural} ({family.family}):"]
+        for entry in entries:
+            lines.append(f"  {entry.name}  {entry.help}".rstrip())
+            for f in fields(entry.options):
+                default = f.default if f.default is not MISSING else (
+                    f.default_factory() if f.default_factory is not MISSING else "")
+                lines.append(f"      {f.name} = {default!r}  {option_info(f).help}".rstrip())
+    return lines

@@ -1,0 +1,1 @@
+"""Frozen feature networks (Reg-DGM, metrics, DISP), registered in fewshot.registry.extractors."""
