@@ -46,7 +46,12 @@ def _run_lines(run: dict) -> list[str]:
     """A run folder in a few lines: recipe, how far it got, the last tick, the best metric, what to do next."""
     lines = [f"{run['path']}  [run folder]"]
     recipe = f"  preset {run['preset'] or '-'}, data {run['data'] or '-'}"
-    lines.append(recipe + (f", base {run['base']}" if run["base"] else ""))
+    note = run.get("base_note")
+    if run["base"]:
+        recipe += f", base {run['base']}" + (f" ({note})" if note and note != "--base" else "")
+    elif note is not None or run["preset"]:
+        recipe += ", from scratch" + (f" ({note})" if note else "")
+    lines.append(recipe)
     target = run["target_kimg"]
     progress = f"  trained {run['done_kimg']:.3f}" + (f" of {target:g} kimg" if target else " kimg")
     tick = run["last_tick"]
