@@ -95,9 +95,46 @@ def _reconstruct_persistent_obj(meta: dict[str, Any]) -> PersistentRecord:
     )
 
 
+class _BoundedReader:
+    """A stream whose reads never ask for more than is left in it: a length field of a damaged pickle must
+    not make the reader allocate what it claims (a 10-byte file can claim 2**63 bytes)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._pos = stream.tell()
+        self._end = stream.seek(0, io.SEEK_END)
+        stream.seek(self._pos)
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = max(self._end - self._pos, 0)
+        data = self._stream.read(left if size is None or size < 0 else min(size, left))
+        self._pos += len(data)
+        return data
+
+    def readline(self) -> bytes:
+        line = self._stream.readline()
+        self._pos += len(line)
+        return line
+
+
+def _load_bytearray8(self: pickle._Unpickler) -> None:
+    (size,) = struct.unpack("<Q", self.read(8))
+    if size > sys.maxsize:
+        raise pickle.UnpicklingError("BYTEARRAY8 exceeds system's maximum size")
+    data = self.read(size)
+    if len(data) < size:
+        raise pickle.UnpicklingError("pickle data was truncated")
+    self.append(bytearray(data))
+
+
+# The stock handler of BYTEARRAY8 allocates (and zeroes) the claimed length before reading.
+_BOUNDED_DISPATCH = {**pickle._Unpickler.dispatch, pickle.BYTEARRAY8[0]: _load_bytearray8}
+
+
 class _StorageClaims(pickle._Unpickler):
     """Reads one pickle of a legacy torch.save blob only to add up the bytes its storages claim."""
 
+    dispatch = _BOUNDED_DISPATCH
     claimed = 0
 
     def find_class(self, module: str, name: str) -> Any:
@@ -197,39 +234,6 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 _TF_ERA = {("dnnlib.tflib.network", "Network"), ("dnnlib.tflib.network", "_Network")}
 
 
-class _BoundedReader:
-    """A stream whose reads never ask for more than is left in it: a length field of a damaged pickle must
-    not make the reader allocate what it claims (a 10-byte file can claim 2**63 bytes)."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
-        self._pos = stream.tell()
-        self._end = stream.seek(0, io.SEEK_END)
-        stream.seek(self._pos)
-
-    def read(self, size: int | None = -1) -> bytes:
-        left = max(self._end - self._pos, 0)
-        data = self._stream.read(left if size is None or size < 0 else min(size, left))
-        self._pos += len(data)
-        return data
-
-    def readline(self) -> bytes:
-        line = self._stream.readline()
-        self._pos += len(line)
-        return line
-
-
-def _load_bytearray8(self: pickle._Unpickler) -> None:
-    # The stock handler allocates (and zeroes) the claimed length before reading; read first instead.
-    (size,) = struct.unpack("<Q", self.read(8))
-    if size > sys.maxsize:
-        raise pickle.UnpicklingError("BYTEARRAY8 exceeds system's maximum size")
-    data = self.read(size)
-    if len(data) < size:
-        raise pickle.UnpicklingError("pickle data was truncated")
-    self.append(bytearray(data))
-
-
 class SafeUnpickler(pickle._Unpickler):
     """An unpickler that resolves only allow-listed globals and never imports from the file.
 
@@ -238,7 +242,7 @@ class SafeUnpickler(pickle._Unpickler):
     Official checkpoints load as fast either way (the time goes to the tensor records).
     """
 
-    dispatch = {**pickle._Unpickler.dispatch, pickle.BYTEARRAY8[0]: _load_bytearray8}
+    dispatch = _BOUNDED_DISPATCH
 
     def find_class(self, module: str, name: str) -> Any:
         key = (module, name)

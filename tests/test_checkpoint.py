@@ -405,16 +405,23 @@ def test_pickles_that_are_not_networks(tmp_path):
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.save's legacy format starts with this number pickled
 
 
+def legacy_preamble() -> bytes:
+    """The magic, protocol and system-info pickles a legacy torch.save record starts with."""
+    import pickle
+
+    return b"".join(pickle.dumps(part, protocol=2) for part in (
+        LEGACY_MAGIC, 1001, {"protocol_version": 1001, "little_endian": True,
+                             "type_sizes": {"short": 2, "int": 4, "long": 4}}))
+
+
 def legacy_storage_record(claimed: int, stored: int, keys: tuple[str, ...] = ("0",)) -> bytes:
     """A torch.save record of one float32 storage, as official pickles embed them: magic, protocol and
     system-info pickles, the storage's persistent id claiming ``claimed`` elements, its keys, its bytes."""
     import io
     import pickle
 
-    buf = io.BytesIO()
-    for part in (LEGACY_MAGIC, 1001, {"protocol_version": 1001, "little_endian": True,
-                                      "type_sizes": {"short": 2, "int": 4, "long": 4}}):
-        pickle.dump(part, buf, protocol=2)
+    buf = io.BytesIO(legacy_preamble())
+    buf.seek(0, io.SEEK_END)
 
     class StoragePickler(pickle.Pickler):
         def persistent_id(self, obj):
@@ -446,6 +453,11 @@ def test_a_storage_record_is_read_and_its_claims_are_checked_first(tmp_path):
     # Found by fuzz/fuzz_pickle.py: torch allocates the claimed size before it reads a byte (here 4 TiB).
     with pytest.raises(FewshotError, match="claims 4,398,046,511,104"):
         safe_load(pickle.dumps(_StorageFromBytes(legacy_storage_record(2**40, 4)), protocol=3))
+    # Found by fuzz/fuzz_pickle.py: the record's own pickles are read with the same bounds (a BYTEARRAY8
+    # claiming 1 TiB was allocated there).
+    with pytest.raises(FewshotError, match="corrupt tensor data in pickle .*truncated"):
+        safe_load(pickle.dumps(_StorageFromBytes(legacy_preamble() + b"\x80\x05\x96" + struct.pack("<Q", 2**40)
+                                                 + b"abc."), protocol=3))
     # Found by fuzz/fuzz_pickle.py: a key list naming no storage was an AssertionError inside torch.load.
     with pytest.raises(FewshotError, match="corrupt tensor data in pickle"):
         safe_load(pickle.dumps(_StorageFromBytes(legacy_storage_record(4, 4, keys=("1",))), protocol=3))
