@@ -5,8 +5,13 @@ PY := $(VENV)/bin/python
 # The torch pair this project is tested with; on the dev/CI machines pip takes it from local disk.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+FUZZ_SECONDS ?= 60
 
+<<<<<<< HEAD
 .PHONY: install test test-avx2 test-slow lint demo cuda-check gpu-check cpu-ops bench clean
+=======
+.PHONY: install test test-slow lint fuzz demo cuda-check gpu-check cpu-ops bench clean
+>>>>>>> fuzz
 
 install: $(VENV)/.installed
 
@@ -35,7 +40,16 @@ test-slow: install
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS) || test $$? -eq 5
 
 lint: install
-	$(PY) -m ruff check fewshot tests benchmarks
+	$(PY) -m ruff check fewshot tests benchmarks fuzz
+
+# Fuzz the readers of untrusted input (bundles, official pickles, checkpoint references, images) with atheris,
+# FUZZ_SECONDS per harness; not part of `make test`. Inputs that broke the contract land in fuzz/out/*/findings/.
+fuzz: $(VENV)/.fuzz-installed
+	$(PY) -m fuzz.run --seconds $(FUZZ_SECONDS)
+
+$(VENV)/.fuzz-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[fuzz]'
+	touch $@
 
 demo: install
 	$(VENV)/bin/fewshot train --preset demo --name demo --outdir runs

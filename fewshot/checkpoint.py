@@ -181,7 +181,7 @@ def _read_safetensors_header(path: Path) -> tuple[dict[str, Any], dict[str, str]
             file_size = os.fstat(fh.fileno()).st_size
     except OSError as exc:
         raise FewshotError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise FewshotError(f"{path}: not a safetensors file (header is not JSON)") from None
     if not isinstance(header, dict):
         raise FewshotError(f"{path}: not a safetensors file (header is not a JSON object)")
@@ -190,7 +190,7 @@ def _read_safetensors_header(path: Path) -> tuple[dict[str, Any], dict[str, str]
     # (an interrupted copy or download). Checking sizes costs no tensor reads.
     try:
         data_end = max((int(info["data_offsets"][1]) for info in header.values()), default=0)
-    except (KeyError, TypeError, ValueError, IndexError):
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError):
         raise FewshotError(f"{path}: not a safetensors file (damaged tensor table)") from None
     if 8 + size + data_end > file_size:
         raise FewshotError(
@@ -210,7 +210,7 @@ def read_header(path: str | Path) -> BundleHeader:
         raise FewshotError(f"{path}: a safetensors file, but not a fewshot checkpoint bundle")
     try:
         version = int(metadata.get("format_version", "0"))
-    except ValueError:
+    except (ValueError, TypeError, OverflowError):
         version = -1
     if version < 1 or version > FORMAT_VERSION:
         raise FewshotError(
@@ -225,9 +225,16 @@ def read_header(path: str | Path) -> BundleHeader:
         }
         provenance = json.loads(metadata.get("provenance", "{}"))
         training = json.loads(metadata["training"]) if "training" in metadata else None
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, RecursionError):
         raise FewshotError(f"{path}: bundle metadata is damaged") from None
-    shapes = {key: list(info.get("shape", [])) for key, info in header.items()}
+    if not (
+        all(isinstance(s.class_name, str) and isinstance(s.init_kwargs, dict) for s in specs.values())
+        and isinstance(provenance, dict) and isinstance(training, (dict, type(None)))
+    ):
+        raise FewshotError(f"{path}: bundle metadata is damaged")
+    shapes = {key: info.get("shape", []) for key, info in header.items()}
+    if not all(isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape) for shape in shapes.values()):
+        raise FewshotError(f"{path}: not a safetensors file (damaged tensor table)")
     return BundleHeader(
         path=path, specs=specs, provenance=provenance, training=training, tensor_shapes=shapes,
         format_version=version, fewshot_version=metadata.get("fewshot_version", "?"),
@@ -255,7 +262,7 @@ def load_bundle(
         if name not in header.specs:
             raise FewshotError(f"{path}: no network {name!r} in this bundle (has: {', '.join(header.specs)})")
         spec = header.specs[name]
-        net = build_network(spec.class_name, spec.init_kwargs)
+        net = build_network(spec.class_name, spec.init_kwargs, max_elements=Path(path).stat().st_size)
         prefix = name + "."
         state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         load_state_strict(net, state, f"{path}:{name}")
@@ -322,7 +329,7 @@ def bundle_from_pickle(path: str | Path) -> tuple[Bundle, dict[str, Any]]:
     specs: dict[str, NetworkSpec] = {}
     for name, record in imported.networks.items():
         init_kwargs = named_init_kwargs(record.class_name, record.init_args, record.init_kwargs)
-        net = build_network(record.class_name, init_kwargs)
+        net = build_network(record.class_name, init_kwargs, max_elements=path.stat().st_size)
         load_state_strict(net, record.state_dict(), f"{path}:{name}")
         networks[name] = net.eval().requires_grad_(False)
         specs[name] = network_spec(net)

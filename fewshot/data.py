@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import lzma
 import math
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,12 @@ from .errors import FewshotError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 CROP_MODES = ("center", "pad")
+# A larger file is skipped unread: it is no training image (the decoder refuses over ~179M pixels anyway), and
+# a zip member's declared size is what reading it would allocate (a zip bomb declares gigabytes).
+MAX_FILE_BYTES = 1 << 30
+# What zipfile raises on a damaged archive or member, beyond BadZipFile: unsupported versions and methods
+# (NotImplementedError, a RuntimeError), bad names (UnicodeDecodeError, a ValueError), corrupt streams.
+_ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError, zlib.error, lzma.LZMAError)
 
 
 @dataclass
@@ -131,6 +139,9 @@ def _iter_sources(source: Path) -> tuple[list[str], Iterator[tuple[str, bytes | 
         def read_folder() -> Iterator[tuple[str, bytes | Exception]]:
             for rel, path in entries:
                 try:
+                    if path.stat().st_size > MAX_FILE_BYTES:
+                        yield rel, ValueError(f"larger than {MAX_FILE_BYTES >> 20} MiB")
+                        continue
                     yield rel, path.read_bytes()
                 except OSError as exc:
                     yield rel, exc
@@ -140,18 +151,29 @@ def _iter_sources(source: Path) -> tuple[list[str], Iterator[tuple[str, bytes | 
     if source.suffix.lower() == ".zip":
         try:
             archive = zipfile.ZipFile(source)
-        except (zipfile.BadZipFile, OSError) as exc:
+        except _ZIP_ERRORS as exc:
             raise FewshotError(f"cannot open {source} as a zip archive: {exc}") from None
-        members = [m for m in archive.infolist() if not m.is_dir() and not _is_hidden(m.filename)]
+        # A member without a name (a damaged archive) is no file to read; ZipInfo.is_dir fails on it.
+        members = [m for m in archive.infolist() if m.filename and not m.is_dir() and not _is_hidden(m.filename)]
         wanted = sorted(m.filename for m in members if Path(m.filename).suffix.lower() in IMAGE_SUFFIXES)
+        # zipfile reads a member's claimed compressed size in one call: a claim beyond the archive is damage.
+        archive_bytes = source.stat().st_size
+        sizes = {m.filename: (m.file_size, m.compress_size) for m in members}
         ignored = sorted(m.filename for m in members if Path(m.filename).suffix.lower() not in IMAGE_SUFFIXES)
 
         def read_zip() -> Iterator[tuple[str, bytes | Exception]]:
             with archive:
                 for name in wanted:
+                    size, compressed = sizes[name]
+                    if size > MAX_FILE_BYTES:
+                        yield name, ValueError(f"larger than {MAX_FILE_BYTES >> 20} MiB")
+                        continue
+                    if compressed > archive_bytes:
+                        yield name, zipfile.BadZipFile("damaged entry: claims more bytes than the archive holds")
+                        continue
                     try:
                         yield name, archive.read(name)
-                    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
+                    except _ZIP_ERRORS as exc:
                         yield name, exc
 
         return wanted, read_zip(), ignored, f"zip {source}"
@@ -363,7 +385,7 @@ class ImageStream:
         else:
             with zipfile.ZipFile(self.source) as archive:
                 for info in sorted(archive.infolist(), key=lambda m: m.filename):
-                    if not info.is_dir() and not _is_hidden(info.filename):
+                    if info.filename and not info.is_dir() and not _is_hidden(info.filename):
                         digest.update(f"|{info.filename}|{info.file_size}|{info.CRC}".encode())
         return digest.hexdigest()
 

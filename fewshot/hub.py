@@ -308,8 +308,10 @@ class _Interrupted(Exception):
 
 def url_cache_path(url: str, root: Path | None = None) -> Path:
     """Where a URL's file lives in the cache: one folder per URL so equal file names cannot collide."""
-    leaf = url.split("?")[0].rstrip("/").rsplit("/", 1)[-1] or "download"
-    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    leaf = url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+    if leaf in ("", ".", ".."):  # "." and ".." would name the URL's folder or its parent, not a file in it
+        leaf = "download"
+    key = hashlib.sha256(url.encode("utf-8", "surrogateescape")).hexdigest()[:16]  # argv may hold any bytes
     return (root or settings.checkpoints_dir() / "downloads") / key / leaf
 
 
@@ -567,7 +569,10 @@ def fetch_checkpoint_source(ref: str, *, offline: bool | None = None, flag: str 
     caller's option for giving a local file instead, for its hint.
     """
     offline = settings.offline() if offline is None else offline
-    local = Path(ref).expanduser()
+    try:
+        local = Path(ref).expanduser()
+    except (RuntimeError, ValueError):  # ~user of an unknown user (or a NUL in it): no home folder to expand
+        local = Path(ref)
     if local.is_file():
         return local, None
     if local.is_dir():

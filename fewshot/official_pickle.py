@@ -14,6 +14,9 @@ import io
 import os
 import pickle
 import re
+import struct
+import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -124,18 +127,112 @@ def load_torch_tensors(source: str | os.PathLike[str] | bytes | BinaryIO, what: 
                            hint=hint) from None
 
 
+class _BoundedReader:
+    """A stream whose reads never ask for more than is left in it: a length field of a damaged pickle must
+    not make the reader allocate what it claims (a 10-byte file can claim 2**63 bytes)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._pos = stream.tell()
+        self._end = stream.seek(0, io.SEEK_END)
+        stream.seek(self._pos)
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = max(self._end - self._pos, 0)
+        data = self._stream.read(left if size is None or size < 0 else min(size, left))
+        self._pos += len(data)
+        return data
+
+    def readline(self) -> bytes:
+        line = self._stream.readline()
+        self._pos += len(line)
+        return line
+
+
+def _load_bytearray8(self: pickle._Unpickler) -> None:
+    (size,) = struct.unpack("<Q", self.read(8))
+    if size > sys.maxsize:
+        raise pickle.UnpicklingError("BYTEARRAY8 exceeds system's maximum size")
+    data = self.read(size)
+    if len(data) < size:
+        raise pickle.UnpicklingError("pickle data was truncated")
+    self.append(bytearray(data))
+
+
+# The stock handler of BYTEARRAY8 allocates (and zeroes) the claimed length before reading.
+_BOUNDED_DISPATCH = {**pickle._Unpickler.dispatch, pickle.BYTEARRAY8[0]: _load_bytearray8}
+
+
+class _StorageClaims(pickle._Unpickler):
+    """Reads one pickle of a legacy torch.save blob only to add up the bytes its storages claim."""
+
+    dispatch = _BOUNDED_DISPATCH
+    claimed = 0
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch" and name.endswith("Storage") and isinstance(getattr(torch, name, None), type):
+            return getattr(torch, name)
+        raise FewshotError(f"refusing to load pickle (one of its tensor blobs): it names the global "
+                           f"'{module}.{name}', which tensor data never needs (nothing from the file was executed)")
+
+    def persistent_load(self, pid: Any) -> Any:
+        # ('storage', storage type, key, location, element count, view): torch allocates the count first.
+        if isinstance(pid, tuple) and len(pid) > 4 and isinstance(pid[4], int):
+            dtype = getattr(pid[1], "dtype", None)
+            self.claimed += max(pid[4], 0) * (dtype.itemsize if isinstance(dtype, torch.dtype) else 1)
+        return None
+
+
 def _load_storage_from_bytes(data: bytes) -> Any:
-    # Storages are nested torch.save blobs; read them under weights_only rules.
-    return load_torch_tensors(data, "pickle (one of its tensor blobs)")
+    # Storages are nested torch.save blobs (legacy format: magic number, protocol, system info and storage
+    # pickles, then the raw bytes); read them under weights_only rules. torch allocates each storage at the
+    # size its pickle claims before reading the bytes, so the claims are checked against the blob first.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TypedStorage deprecation, odd pickle protocols: the error says enough
+            stream, claimed = io.BytesIO(data), 0
+            for _ in range(4):
+                claims = _StorageClaims(_BoundedReader(stream))
+                claims.load()
+                claimed += claims.claimed
+            if claimed > len(data):
+                raise FewshotError(f"corrupt tensor data in pickle: a record of {len(data):,} bytes claims {claimed:,}")
+            return load_torch_tensors(data, "pickle (one of its tensor blobs)")
+    except FewshotError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch's legacy reader fails on damaged bytes in many ways
+        raise FewshotError(f"corrupt tensor data in pickle ({type(exc).__name__}: {_first_line(exc)})") from None
 
 
 def _rebuild_parameter(data: torch.Tensor, requires_grad: bool, backward_hooks: Any, *state: Any) -> torch.Tensor:
     return data.detach()
 
 
-def _numpy_scalar(dtype: np.dtype, data: bytes | None = None) -> Any:
-    if dtype.hasobject:
-        raise FewshotError("pickle holds a numpy object scalar, which could run code; refused")
+class _NumpyDtype:
+    """What ``numpy.dtype(...)`` in a pickle becomes: a plain number type. Its BUILD state comes here rather
+    than to numpy's ``dtype.__setstate__``, which trusts sizes and offsets from the file (a crafted state
+    crashes the process); only the byte order is taken from it."""
+
+    def __init__(self, spec: Any, align: bool = False, copy: bool = False) -> None:
+        dtype = np.dtype(spec) if isinstance(spec, str) else None
+        if dtype is None or dtype.kind not in "biufc":
+            raise FewshotError(f"pickle holds numpy dtype {spec!r}, which is not a plain number type; refused")
+        self.dtype = dtype
+
+    def __setstate__(self, state: Any) -> None:
+        # (version, byte order, subarray, names, fields, item size, alignment, flags): a plain type's is
+        # (3, '<', None, None, None, -1, -1, 0).
+        if not (isinstance(state, tuple) and len(state) >= 8 and state[1] in ("<", ">", "|", "=")
+                and state[2:7] == (None, None, None, -1, -1)):
+            raise FewshotError("pickle holds a numpy dtype with an unusual layout; refused")
+        if state[1] in ("<", ">"):
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+def _numpy_scalar(dtype: _NumpyDtype, data: bytes | None = None) -> Any:
+    if not isinstance(dtype, _NumpyDtype):
+        raise FewshotError("pickle holds a numpy scalar without a plain number type; refused")
+    dtype = dtype.dtype
     if data is None:
         return dtype.type(0)
     return np.frombuffer(data, dtype=dtype)[0]
@@ -157,7 +254,7 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
     ("dnnlib.util", "EasyDict"): _EasyDict,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy", "dtype"): _NumpyDtype,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
     ("_codecs", "encode"): _codecs_encode,
@@ -170,8 +267,15 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 _TF_ERA = {("dnnlib.tflib.network", "Network"), ("dnnlib.tflib.network", "_Network")}
 
 
-class SafeUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only allow-listed globals and never imports from the file."""
+class SafeUnpickler(pickle._Unpickler):
+    """An unpickler that resolves only allow-listed globals and never imports from the file.
+
+    The pure-Python unpickler, not the C one: the C unpickler sizes its memo table from the index a PUT
+    opcode names, so a 10-byte file could make it allocate and zero gigabytes (this one keeps a dict).
+    Official checkpoints load as fast either way (the time goes to the tensor records).
+    """
+
+    dispatch = _BOUNDED_DISPATCH
 
     def find_class(self, module: str, name: str) -> Any:
         key = (module, name)
@@ -195,13 +299,17 @@ def safe_load(file: BinaryIO | bytes) -> Any:
     """Unpickle with the allow-list; every failure becomes a :class:`FewshotError`."""
     stream = io.BytesIO(file) if isinstance(file, (bytes, bytearray)) else file
     try:
-        return SafeUnpickler(stream).load()
+        return SafeUnpickler(_BoundedReader(stream)).load()
     except FewshotError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+    except (
+        pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, struct.error,
+        OverflowError,
+    ) as exc:
         raise FewshotError(f"not a readable network pickle ({type(exc).__name__}: {_first_line(exc)})") from None
-    except RuntimeError as exc:  # a tensor rebuilt from inconsistent sizes or strides
+    except RuntimeError as exc:  # torch.load of a corrupt storage blob
         raise FewshotError(f"corrupt tensor data in pickle: {_first_line(exc)}") from None
+
 
 
 def import_official_pickle(path: str | Path) -> ImportedPickle:

@@ -61,6 +61,20 @@ def rewrite_metadata(path: Path, **changes: str | None) -> None:
     path.write_bytes(struct.pack("<Q", len(new_header)) + new_header + raw[8 + size:])
 
 
+def rewrite_header(path: Path, edit) -> None:
+    """Edit a safetensors file's JSON header in place with ``edit(header)``; the tensor bytes stay."""
+    raw = path.read_bytes()
+    (size,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + size])
+    edit(header)
+    new_header = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(new_header)) + new_header + raw[8 + size:])
+
+
+def first_tensor(header: dict) -> dict:
+    return next(info for key, info in header.items() if key != "__metadata__")
+
+
 @pytest.fixture
 def nets():
     return make_tiny_G(1).eval(), make_tiny_G(2).eval(), make_tiny_D(3).eval()
@@ -187,6 +201,14 @@ def test_bad_inputs_give_one_clear_error(tmp_path, bundle_path):
     ({"networks": json.dumps({"G": {"class": "Generator"}})}, "metadata is damaged"),
     ({"networks": json.dumps({"G": {"class": "Unet", "init_kwargs": {}}})}, "unknown network class"),
     ({"format": None}, "not a fewshot checkpoint bundle"),
+    # Found by fuzz/fuzz_bundle.py's reader review: metadata of the wrong JSON type once escaped as
+    # TypeError / AttributeError / OverflowError.
+    ({"format_version": ["1"]}, "not supported"),
+    ({"format_version": float("inf")}, "not supported"),
+    ({"networks": json.dumps(["G"])}, "metadata is damaged"),
+    ({"networks": json.dumps({"G": {"class": ["Generator"], "init_kwargs": {}}})}, "metadata is damaged"),
+    ({"provenance": json.dumps([1, 2])}, "metadata is damaged"),
+    ({"training": "5"}, "metadata is damaged"),
 ])
 def test_damaged_or_foreign_metadata(bundle_path, changes, message):
     rewrite_metadata(bundle_path, **changes)
@@ -202,6 +224,42 @@ def test_weights_that_do_not_fit_the_stored_architecture(bundle_path, nets):
     spec = {"G": {"class": "Generator", "init_kwargs": {**nets[0].init_kwargs, "img_resolution": 33}}}
     rewrite_metadata(bundle_path, networks=json.dumps(spec))
     with pytest.raises(FewshotError, match="cannot build Generator"):
+        load_bundle(bundle_path)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda h: first_tensor(h).update(data_offsets=[0, float("inf")]),  # fuzz: "1e400" -> OverflowError
+    lambda h: first_tensor(h).update(shape="abc"),  # `fewshot info` multiplied the letters
+    lambda h: first_tensor(h).update(shape=7),
+    lambda h: first_tensor(h).update(shape=[4, -1]),
+    lambda h: first_tensor(h).update(shape=[2.5]),
+])
+def test_a_damaged_tensor_table_is_one_error(bundle_path, edit):
+    rewrite_header(bundle_path, edit)
+    with pytest.raises(FewshotError, match="damaged tensor table"):
+        read_header(bundle_path)
+
+
+def test_a_header_nested_too_deep_for_json_is_one_error(tmp_path):
+    path = tmp_path / "deep.safetensors"
+    header = b"[" * 100_000 + b"]" * 100_000
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    with pytest.raises(FewshotError, match="header is not JSON"):
+        read_header(path)
+
+
+@pytest.mark.parametrize("change,message", [
+    # Each of these was a fuzz/fuzz_bundle.py finding: the stored constructor arguments went straight to the
+    # constructor, which tried to allocate what they claim.
+    ({"w_dim": 2**62}, "more than its file can hold"),  # was RuntimeError: storage size overflowed
+    ({"mapping_kwargs": {"num_layers": 10**12}}, "more than its file can hold"),  # was MemoryError (a list)
+    ({"synthesis_kwargs": {"channel_base": 2**40, "channel_max": 2**20}}, "more than its file can hold"),
+    ({"img_resolution": float("inf")}, "cannot convert float infinity"),  # was OverflowError
+])
+def test_stored_arguments_cannot_make_the_loader_allocate_what_they_claim(bundle_path, nets, change, message):
+    spec = {"G": {"class": "Generator", "init_kwargs": {**nets[0].init_kwargs, **change}}}
+    rewrite_metadata(bundle_path, networks=json.dumps(spec))
+    with pytest.raises(FewshotError, match=f"cannot build Generator from the stored arguments: .*{message}"):
         load_bundle(bundle_path)
 
 
@@ -374,7 +432,7 @@ def test_pickle_hiding_code_in_a_torch_blob_is_refused_in_fewshots_words(tmp_pat
 
     record.state["_payload"] = _HiddenBlob(b"\x80\x02 not a torch archive")
     src = dump_official(tmp_path / "damaged.pkl", {"G_ema": record})
-    with pytest.raises(FewshotError, match="cannot read pickle") as info:
+    with pytest.raises(FewshotError, match="corrupt tensor data in pickle") as info:
         load_checkpoint(src)
     assert "\n" not in str(info.value) and "weights_only" not in str(info.value)
 
@@ -412,6 +470,110 @@ def test_pickles_that_are_not_networks(tmp_path):
     other = to_persistent(torch.nn.Linear(2, 2), class_name="AugmentPipe")
     with pytest.raises(FewshotError, match="not a StyleGAN2 network"):
         load_checkpoint(dump_official(tmp_path / "aug.pkl", {"G": other}))
+
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.save's legacy format starts with this number pickled
+
+
+def legacy_preamble() -> bytes:
+    """The magic, protocol and system-info pickles a legacy torch.save record starts with."""
+    import pickle
+
+    return b"".join(pickle.dumps(part, protocol=2) for part in (
+        LEGACY_MAGIC, 1001, {"protocol_version": 1001, "little_endian": True,
+                             "type_sizes": {"short": 2, "int": 4, "long": 4}}))
+
+
+def legacy_storage_record(claimed: int, stored: int, keys: tuple[str, ...] = ("0",)) -> bytes:
+    """A torch.save record of one float32 storage, as official pickles embed them: magic, protocol and
+    system-info pickles, the storage's persistent id claiming ``claimed`` elements, its keys, its bytes."""
+    import io
+    import pickle
+
+    buf = io.BytesIO(legacy_preamble())
+    buf.seek(0, io.SEEK_END)
+
+    class StoragePickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.FloatStorage, "0", "cpu", claimed, None) if obj == "the storage" else None
+
+    StoragePickler(buf, protocol=2).dump("the storage")
+    pickle.dump(list(keys), buf, protocol=2)
+    buf.write(struct.pack("<q", stored) + np.arange(stored, dtype=np.float32).tobytes())
+    return buf.getvalue()
+
+
+class _StorageFromBytes:
+    """Pickles as ``torch.storage._load_from_bytes(record)``, as a tensor's storage does in a snapshot."""
+
+    def __init__(self, record: bytes) -> None:
+        self.record = record
+
+    def __reduce__(self):
+        return (torch.storage._load_from_bytes, (self.record,))
+
+
+def test_a_storage_record_is_read_and_its_claims_are_checked_first(tmp_path):
+    import pickle
+
+    from fewshot.official_pickle import safe_load
+
+    storage = safe_load(pickle.dumps({"s": _StorageFromBytes(legacy_storage_record(4, 4))}, protocol=3))["s"]
+    assert storage.tolist() == [0.0, 1.0, 2.0, 3.0]  # the record format is right, so the cases below are real
+    # Found by fuzz/fuzz_pickle.py: torch allocates the claimed size before it reads a byte (here 4 TiB).
+    with pytest.raises(FewshotError, match="claims 4,398,046,511,104"):
+        safe_load(pickle.dumps(_StorageFromBytes(legacy_storage_record(2**40, 4)), protocol=3))
+    # Found by fuzz/fuzz_pickle.py: the record's own pickles are read with the same bounds (a BYTEARRAY8
+    # claiming 1 TiB was allocated there).
+    with pytest.raises(FewshotError, match="corrupt tensor data in pickle .*truncated"):
+        safe_load(pickle.dumps(_StorageFromBytes(legacy_preamble() + b"\x80\x05\x96" + struct.pack("<Q", 2**40)
+                                                 + b"abc."), protocol=3))
+    # Found by fuzz/fuzz_pickle.py: a key list naming no storage was an AssertionError inside torch.load.
+    with pytest.raises(FewshotError, match="corrupt tensor data in pickle"):
+        safe_load(pickle.dumps(_StorageFromBytes(legacy_storage_record(4, 4, keys=("1",))), protocol=3))
+
+
+def test_a_pickle_memo_index_does_not_size_memory(tmp_path):
+    """Found by fuzz/fuzz_pickle.py (the process was OOM-killed): the C unpickler sizes its memo table from
+    the index a LONG_BINPUT names and zeroes it; 2**27 - 1 asked for 2 GiB from a 10-byte file."""
+    import resource
+
+    path = tmp_path / "memo.pkl"
+    path.write_bytes(b"\x80\x03N" + b"r" + struct.pack("<I", 2**27 - 1) + b".")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(FewshotError, match="expected a dict of networks"):
+        load_checkpoint(path)
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 256  # MiB (ru_maxrss: KiB)
+
+
+@pytest.mark.parametrize("data,message", [
+    # Found by fuzz/fuzz_pickle.py: lengths claimed by opcodes were read (allocated) before being checked.
+    (b"\x80\x04\x8e" + struct.pack("<Q", 2**62) + b"abc", "not a readable network pickle"),  # BINBYTES8
+    (b"\x80\x05\x96" + struct.pack("<Q", 2**40) + b"abc.", "truncated"),  # BYTEARRAY8
+    # The pure-Python unpickler the memo fix needs fails differently on these: OverflowError, struct.error.
+    (b"\x80\x05\x96" + struct.pack("<Q", 2**64 - 1) + b"abc.", "maximum size"),
+    (b"\x80\x03j\x01", "not a readable network pickle"),  # LONG_BINGET cut short
+])
+def test_damaged_pickle_opcodes_are_one_error(tmp_path, data, message):
+    path = tmp_path / "bad.pkl"
+    path.write_bytes(data)
+    with pytest.raises(FewshotError, match=message):
+        load_checkpoint(path)
+
+
+def test_a_numpy_dtype_state_from_the_file_never_reaches_numpy(tmp_path):
+    """Found by fuzz/fuzz_pickle.py (a segfault): BUILD passed the file's state tuple to numpy's
+    dtype.__setstate__, which trusts its sizes. Only the byte order of a plain number type is taken now;
+    this state (item size 8 for float64) is harmless to numpy, so the refusal shows it never got there."""
+    raw = dump_official(tmp_path / "ok.pkl", {"G_ema": np.float64(1.5)}).read_bytes()
+    plain_state = b"J\xff\xff\xff\xffJ\xff\xff\xff\xff"  # the (..., -1, -1, ...) item size and alignment
+    assert raw.count(plain_state) == 1
+    path = tmp_path / "odd.pkl"
+    path.write_bytes(raw.replace(plain_state, b"K\x08K\x08"))
+    with pytest.raises(FewshotError, match="numpy dtype with an unusual layout"):
+        load_checkpoint(path)
+    with pytest.raises(FewshotError, match="not a persistent network object"):  # the plain one still reads
+        load_checkpoint(tmp_path / "ok.pkl")
 
 
 def test_sha256_file_matches_hashlib(tmp_path):

@@ -291,3 +291,82 @@ def test_infer_resolution_from_the_data(tmp_path: Path) -> None:
     (empty / "x.png").write_bytes(b"garbage")
     with pytest.raises(FewshotError, match="no readable images"):
         infer_resolution(empty)
+
+
+# Damaged zip archives and oversized files: fuzz/fuzz_images.py found each of the zip cases as an
+# exception that escaped load_images / infer_resolution (or a multi-gigabyte read).
+
+def _zip_of_images(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name if name else zipfile.ZipInfo(""), data)
+    return buffer.getvalue()
+
+
+def _central_entry(raw: bytes, index: int) -> int:
+    """Offset of the index-th central directory record (signature PK\\1\\2) in an archive's bytes."""
+    offset = -1
+    for _ in range(index + 1):
+        offset = raw.index(b"PK\x01\x02", offset + 1)
+    return offset
+
+
+def _two_images() -> dict[str, bytes]:
+    return {"a.png": _png_bytes(_left_red_right_blue(8, 8)), "b.png": _png_bytes(Image.new("RGB", (8, 8), (9, 9, 9)))}
+
+
+def test_a_zip_of_an_unsupported_version_is_one_error(tmp_path: Path) -> None:
+    raw = bytearray(_zip_of_images(_two_images()))
+    entry = _central_entry(bytes(raw), 0)
+    raw[entry + 6:entry + 8] = (148).to_bytes(2, "little")  # "version needed to extract": 14.8 (was NotImplementedError)
+    (tmp_path / "v.zip").write_bytes(bytes(raw))
+    for call in (lambda: load_images(tmp_path / "v.zip", 8, progress=False), lambda: infer_resolution(tmp_path / "v.zip")):
+        with pytest.raises(FewshotError, match="cannot open .* as a zip archive"):
+            call()
+
+
+def test_damaged_zip_members_are_skipped_with_their_reason(tmp_path: Path) -> None:
+    members = {**_two_images(), "c_corrupt.png": _png_bytes(Image.new("RGB", (8, 8))), "d_claims.png": b"x" * 40}
+    raw = bytearray(_zip_of_images(members))
+    with zipfile.ZipFile(io.BytesIO(bytes(raw))) as archive:
+        corrupt = archive.getinfo("c_corrupt.png")
+    # Deflate block type 3 does not exist: the stream fails to inflate (was zlib.error).
+    name_and_extra = int.from_bytes(raw[corrupt.header_offset + 26:corrupt.header_offset + 28], "little") + \
+        int.from_bytes(raw[corrupt.header_offset + 28:corrupt.header_offset + 30], "little")
+    raw[corrupt.header_offset + 30 + name_and_extra] = 0xFF
+    # A compressed size beyond the archive: zipfile would read (allocate) all of it in one call.
+    claims = _central_entry(bytes(raw), 3)
+    raw[claims + 20:claims + 24] = (0xF000_0000).to_bytes(4, "little")
+    (tmp_path / "damaged.zip").write_bytes(bytes(raw))
+    data = load_images(tmp_path / "damaged.zip", 8, progress=False)
+    assert data.names == ["a.png", "b.png"]
+    reasons = dict(data.summary.skipped)
+    assert reasons["c_corrupt.png"].startswith("cannot read:")
+    assert "claims more bytes than the archive holds" in reasons["d_claims.png"]
+    assert infer_resolution(tmp_path / "damaged.zip")[0] == 8
+
+
+def test_a_zip_member_without_a_name_is_ignored(tmp_path: Path) -> None:
+    from fewshot.data import ImageStream
+
+    (tmp_path / "nameless.zip").write_bytes(_zip_of_images({**_two_images(), "": b"no name"}))  # was IndexError
+    assert load_images(tmp_path / "nameless.zip", 8, progress=False).names == ["a.png", "b.png"]
+    assert infer_resolution(tmp_path / "nameless.zip")[0] == 8
+    assert len(ImageStream(tmp_path / "nameless.zip", 8).listing_key()) == 64
+
+
+def test_a_file_too_large_to_be_an_image_is_skipped_unread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fewshot.data
+
+    monkeypatch.setattr(fewshot.data, "MAX_FILE_BYTES", 1000)
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for name, data in _two_images().items():
+        (folder / name).write_bytes(data)
+    (folder / "big.png").write_bytes(_png_bytes(Image.new("RGB", (8, 8))) + bytes(2000))
+    (tmp_path / "set.zip").write_bytes(_zip_of_images({**_two_images(), "big.png": bytes(2000)}))
+    for source in (folder, tmp_path / "set.zip"):
+        data = load_images(source, 8, progress=False)
+        assert data.names == ["a.png", "b.png"]
+        assert dict(data.summary.skipped)["big.png"].startswith("cannot read: larger than")

@@ -310,6 +310,31 @@ def test_local_paths_and_bad_references(hub_env: Path) -> None:
         resolve_checkpoint("hf://org/repo")
 
 
+def test_references_from_any_command_line_bytes_are_one_error(hub_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by fuzz/fuzz_hub.py: argv decodes undecodable bytes to surrogate escapes, which made hashing a
+    URL raise UnicodeEncodeError, and ``~name`` of no user made pathlib raise RuntimeError."""
+    from fewshot.hub import resolve_checkpoint
+
+    monkeypatch.setenv("FEWSHOT_OFFLINE", "1")
+    url = b"https://example.com/n\xe9t.pkl".decode("utf-8", "surrogateescape")
+    with pytest.raises(FewshotError, match="not in the cache .*downloads are off"):
+        resolve_checkpoint(url)
+    for ref in ("~no-such-user-fewshot/net.pkl", "~a\x00b/net.pkl"):
+        with pytest.raises(FewshotError, match="no such checkpoint file"):
+            resolve_checkpoint(ref)
+
+
+def test_a_url_cache_file_stays_inside_its_folder(tmp_path: Path) -> None:
+    """Found by fuzz/fuzz_hub.py's invariant: a URL ending in ``/..`` or ``/.`` named the URL's cache
+    folder's parent (or the folder itself) as the file to download into."""
+    from fewshot.hub import url_cache_path
+
+    for url in ("https://host/a/..", "https://host/a/.", "https://host/..?x=1"):
+        path = url_cache_path(url, tmp_path)
+        assert path.parent.parent == tmp_path and path.name == "download", (url, path)
+    assert url_cache_path("https://host/a/net.pkl?dl=1", tmp_path).name == "net.pkl"
+
+
 # --- hf:// ----------------------------------------------------------------------------------------------
 
 

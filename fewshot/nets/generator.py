@@ -56,14 +56,14 @@ class MappingNetwork(nn.Module):
             embed_features = 0
         if layer_features is None:
             layer_features = w_dim
-        features = [z_dim + embed_features] + [layer_features] * (num_layers - 1) + [w_dim]
+
+        def features(idx: int) -> int:  # per layer, not a list: a stored layer count must not size memory
+            return z_dim + embed_features if idx == 0 else w_dim if idx == num_layers else layer_features
 
         if c_dim > 0:
             self.embed = FullyConnectedLayer(c_dim, embed_features)
         for idx in range(num_layers):
-            layer = FullyConnectedLayer(
-                features[idx], features[idx + 1], activation=activation, lr_multiplier=lr_multiplier
-            )
+            layer = FullyConnectedLayer(features(idx), features(idx + 1), activation=activation, lr_multiplier=lr_multiplier)
             setattr(self, f"fc{idx}", layer)
         if num_ws is not None and w_avg_beta is not None:
             self.register_buffer("w_avg", torch.zeros([w_dim]))

@@ -86,7 +86,7 @@ def load_transfer_bundle(
         if name not in header.specs:
             raise FewshotError(f"{path}: no network {name!r} in this bundle (has: {', '.join(header.specs)})")
         spec = header.specs[name]
-        net = build_network(spec.class_name, spec.init_kwargs)
+        net = build_network(spec.class_name, spec.init_kwargs, max_elements=Path(path).stat().st_size)
         if name == "D":
             transfer.apply(None, net)
         elif name == "G":
