@@ -355,9 +355,11 @@ def _show_plan(run: Run, request: Request, point: ResumePoint | None) -> None:
 
     estimate = None
     if request.plan:
+        # The untimed warm pass runs on one minibatch-stddev group only: it pays the one-time costs (kernel
+        # builds, kept weight transforms) at a fraction of a batch.
+        warm = min(run.hyper.batch_gpu, max(run.hyper.mbstd_group, 1))
         estimate = estimate_step(run.phases, run.step, lambda: run.draw(torch.Generator().manual_seed(run.cfg.seed)),
-                                 [run.G, run.D, run.augment, run.loss], run.hyper.batch, run.hyper.batch_gpu,
-                                 run.device)
+                                 [run.G, run.D, run.augment, run.loss], run.hyper.batch, warm, run.device)
     if not run.is_main:
         return
     done_nimg = int(point.bundle.training["progress"].get("cur_nimg", 0)) if point is not None else 0
