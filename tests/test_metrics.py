@@ -12,6 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewshot.errors import FewshotError
+from fewshot.extractors import FeatureExtractor, load_extractor, load_strict
+from fewshot.extractors.inception import INCEPTION
+from fewshot.extractors.vgg16 import VGG16
 from fewshot.metrics import (
     compute_metrics,
     fid_from_features,
@@ -20,7 +23,6 @@ from fewshot.metrics import (
     parse_metrics,
     precision_recall_from_features,
 )
-from fewshot.metrics.extractors import INCEPTION, VGG16, FeatureExtractor, load_extractor, load_strict
 from fewshot.nets import Generator
 
 # --------------------------------------------------------------------------------------------
@@ -48,7 +50,7 @@ def isolated_env(tmp_path, monkeypatch):
 
 def _random_inception_state() -> dict[str, torch.Tensor]:
     """An upstream-keyed (torchvision Inception3 layout, 1008 classes) state_dict with tame random values."""
-    from fewshot.metrics.inception import FIDInceptionV3
+    from fewshot.extractors._inception_net import FIDInceptionV3
 
     torch.manual_seed(0)
     net = FIDInceptionV3()
@@ -112,7 +114,7 @@ def test_fid_equals_scipy_sqrtm_reference():
 
 
 def test_fid_low_rank_route_equals_the_covariance_route():
-    from fewshot.metrics.scores import frechet_distance, gaussian_stats
+    from fewshot.metrics import frechet_distance, gaussian_stats
 
     rng = np.random.default_rng(6)
     real = rng.normal(size=(30, 64)) * rng.uniform(0.5, 2, size=64)
@@ -206,7 +208,7 @@ def test_fid_inception_has_the_upstream_key_layout_and_matches_torchvision_struc
     weight file uses; with torchvision's pooling swapped back in, the outputs are identical."""
     import torchvision
 
-    import fewshot.metrics.inception as inception
+    import fewshot.extractors._inception_net as inception
 
     reference = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008,
                                                 init_weights=False).eval()
@@ -280,7 +282,7 @@ def test_extractors_fold_batchnorms_and_route_3x3_convolutions_without_changing_
     import torchvision
 
     from fewshot.cuda.winograd import WinogradConv2d
-    from fewshot.metrics.inception import FIDInceptionV3, preprocess
+    from fewshot.extractors._inception_net import FIDInceptionV3, preprocess
 
     state = _random_inception_state()
     gen = torch.Generator().manual_seed(3)
@@ -312,7 +314,7 @@ def test_fakes_for_metrics_take_the_batched_cpu_path_and_match_the_official_forw
     from conftest import make_tiny_G
 
     from fewshot.generate import to_uint8
-    from fewshot.metrics.compute import generate_fakes
+    from fewshot.metrics import generate_fakes
 
     G = make_tiny_G().eval()
     calls = []
@@ -370,7 +372,7 @@ def test_compute_metrics_on_a_stream_matches_the_tensor_and_decodes_once(tmp_pat
     """A reference set streamed batch by batch gives the numbers of the same set in memory; one decoding pass
     feeds both extractors; a second call takes everything (notes included) from the cache, decoding nothing."""
     from fewshot.data import ImageStream
-    from fewshot.metrics.images import load_real_images
+    from fewshot.metrics import load_real_images
 
     folder = tmp_path / "reals"
     _write_images(folder, 9, res=40)  # decoded at the generator's 32 px: a "resized" note
@@ -416,7 +418,7 @@ def test_compute_metrics_matches_formulas_on_the_same_features(tmp_path):
     stub = StubExtractor(INCEPTION)
     result = compute_metrics(G, reals, metrics="fid,kid,is", n_fake=12, batch_size=5, extractors={INCEPTION: stub},
                              use_cache=False, progress=False, psi=0.7)
-    from fewshot.metrics.compute import generate_fakes
+    from fewshot.metrics import generate_fakes
 
     fakes = torch.cat(list(generate_fakes(G, 12, 5, 0.7, 0, torch.device("cpu"))))
     real_f, fake_f = stub(reals)["pool"], stub(fakes)["pool"]
@@ -533,7 +535,7 @@ SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "share
 @pytest.mark.realdata
 @pytest.mark.skipif(not (SHARED_DATA / "haunted-house-10").is_dir(), reason="../shared/data is absent")
 def test_real_odd_sized_images_are_resized_with_a_note_and_measured():
-    from fewshot.metrics.images import load_real_images
+    from fewshot.metrics import load_real_images
 
     reals, notes = load_real_images(SHARED_DATA / "haunted-house-10", 32)
     assert reals.shape == (10, 3, 32, 32) and reals.dtype == torch.uint8

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewshot.errors import FewshotError
-from fewshot.regularizers import REGULARIZERS, NullRegularizer, RegDGM, build_regularizer
-from fewshot.regularizers.extractors import EXTRACTORS, ExtractorSpec, build_extractor, register_extractor
+from fewshot.extractors import ExtractorSpec, build_extractor, extractor_spec, offering, register_extractor
+from fewshot.registry import regularizers
+from fewshot.regularizers import NullRegularizer, RegDGM, build_regularizer
 from fewshot.regularizers.reg_dgm import upsample_factor
 
 TOY = "toy-test"
@@ -54,9 +55,8 @@ def toy_spec():
         calls.append(weights_file)
         return make_toy_extractor()
 
-    register_extractor(ExtractorSpec(TOY, build, feature_dim=6, min_input_size=RES), replace=True)
-    yield calls  # every build of the toy extractor, to show when none happens
-    EXTRACTORS.pop(TOY, None)
+    register_extractor(ExtractorSpec(TOY, build, feature_dim=6, min_input_size=RES, offers=("reg-dgm",)), replace=True)
+    return calls  # every build of the toy extractor, to show when none happens
 
 
 def real_set(n: int = 24, seed: int = 1) -> torch.Tensor:
@@ -81,11 +81,11 @@ def fakes(n: int = 5, seed: int = 2) -> torch.Tensor:
 
 
 def test_registry_names():
-    assert {"reg-dgm", "none"} <= set(REGULARIZERS)
+    assert "reg-dgm" in regularizers and isinstance(build_regularizer("none"), NullRegularizer)
     for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "clip", "clip-vit-b32", "facenet"):
-        assert name in EXTRACTORS
-    assert EXTRACTORS["resnet18"].feature_dim == 1000 and EXTRACTORS["clip"].feature_dim == 2048
-    assert EXTRACTORS["facenet"].feature_dim == 8631
+        assert name in offering("reg-dgm")
+    assert extractor_spec("resnet18").feature_dim == 1000 and extractor_spec("clip").feature_dim == 2048
+    assert extractor_spec("facenet").feature_dim == 8631
 
 
 def test_mean_estimator_matches_direct_computation(toy_spec):
@@ -362,8 +362,8 @@ def _input_grad(fn, x: torch.Tensor) -> torch.Tensor:
 def test_folded_batchnorms_and_fused_stem_equal_the_plain_resnet(factor):
     import copy
 
+    from fewshot.extractors._fused_resnet import StridedStem, UpsampledStem, fuse_resnet_stem
     from fewshot.frozen import fold_batchnorms
-    from fewshot.regularizers.fused_resnet import StridedStem, UpsampledStem, fuse_resnet_stem
 
     plain = _resnet_with_bn_statistics().double()
     fused = copy.deepcopy(plain)
@@ -394,7 +394,7 @@ def test_folded_batchnorms_and_fused_stem_equal_the_plain_resnet(factor):
 def test_stem_fusion_only_takes_what_it_can_fuse():
     import torchvision
 
-    from fewshot.regularizers.fused_resnet import fuse_resnet_stem, input_gradient_filters, phase_filters
+    from fewshot.extractors._fused_resnet import fuse_resnet_stem, input_gradient_filters, phase_filters
 
     assert not fuse_resnet_stem(nn.Sequential(nn.Conv2d(3, 8, 7, 2, 3)), 8)  # not a torchvision ResNet
     model = torchvision.models.resnet18()

@@ -833,7 +833,7 @@ def test_reg_dgm_with_resnet18_found_offline(tmp_path, monkeypatch):
 
 def test_metrics_during_training_write_jsonl_and_keep_best(tmp_path, monkeypatch):
     import fewshot.metrics as metrics_pkg
-    from fewshot.metrics.extractors import FeatureExtractor
+    from fewshot.extractors import FeatureExtractor
 
     class ToyInception(FeatureExtractor):
         name = "inception-v3-fid"

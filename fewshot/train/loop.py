@@ -762,22 +762,12 @@ def _load_base(ref: str) -> Bundle:
 
 def _reg_dgm_plan(cfg: TrainConfig) -> str:
     """What a run would regularise with, and where the extractor's weights would come from (nothing loaded)."""
-    from ..regularizers.extractors import get_extractor_spec
+    from ..registry import regularizers
 
-    spec = get_extractor_spec(cfg.reg_model)  # an unknown name fails the dry run as it would fail the run
-    line = f"Reg-DGM: {spec.name}, lambda {cfg.reg_lambda:g}, estimator {cfg.reg_estimator}; weights: "
-    if cfg.reg_weights:
-        found = Path(cfg.reg_weights).expanduser().is_file()
-        return line + f"{cfg.reg_weights}" + ("" if found else " (not found: the run would stop)")
-    if spec.weights_name is None:
-        return line + "none needed"
-    from ..weights import weights_status
-
-    status = weights_status(spec.weights_name, rehash=False)
-    if status.path is not None and status.state in ("ok", "unverified"):
-        return line + f"{status.path}"
-    return line + f"{spec.weights_name} {status.state}, fetched when the run starts (`fewshot weights fetch " \
-        f"{spec.weights_name}` now, or --reg-weights FILE)"
+    entry = regularizers.get("reg-dgm")  # an unknown model fails the dry run as it would fail the run
+    options = entry.make_options({"weight": cfg.reg_lambda, "model": cfg.reg_model, "estimator": cfg.reg_estimator,
+                                  "normalize": cfg.reg_normalize, "weights": cfg.reg_weights})
+    return entry.extra["plan"](options)
 
 
 def _build_like(bundle: Bundle, name: str) -> nn.Module:
