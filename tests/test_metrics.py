@@ -544,3 +544,111 @@ def test_real_odd_sized_images_are_resized_with_a_note_and_measured():
                              extractors={INCEPTION: StubExtractor(INCEPTION), VGG16: StubExtractor(VGG16)},
                              use_cache=False, progress=False, notes=notes)
     assert result["protocol"]["kid_subset_size"] == 10 and np.isfinite(result["fid"])
+
+
+# --------------------------------------------------------------------------------------------
+# The registry: metrics and extractors come from their entries
+
+PIXEL_METRIC = '''"""Mean pixel distance: the mean real image against the mean generated one (a metric without a network)."""
+
+from dataclasses import dataclass
+
+from fewshot.metrics import Measured, Metric
+from fewshot.registry import metrics, option
+
+
+@dataclass(frozen=True)
+class PixelOptions:
+    scale: float = option(1.0, "Multiplies the distance.", check=lambda v: v > 0, wanted="> 0")
+
+
+@metrics.register("pixel-distance", options=PixelOptions, needs=("images",), lower_is_better=True)
+class PixelDistance(Metric):
+    def compute(self, real, fake, seed):
+        mean_real = real["images"].features.double().mean(0)
+        mean_fake = fake["images"].double().mean(0)
+        return Measured({"pixel-distance": float((mean_real - mean_fake).abs().mean()) * self.options.scale},
+                        {"pixel_scale": self.options.scale})
+'''
+
+
+@pytest.fixture
+def pixel_metric(tmp_path, monkeypatch):
+    """A third party's metric: one file that registers itself, imported as a plugin would be."""
+    import importlib
+
+    (tmp_path / "plugin").mkdir()
+    (tmp_path / "plugin" / "fewshot_pixel_metric.py").write_text(PIXEL_METRIC)
+    monkeypatch.syspath_prepend(str(tmp_path / "plugin"))
+    importlib.import_module("fewshot_pixel_metric")
+    return "pixel-distance"
+
+
+def test_a_metric_in_one_file_reads_the_images_and_needs_no_network(pixel_metric, tmp_path):
+    from fewshot.data import ImageStream
+    from fewshot.metrics import generate_fakes, load_real_images, summary_lines
+
+    G = tiny_generator()
+    extractors: dict = {}
+    reals = random_reals(7)
+    # Offline with empty caches (the autouse fixture): any extractor it tried to load would fail.
+    result = compute_metrics(G, reals, metrics=pixel_metric, n_fake=6, batch_size=4, extractors=extractors,
+                             use_cache=False, progress=False, options={pixel_metric: {"scale": 2.0}})
+    fakes = torch.cat(list(generate_fakes(G, 6, 4, 1.0, 0, torch.device("cpu"))))
+    expected = 2.0 * float((reals.double().mean(0) - fakes.double().mean(0)).abs().mean())
+    assert result[pixel_metric] == pytest.approx(expected, rel=1e-12)
+    assert extractors == {} and result["protocol"]["extractors"] == {} and result["protocol"]["pixel_scale"] == 2.0
+    assert summary_lines(result) == [f"  pixel-distance {result[pixel_metric]:.4f}"]
+
+    # From a folder streamed batch by batch, beside FID on a stub: the same number as the decoded tensor.
+    folder = tmp_path / "reals"
+    _write_images(folder, 5)
+    tensor, _ = load_real_images(folder, 32)
+    kwargs = dict(metrics=f"fid,{pixel_metric}", n_fake=6, batch_size=4, use_cache=False, progress=False,
+                  extractors={INCEPTION: StubExtractor(INCEPTION)})
+    streamed = compute_metrics(G, ImageStream(folder, 32), **kwargs)
+    in_memory = compute_metrics(G, tensor, **kwargs)
+    assert streamed[pixel_metric] == pytest.approx(in_memory[pixel_metric], rel=1e-12)
+    assert streamed["fid"] == pytest.approx(in_memory["fid"], rel=1e-9) and streamed["protocol"]["n_real"] == 5
+    with pytest.raises(FewshotError, match="must be > 0"):
+        compute_metrics(G, reals, metrics=pixel_metric, n_fake=6, options={pixel_metric: {"scale": 0}},
+                        use_cache=False, progress=False)
+
+
+def test_metric_options_replace_the_constants_and_the_old_keywords_still_set_them():
+    from fewshot.registry import metrics as registry
+
+    assert {"fid", "kid", "pr", "is"} <= set(registry.names())
+    facts = {name: (registry.get(name).extra["needs"], registry.get(name).extra["lower_is_better"])
+             for name in ("fid", "kid", "pr", "is")}
+    assert facts == {"fid": (("inception-v3-fid/pool",), True), "kid": (("inception-v3-fid/pool",), True),
+                     "pr": (("vgg16/fc2",), False), "is": (("inception-v3-fid/logits",), False)}
+    G, reals = tiny_generator(), random_reals(12)
+    stubs = {INCEPTION: StubExtractor(INCEPTION), VGG16: StubExtractor(VGG16)}
+    kwargs = dict(n_fake=12, batch_size=6, extractors=stubs, use_cache=False, progress=False)
+    default = compute_metrics(G, reals, metrics="kid,pr,is", **kwargs)["protocol"]
+    assert (default["kid_subsets"], default["pr_k"], default["is_splits"]) == (100, 3, 10)  # the former constants
+    chosen = compute_metrics(G, reals, metrics="kid,pr,is", options={"kid": {"subsets": 7}, "pr": {"k": 2},
+                                                                     "is": {"splits": 4}}, **kwargs)
+    assert (chosen["protocol"]["kid_subsets"], chosen["protocol"]["pr_k"], chosen["protocol"]["is_splits"]) == (7, 2, 4)
+    old = compute_metrics(G, reals, metrics="kid", kid_subsets=7, kid_subset_size=5, **kwargs)
+    assert (old["protocol"]["kid_subsets"], old["protocol"]["kid_subset_size"]) == (7, 5)
+    with pytest.raises(FewshotError, match="has no option"):
+        compute_metrics(G, reals, metrics="kid", options={"kid": {"subset": 5}}, **kwargs)
+
+
+def test_registered_preprocessing_is_each_protocol_bit_for_bit():
+    """The generic preprocessing of the registry reproduces pytorch-fid's and torchvision's exactly."""
+    from fewshot.extractors import IMAGENET_MEAN, IMAGENET_STD, extractor_spec
+    from fewshot.extractors._frozen import FrozenExtractor
+    from fewshot.extractors._inception_net import preprocess
+
+    inception = FrozenExtractor(extractor_spec(INCEPTION), nn.Identity(), "test")
+    vgg = FrozenExtractor(extractor_spec(VGG16), nn.Identity(), "test")
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    for res in (48, 320):  # upsampled, and shrunk (antialiased for VGG-16 only)
+        images = random_reals(2, res=res, seed=res)
+        assert torch.equal(inception.prepare(images), preprocess(images))
+        x = F.interpolate(images.float() / 255, size=(224, 224), mode="bilinear", align_corners=False,
+                          antialias=res > 224)
+        assert torch.equal(vgg.prepare(images), (x - mean) / std)

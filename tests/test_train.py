@@ -537,7 +537,7 @@ def test_dry_run_with_reg_dgm_loads_no_weights(tmp_path, monkeypatch):
     out: list[str] = []
     assert train(tiny_cfg(tmp_path, reg_lambda=0.5, reg_model="resnet18"), dry_run=True, echo=out.append) is None
     assert out[-1].startswith("Reg-DGM: resnet18, lambda 0.5, estimator mean; weights: resnet18 missing")
-    with pytest.raises(FewshotError, match="unknown Reg-DGM feature extractor"):
+    with pytest.raises(FewshotError, match=r"bad value for regularizer 'reg-dgm'\.model: 'resnet17'"):
         train(tiny_cfg(tmp_path, reg_lambda=0.5, reg_model="resnet17"), dry_run=True, echo=out.append)
     with pytest.raises(FewshotError, match="resnet18"):  # the run itself needs them and says so
         train(tiny_cfg(tmp_path, reg_lambda=0.5, reg_model="resnet18", kimg=0.004), echo=out.append, progress=False)

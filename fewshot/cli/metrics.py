@@ -4,18 +4,12 @@ images."""
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 from pathlib import Path
 
 import typer
 
 from ..registry import metrics as metric_registry
 from .app import PANEL_TRAIN, app
-
-
-def _kid_default_subset() -> int:
-    entry = metric_registry.get("kid")
-    return next(f.default for f in fields(entry.options) if f.name == entry.extra["keywords"]["kid_subset_size"])
 
 
 @app.command(
@@ -38,8 +32,8 @@ def metrics_command(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the result (with its protocol) here."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated latents and noise."),
-    kid_subset: int = typer.Option(_kid_default_subset(), "--kid-subset",
-                                   help="Largest KID subset (capped by the smaller set)."),
+    kid_subset: int | None = typer.Option(
+        None, "--kid-subset", help="Largest KID subset, capped by the smaller set (default: KID's subset_size option)."),
     inception_weights: Path | None = typer.Option(
         None, "--inception-weights", help="pt_inception-2015-12-05-6726825d.pth, if not in the weights cache."),
     vgg_weights: Path | None = typer.Option(

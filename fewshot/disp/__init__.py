@@ -21,7 +21,6 @@ _EXPORTS = {
     "condition_networks": "nets", "PriorSampledGenerator": "sample", "conditions_for": "sample",
 }
 
-
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 

@@ -199,10 +199,8 @@ def require(module: str, install: str, what: str) -> Any:
 _LAZY = {"FeatureExtractor": "_frozen", "load_strict": "_frozen", "read_state_dict": "_frozen",
          "weights_fingerprint": "_frozen"}
 
+__getattr__ = lazy_exports(__name__, _LAZY)  # torch-backed names, imported when first asked for
 
-__getattr__ = lazy_exports(__name__, _LAZY)
-
-
-__all__ = ["IMAGENET_224", "IMAGENET_MEAN", "IMAGENET_STD", "ExtractorSpec", "FeatureExtractor", "Preprocess", "build_extractor",
-           "extractor_spec", "load_extractor", "load_strict", "offering", "read_state_dict", "register_extractor",
+__all__ = ["IMAGENET_224", "IMAGENET_MEAN", "IMAGENET_STD", "ExtractorSpec", "FeatureExtractor", "Preprocess",
+           "build_extractor", "extractor_spec", "load_extractor", "load_strict", "offering", "read_state_dict", "register_extractor",
            "require", "resolve_extractor_weights", "weights_fingerprint"]

@@ -27,7 +27,6 @@ _EXPORTS = {
     "IMAGES": "_base", "Measured": "_base", "Metric": "_base",
 }
 
-
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 

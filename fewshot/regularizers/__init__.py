@@ -60,8 +60,6 @@ def build_regularizer(name: str, **kwargs: Any) -> GeneratorRegularizer:
 _LAZY = {"GeneratorRegularizer": "_base", "NullRegularizer": "_base", "RegDGM": "_reg_dgm_term",
          "RegDGMOptions": "reg_dgm", "build_reg_dgm": "reg_dgm"}
 
-
-__getattr__ = lazy_exports(__name__, _LAZY)
-
+__getattr__ = lazy_exports(__name__, _LAZY)  # torch-backed names, imported when first asked for
 
 __all__ = ["GeneratorRegularizer", "NullRegularizer", "RegDGM", "RegDGMOptions", "build_reg_dgm", "build_regularizer"]
