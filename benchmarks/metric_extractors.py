@@ -28,11 +28,15 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    import tempfile
+
     import torchvision
 
+    from fewshot.extractors import extractor_spec
+    from fewshot.extractors._frozen import FrozenExtractor, frozen_network
+    from fewshot.extractors._inception_net import FIDInceptionV3
+    from fewshot.extractors._modules import VGG16Fc2
     from fewshot.host_memory import keep_freed_memory
-    from fewshot.metrics.extractors import InceptionExtractor, VGG16Extractor
-    from fewshot.metrics.inception import FIDInceptionV3
 
     keep_freed_memory()
     torch.manual_seed(0)
@@ -43,15 +47,19 @@ def main() -> None:
     vgg_state = torchvision.models.vgg16(weights=None).state_dict()
 
     pairs = {}
-    for name, cls, state, plain_net in (
-        ("inception-v3-fid (299 px)", InceptionExtractor, inception_state, FIDInceptionV3()),
-        ("vgg16 (224 px)", VGG16Extractor, vgg_state, torchvision.models.vgg16(weights=None)),
-    ):
-        prepared = cls(state, fingerprint="0" * 64, source=Path("random"))
-        plain = cls(state, fingerprint="0" * 64, source=Path("random"))
-        plain_net.load_state_dict(state)
-        plain.net = plain_net.eval().requires_grad_(False)  # same preprocessing code, the untouched network
-        pairs[name] = (prepared, plain)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, extractor, state, plain_net in (
+            ("inception-v3-fid (299 px)", "inception-v3-fid", inception_state, FIDInceptionV3()),
+            ("vgg16 (224 px)", "vgg16", vgg_state, VGG16Fc2(torchvision.models.vgg16(weights=None))),
+        ):
+            spec = extractor_spec(extractor)
+            path = Path(tmp) / f"{extractor}.pth"
+            torch.save(state, path)
+            prepared = FrozenExtractor(spec, frozen_network(spec, path), fingerprint="0" * 64)
+            (plain_net.net if isinstance(plain_net, VGG16Fc2) else plain_net).load_state_dict(state)
+            # The same preprocessing code, the untouched network.
+            plain = FrozenExtractor(spec, plain_net.eval().requires_grad_(False), fingerprint="0" * 64)
+            pairs[name] = (prepared, plain)
 
     images = torch.randint(0, 256, (args.batch, 3, args.resolution, args.resolution), dtype=torch.uint8)
     print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, batch {args.batch}, "

@@ -3,7 +3,7 @@
 Tiny G at 32 px, batch 8: time G forward + a stand-in adversarial loss + backward, without the term, with
 the paired estimator (one more resnet18 forward on the real batch per step) and with the mean estimator.
 32 px images are upsampled ×8 to 256 px before resnet18, as the official code does; fewshot folds that
-upsampling into resnet18's stem and its BatchNorms into the convolutions (``fewshot.regularizers.fused_resnet``).
+upsampling into resnet18's stem and its BatchNorms into the convolutions (``fewshot.extractors._fused_resnet``).
 ``--plain`` also times both estimators with the plain resnet18 (explicit upsampling, BatchNorm layers; its
 3x3 convolutions still by Winograd), interleaved in the same run.
 

@@ -33,7 +33,7 @@ CONV_BN_PAIRS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
     ("open_clip.modified_resnet", "ModifiedResNet"): _RESNET_PAIRS,  # CLIP RN50's three-conv stem
     ("open_clip.modified_resnet", "Bottleneck"): _RESNET_PAIRS,
     ("facenet_pytorch.models.inception_resnet_v1", "BasicConv2d"): (("conv", "bn"),),
-    ("fewshot.metrics.inception", "ConvBN"): (("conv", "bn"),),  # the FID Inception-v3
+    ("fewshot.extractors._inception_net", "ConvBN"): (("conv", "bn"),),  # the FID Inception-v3
 }
 
 

@@ -57,12 +57,15 @@ class OptionInfo:
     check: Callable[[Any], bool] | None = None  # a range test; None: any value of the type
     wanted: str = ""  # what ``check`` wants, for the error ("in [0, 1]")
     choices: tuple[str, ...] | Callable[[], Iterable[str]] = ()  # fixed values, or a callable (another registry)
+    unknown: str = ""  # the error for a value not among the choices, e.g. "unknown Reg-DGM extractor {value!r}"
 
 
 def option(default: Any = MISSING, help: str = "", *, check: Callable[[Any], bool] | None = None, wanted: str = "",
-           choices: tuple[str, ...] | Callable[[], Iterable[str]] = (), default_factory: Any = MISSING) -> Any:
-    """A dataclass field that carries its help text, range check and choices."""
-    meta = {"fewshot": OptionInfo(help, check, wanted, choices)}
+           choices: tuple[str, ...] | Callable[[], Iterable[str]] = (), unknown: str = "",
+           default_factory: Any = MISSING) -> Any:
+    """A dataclass field that carries its help text, range check and choices (``unknown``: the message for a value
+    outside them, with ``{value!r}``)."""
+    meta = {"fewshot": OptionInfo(help, check, wanted, choices, unknown)}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -154,7 +157,8 @@ def check_option(f: dataclasses.Field, value: Any, label: str) -> Any:
     choices = tuple(info.choices()) if callable(info.choices) else info.choices
     for item in (value if isinstance(value, (tuple, list)) else (value,)) if choices else ():
         if item not in choices:
-            raise FewshotError(f"bad value for {label}: {item!r}", hint=f"choose from {', '.join(choices)}")
+            message = info.unknown.format(value=item) if info.unknown else f"bad value for {label}: {item!r}"
+            raise FewshotError(message, hint=f"choose from {', '.join(choices)}")
     if info.check is not None and not info.check(value):
         raise FewshotError(f"{label} must be {info.wanted or 'valid'}, got {value}")
     return value

@@ -72,18 +72,26 @@ class MetricsSection:
     every: int = option(0, "Ticks between metric evaluations (0: only at the end).", check=lambda v: v >= 0,
                         wanted=">= 0 (0: only at the end)")
     n: int = option(5000, "Generated images per evaluation.", check=lambda v: v >= 2, wanted="at least 2")
-    best: str = option("fid", "The metric best.safetensors is kept by (lower is better).")
+    best: str = option("fid", "The metric best.safetensors is kept by (one whose lower values are better).",
+                       choices=lambda: tuple(e.name for e in metrics.entries() if e.extra.get("lower_is_better")))
     options: dict[str, Any] = field(default_factory=dict)  # per metric name, its options
 
 
 @dataclass(frozen=True)
 class DispSection:
     enabled: bool = option(False, "Condition G and a projection D on frozen features of the training images.")
-    extractor: str = option("vgg16", "The prior extractor (fewshot.disp.bank).")
+    extractor: str = option("vgg16", "The prior extractor: a feature network that offers DISP features.",
+                            choices=lambda: _offering("disp"))
     weights: str | None = option(None, "An explicit weights file for the extractor (default: the weights registry).")
 
     def __bool__(self) -> bool:
         return self.enabled
+
+
+def _offering(use: str) -> tuple[str, ...]:
+    from .extractors import offering
+
+    return offering(use)
 
 
 SECTIONS: dict[str, type] = {"augment": AugmentSection, "transfer": TransferSection, "metrics": MetricsSection,

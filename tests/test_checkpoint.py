@@ -439,15 +439,14 @@ def test_pickle_hiding_code_in_a_torch_blob_is_refused_in_fewshots_words(tmp_pat
 
 def test_weights_files_with_code_are_refused_in_fewshots_words(tmp_path):
     """The frozen networks' weight files are torch.save archives too: same refusal, same words."""
-    from fewshot.metrics.extractors import read_state_dict
-    from fewshot.regularizers.extractors import load_state_dict_file
+    from fewshot.extractors import read_state_dict
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "resnet18-f37072fd.pth"
     torch.save({"conv1.weight": torch.zeros(1), "x": _Shell(f"touch '{marker}'")}, evil)
     junk = tmp_path / "vgg16-397923af.pth"
     junk.write_bytes(b"not weights at all")
-    for read in (load_state_dict_file, lambda path: read_state_dict(path, "vgg16")):
+    for read in (read_state_dict, lambda path: read_state_dict(path, "vgg16")):
         with pytest.raises(FewshotError, match=r"refusing to load .*posix\.system") as info:
             read(evil)
         assert str(evil) in info.value.message and "\n" not in str(info.value)

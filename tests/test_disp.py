@@ -13,18 +13,11 @@ from typer.testing import CliRunner
 
 from fewshot.checkpoint import load_bundle, save_bundle
 from fewshot.data import demo_images, sample_batch
-from fewshot.disp.bank import (
-    BANK_STATE_KEY,
-    PriorBank,
-    PriorExtractorSpec,
-    build_prior_bank,
-    normalize_features,
-    read_bundle_bank,
-    register_prior_extractor,
-)
+from fewshot.disp.bank import BANK_STATE_KEY, PriorBank, build_prior_bank, normalize_features, read_bundle_bank
 from fewshot.disp.nets import ProjectionDiscriminator, condition_generator, projection_discriminator
 from fewshot.disp.priors import fit_gmm, mixup, prior_source
 from fewshot.errors import FewshotError
+from fewshot.extractors import ExtractorSpec, Preprocess, register_extractor
 from fewshot.nets import Discriminator, Generator, build_network
 from fewshot.train.loss import discriminator_adv_losses, generator_adv_loss
 
@@ -41,7 +34,7 @@ D_KW = dict(c_dim=0, img_resolution=32, img_channels=3, channel_base=512, channe
 TOY_EXTRACTOR_FAN_INS = [1, 8 * 8, 48]
 
 
-def _load_toy(weights_path, device):  # noqa: ANN001 - the registry's loader signature
+def _load_toy(weights_path, device):  # noqa: ANN001 - the toy's features, computed directly (a reference)
     """A tiny frozen 'extractor': 4x4 average colours through a fixed random projection (no weights)."""
     proj = torch.randn(48, TOY_DIM, generator=torch.Generator().manual_seed(7))
 
@@ -52,7 +45,19 @@ def _load_toy(weights_path, device):  # noqa: ANN001 - the registry's loader sig
     return features
 
 
-register_prior_extractor(PriorExtractorSpec(TOY, TOY_DIM, _load_toy, description="test toy"), replace=True)
+class _Toy(torch.nn.Module):
+    """The same toy as a registered network."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("proj", torch.randn(48, TOY_DIM, generator=torch.Generator().manual_seed(7)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: the images in [0, 1] (Preprocess() below)
+        return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1) @ self.proj
+
+
+register_extractor(ExtractorSpec(TOY, lambda weights_file: _Toy(), feature_dim=TOY_DIM, preprocess=Preprocess(),
+                                 offers=("disp",), description="test toy"), replace=True)
 
 
 def tiny_base(seed: int = 0) -> tuple[Generator, Discriminator]:

@@ -342,8 +342,9 @@ def test_frozen_inception_and_metrics_on_gpu_equal_cpu(tmp_path, monkeypatch):
     the GPU, and `compute_metrics(device="cuda")` gives the CPU's FID of the same images."""
     from test_metrics import _random_inception_state
 
+    from fewshot.extractors import load_extractor
+    from fewshot.extractors.inception import INCEPTION
     from fewshot.metrics import compute_metrics
-    from fewshot.metrics.extractors import INCEPTION, load_extractor
 
     weights = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
     torch.save(_random_inception_state(), weights)
@@ -359,8 +360,7 @@ def test_frozen_inception_and_metrics_on_gpu_equal_cpu(tmp_path, monkeypatch):
 
     # The metric on the GPU is the formula on the same fakes' features. (Its fakes are not the CPU's: z is drawn
     # on the CPU, but the per-layer noise of noise_mode='random', as the official metrics, by the device's RNG.)
-    from fewshot.metrics import fid_from_features
-    from fewshot.metrics.compute import generate_fakes
+    from fewshot.metrics import fid_from_features, generate_fakes
 
     G = _generator().cuda()
     reals = torch.randint(0, 256, (24, 3, 64, 64), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
@@ -422,18 +422,14 @@ def test_reg_adafm_trains_from_a_base_on_gpu_and_samples(tmp_path, monkeypatch):
 
 def test_disp_trains_on_gpu_and_samples(tmp_path, monkeypatch):
     """DISP on a GPU: the prior bank (a toy extractor registered here), the conditioned G and the projection D."""
-    from fewshot.disp.bank import PriorExtractorSpec, register_prior_extractor
+    from tick_parity import TOY_EXTRACTOR, register_toy_extractor
 
-    def load_toy(weights_path, device):  # noqa: ANN001 - the registry's loader signature
-        proj = torch.randn(48, 16, generator=torch.Generator().manual_seed(7)).to(device)
-        return lambda images: torch.nn.functional.adaptive_avg_pool2d(images.to(device).float() / 255, 4).flatten(1) @ proj
-
-    register_prior_extractor(PriorExtractorSpec("gpu-toy16", 16, load_toy, description="gpu test toy"), replace=True)
+    register_toy_extractor()
     monkeypatch.setenv("FEWSHOT_HOME", str(tmp_path / "home"))
     base = _base_bundle(tmp_path / "base.safetensors")
     data = _demo_folder(tmp_path / "data")
     runs = tmp_path / "runs"
-    result = _cli(["train", str(data), "--preset", "disp", "--base", str(base), "--set", "disp_extractor=gpu-toy16",
+    result = _cli(["train", str(data), "--preset", "disp", "--base", str(base), "--set", f"disp_extractor={TOY_EXTRACTOR}",
                    "--kimg", "0.016", "--outdir", str(runs), "--name", "disp", *SMALL_RUN])
     assert result.exit_code == 0, result.output
     run = next(runs.glob("*-disp"))

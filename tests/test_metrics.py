@@ -13,6 +13,9 @@ from float32_bounds import assert_network_close, fan_ins
 from torch import nn
 
 from fewshot.errors import FewshotError
+from fewshot.extractors import FeatureExtractor, load_extractor, load_strict
+from fewshot.extractors.inception import INCEPTION
+from fewshot.extractors.vgg16 import VGG16
 from fewshot.metrics import (
     compute_metrics,
     fid_from_features,
@@ -21,7 +24,6 @@ from fewshot.metrics import (
     parse_metrics,
     precision_recall_from_features,
 )
-from fewshot.metrics.extractors import INCEPTION, VGG16, FeatureExtractor, load_extractor, load_strict
 from fewshot.nets import Generator
 
 # --------------------------------------------------------------------------------------------
@@ -49,7 +51,7 @@ def isolated_env(tmp_path, monkeypatch):
 
 def _random_inception_state() -> dict[str, torch.Tensor]:
     """An upstream-keyed (torchvision Inception3 layout, 1008 classes) state_dict with tame random values."""
-    from fewshot.metrics.inception import FIDInceptionV3
+    from fewshot.extractors._inception_net import FIDInceptionV3
 
     torch.manual_seed(0)
     net = FIDInceptionV3()
@@ -113,7 +115,7 @@ def test_fid_equals_scipy_sqrtm_reference():
 
 
 def test_fid_low_rank_route_equals_the_covariance_route():
-    from fewshot.metrics.scores import frechet_distance, gaussian_stats
+    from fewshot.metrics import frechet_distance, gaussian_stats
 
     rng = np.random.default_rng(6)
     real = rng.normal(size=(30, 64)) * rng.uniform(0.5, 2, size=64)
@@ -207,7 +209,7 @@ def test_fid_inception_has_the_upstream_key_layout_and_matches_torchvision_struc
     weight file uses; with torchvision's pooling swapped back in, the outputs are identical."""
     import torchvision
 
-    import fewshot.metrics.inception as inception
+    import fewshot.extractors._inception_net as inception
 
     reference = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008,
                                                 init_weights=False).eval()
@@ -282,7 +284,7 @@ def test_extractors_fold_batchnorms_and_route_3x3_convolutions_without_changing_
     import torchvision
 
     from fewshot.cuda.winograd import WinogradConv2d
-    from fewshot.metrics.inception import FIDInceptionV3, preprocess
+    from fewshot.extractors._inception_net import FIDInceptionV3, preprocess
 
     state = _random_inception_state()
     gen = torch.Generator().manual_seed(3)
@@ -315,7 +317,7 @@ def test_fakes_for_metrics_take_the_batched_cpu_path_and_match_the_official_forw
     from conftest import make_tiny_G
 
     from fewshot.generate import to_uint8
-    from fewshot.metrics.compute import generate_fakes
+    from fewshot.metrics import generate_fakes
 
     G = make_tiny_G().eval()
     calls = []
@@ -375,7 +377,7 @@ def test_compute_metrics_on_a_stream_matches_the_tensor_and_decodes_once(tmp_pat
     """A reference set streamed batch by batch gives the numbers of the same set in memory; one decoding pass
     feeds both extractors; a second call takes everything (notes included) from the cache, decoding nothing."""
     from fewshot.data import ImageStream
-    from fewshot.metrics.images import load_real_images
+    from fewshot.metrics import load_real_images
 
     folder = tmp_path / "reals"
     _write_images(folder, 9, res=40)  # decoded at the generator's 32 px: a "resized" note
@@ -421,7 +423,7 @@ def test_compute_metrics_matches_formulas_on_the_same_features(tmp_path):
     stub = StubExtractor(INCEPTION)
     result = compute_metrics(G, reals, metrics="fid,kid,is", n_fake=12, batch_size=5, extractors={INCEPTION: stub},
                              use_cache=False, progress=False, psi=0.7)
-    from fewshot.metrics.compute import generate_fakes
+    from fewshot.metrics import generate_fakes
 
     fakes = torch.cat(list(generate_fakes(G, 12, 5, 0.7, 0, torch.device("cpu"))))
     real_f, fake_f = stub(reals)["pool"], stub(fakes)["pool"]
@@ -538,7 +540,7 @@ SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "share
 @pytest.mark.realdata
 @pytest.mark.skipif(not (SHARED_DATA / "haunted-house-10").is_dir(), reason="../shared/data is absent")
 def test_real_odd_sized_images_are_resized_with_a_note_and_measured():
-    from fewshot.metrics.images import load_real_images
+    from fewshot.metrics import load_real_images
 
     reals, notes = load_real_images(SHARED_DATA / "haunted-house-10", 32)
     assert reals.shape == (10, 3, 32, 32) and reals.dtype == torch.uint8
@@ -547,3 +549,111 @@ def test_real_odd_sized_images_are_resized_with_a_note_and_measured():
                              extractors={INCEPTION: StubExtractor(INCEPTION), VGG16: StubExtractor(VGG16)},
                              use_cache=False, progress=False, notes=notes)
     assert result["protocol"]["kid_subset_size"] == 10 and np.isfinite(result["fid"])
+
+
+# --------------------------------------------------------------------------------------------
+# The registry: metrics and extractors come from their entries
+
+PIXEL_METRIC = '''"""Mean pixel distance: the mean real image against the mean generated one (a metric without a network)."""
+
+from dataclasses import dataclass
+
+from fewshot.metrics import Measured, Metric
+from fewshot.registry import metrics, option
+
+
+@dataclass(frozen=True)
+class PixelOptions:
+    scale: float = option(1.0, "Multiplies the distance.", check=lambda v: v > 0, wanted="> 0")
+
+
+@metrics.register("pixel-distance", options=PixelOptions, needs=("images",), lower_is_better=True)
+class PixelDistance(Metric):
+    def compute(self, real, fake, seed):
+        mean_real = real["images"].features.double().mean(0)
+        mean_fake = fake["images"].double().mean(0)
+        return Measured({"pixel-distance": float((mean_real - mean_fake).abs().mean()) * self.options.scale},
+                        {"pixel_scale": self.options.scale})
+'''
+
+
+@pytest.fixture
+def pixel_metric(tmp_path, monkeypatch):
+    """A third party's metric: one file that registers itself, imported as a plugin would be."""
+    import importlib
+
+    (tmp_path / "plugin").mkdir()
+    (tmp_path / "plugin" / "fewshot_pixel_metric.py").write_text(PIXEL_METRIC)
+    monkeypatch.syspath_prepend(str(tmp_path / "plugin"))
+    importlib.import_module("fewshot_pixel_metric")
+    return "pixel-distance"
+
+
+def test_a_metric_in_one_file_reads_the_images_and_needs_no_network(pixel_metric, tmp_path):
+    from fewshot.data import ImageStream
+    from fewshot.metrics import generate_fakes, load_real_images, summary_lines
+
+    G = tiny_generator()
+    extractors: dict = {}
+    reals = random_reals(7)
+    # Offline with empty caches (the autouse fixture): any extractor it tried to load would fail.
+    result = compute_metrics(G, reals, metrics=pixel_metric, n_fake=6, batch_size=4, extractors=extractors,
+                             use_cache=False, progress=False, options={pixel_metric: {"scale": 2.0}})
+    fakes = torch.cat(list(generate_fakes(G, 6, 4, 1.0, 0, torch.device("cpu"))))
+    expected = 2.0 * float((reals.double().mean(0) - fakes.double().mean(0)).abs().mean())
+    assert result[pixel_metric] == pytest.approx(expected, rel=1e-12)
+    assert extractors == {} and result["protocol"]["extractors"] == {} and result["protocol"]["pixel_scale"] == 2.0
+    assert summary_lines(result) == [f"  pixel-distance {result[pixel_metric]:.4f}"]
+
+    # From a folder streamed batch by batch, beside FID on a stub: the same number as the decoded tensor.
+    folder = tmp_path / "reals"
+    _write_images(folder, 5)
+    tensor, _ = load_real_images(folder, 32)
+    kwargs = dict(metrics=f"fid,{pixel_metric}", n_fake=6, batch_size=4, use_cache=False, progress=False,
+                  extractors={INCEPTION: StubExtractor(INCEPTION)})
+    streamed = compute_metrics(G, ImageStream(folder, 32), **kwargs)
+    in_memory = compute_metrics(G, tensor, **kwargs)
+    assert streamed[pixel_metric] == pytest.approx(in_memory[pixel_metric], rel=1e-12)
+    assert streamed["fid"] == pytest.approx(in_memory["fid"], rel=1e-9) and streamed["protocol"]["n_real"] == 5
+    with pytest.raises(FewshotError, match="must be > 0"):
+        compute_metrics(G, reals, metrics=pixel_metric, n_fake=6, options={pixel_metric: {"scale": 0}},
+                        use_cache=False, progress=False)
+
+
+def test_metric_options_replace_the_constants_and_the_old_keywords_still_set_them():
+    from fewshot.registry import metrics as registry
+
+    assert {"fid", "kid", "pr", "is"} <= set(registry.names())
+    facts = {name: (registry.get(name).extra["needs"], registry.get(name).extra["lower_is_better"])
+             for name in ("fid", "kid", "pr", "is")}
+    assert facts == {"fid": (("inception-v3-fid/pool",), True), "kid": (("inception-v3-fid/pool",), True),
+                     "pr": (("vgg16/fc2",), False), "is": (("inception-v3-fid/logits",), False)}
+    G, reals = tiny_generator(), random_reals(12)
+    stubs = {INCEPTION: StubExtractor(INCEPTION), VGG16: StubExtractor(VGG16)}
+    kwargs = dict(n_fake=12, batch_size=6, extractors=stubs, use_cache=False, progress=False)
+    default = compute_metrics(G, reals, metrics="kid,pr,is", **kwargs)["protocol"]
+    assert (default["kid_subsets"], default["pr_k"], default["is_splits"]) == (100, 3, 10)  # the former constants
+    chosen = compute_metrics(G, reals, metrics="kid,pr,is", options={"kid": {"subsets": 7}, "pr": {"k": 2},
+                                                                     "is": {"splits": 4}}, **kwargs)
+    assert (chosen["protocol"]["kid_subsets"], chosen["protocol"]["pr_k"], chosen["protocol"]["is_splits"]) == (7, 2, 4)
+    old = compute_metrics(G, reals, metrics="kid", kid_subsets=7, kid_subset_size=5, **kwargs)
+    assert (old["protocol"]["kid_subsets"], old["protocol"]["kid_subset_size"]) == (7, 5)
+    with pytest.raises(FewshotError, match="has no option"):
+        compute_metrics(G, reals, metrics="kid", options={"kid": {"subset": 5}}, **kwargs)
+
+
+def test_registered_preprocessing_is_each_protocol_bit_for_bit():
+    """The generic preprocessing of the registry reproduces pytorch-fid's and torchvision's exactly."""
+    from fewshot.extractors import IMAGENET_MEAN, IMAGENET_STD, extractor_spec
+    from fewshot.extractors._frozen import FrozenExtractor
+    from fewshot.extractors._inception_net import preprocess
+
+    inception = FrozenExtractor(extractor_spec(INCEPTION), nn.Identity(), "test")
+    vgg = FrozenExtractor(extractor_spec(VGG16), nn.Identity(), "test")
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    for res in (48, 320):  # upsampled, and shrunk (antialiased for VGG-16 only)
+        images = random_reals(2, res=res, seed=res)
+        assert torch.equal(inception.prepare(images), preprocess(images))
+        x = F.interpolate(images.float() / 255, size=(224, 224), mode="bilinear", align_corners=False,
+                          antialias=res > 224)
+        assert torch.equal(vgg.prepare(images), (x - mean) / std)

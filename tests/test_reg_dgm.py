@@ -12,8 +12,9 @@ from float32_bounds import U64, assert_network_close, fan_ins, fan_outs
 from torch import nn
 
 from fewshot.errors import FewshotError
-from fewshot.regularizers import REGULARIZERS, NullRegularizer, RegDGM, build_regularizer
-from fewshot.regularizers.extractors import EXTRACTORS, ExtractorSpec, build_extractor, register_extractor
+from fewshot.extractors import ExtractorSpec, build_extractor, extractor_spec, offering, register_extractor
+from fewshot.registry import regularizers
+from fewshot.regularizers import NullRegularizer, RegDGM, build_regularizer
 from fewshot.regularizers.reg_dgm import upsample_factor
 
 TOY = "toy-test"
@@ -55,9 +56,8 @@ def toy_spec():
         calls.append(weights_file)
         return make_toy_extractor()
 
-    register_extractor(ExtractorSpec(TOY, build, feature_dim=6, min_input_size=RES), replace=True)
-    yield calls  # every build of the toy extractor, to show when none happens
-    EXTRACTORS.pop(TOY, None)
+    register_extractor(ExtractorSpec(TOY, build, feature_dim=6, min_input_size=RES, offers=("reg-dgm",)), replace=True)
+    return calls  # every build of the toy extractor, to show when none happens
 
 
 def real_set(n: int = 24, seed: int = 1) -> torch.Tensor:
@@ -82,11 +82,11 @@ def fakes(n: int = 5, seed: int = 2) -> torch.Tensor:
 
 
 def test_registry_names():
-    assert {"reg-dgm", "none"} <= set(REGULARIZERS)
+    assert "reg-dgm" in regularizers and isinstance(build_regularizer("none"), NullRegularizer)
     for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "clip", "clip-vit-b32", "facenet"):
-        assert name in EXTRACTORS
-    assert EXTRACTORS["resnet18"].feature_dim == 1000 and EXTRACTORS["clip"].feature_dim == 2048
-    assert EXTRACTORS["facenet"].feature_dim == 8631
+        assert name in offering("reg-dgm")
+    assert extractor_spec("resnet18").feature_dim == 1000 and extractor_spec("clip").feature_dim == 2048
+    assert extractor_spec("facenet").feature_dim == 8631
 
 
 def test_mean_estimator_matches_direct_computation(toy_spec):
@@ -374,8 +374,8 @@ def _input_grad(fn, x: torch.Tensor) -> torch.Tensor:
 def test_folded_batchnorms_and_fused_stem_equal_the_plain_resnet(factor):
     import copy
 
+    from fewshot.extractors._fused_resnet import StridedStem, UpsampledStem, fuse_resnet_stem
     from fewshot.frozen import fold_batchnorms
-    from fewshot.regularizers.fused_resnet import StridedStem, UpsampledStem, fuse_resnet_stem
 
     plain = _resnet_with_bn_statistics().double()
     fused = copy.deepcopy(plain)
@@ -412,7 +412,7 @@ def test_folded_batchnorms_and_fused_stem_equal_the_plain_resnet(factor):
 def test_stem_fusion_only_takes_what_it_can_fuse():
     import torchvision
 
-    from fewshot.regularizers.fused_resnet import fuse_resnet_stem, input_gradient_filters, phase_filters
+    from fewshot.extractors._fused_resnet import fuse_resnet_stem, input_gradient_filters, phase_filters
 
     assert not fuse_resnet_stem(nn.Sequential(nn.Conv2d(3, 8, 7, 2, 3)), 8)  # not a torchvision ResNet
     model = torchvision.models.resnet18()
@@ -513,3 +513,66 @@ def test_facenet_from_upstream_file(tmp_path):
     assert spec.feature_dim == 8631
     assert not any(isinstance(m, nn.BatchNorm2d) for m in extractor.modules())
     assert any(isinstance(m, nn.BatchNorm1d) for m in extractor.modules())  # the embedding's BN1d stays
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The registry entry: options, builder, dry-run plan
+
+
+def test_registry_builder_equals_the_keyword_form_and_weight_zero_builds_nothing(toy_spec):
+    reals = real_set()
+    entry = regularizers.get("reg-dgm")
+    options = entry.make_options({"weight": 0.7, "model": TOY, "estimator": "mean"})
+    reg = regularizers.build("reg-dgm", options, real_images=reals, mirror=True)
+    same = build_regularizer("reg-dgm", model=TOY, lam=0.7, estimator="mean", real_images=reals, mirror=True)
+    x = fakes()
+    with torch.no_grad():
+        assert torch.equal(reg.generator_loss(x), same.generator_loss(x))
+    built = len(toy_spec)
+    off = regularizers.build("reg-dgm", entry.make_options({"model": TOY}), real_images=None)
+    assert isinstance(off, NullRegularizer) and len(toy_spec) == built  # weight 0 by default: nothing built
+    # The model's choices are the extractors that offer Reg-DGM features: the metrics' VGG-16 is not one.
+    assert TOY in offering("reg-dgm") and "vgg16" not in offering("reg-dgm")
+    with pytest.raises(FewshotError, match="choose from"):
+        entry.make_options({"weight": 1.0, "model": "vgg16"})
+    with pytest.raises(FewshotError, match="must be >= 0"):
+        regularizers.build("reg-dgm", {"weight": float("nan"), "model": TOY}, real_images=reals)
+
+
+def test_dry_run_plan_says_where_the_weights_would_come_from_and_loads_nothing(toy_spec, tmp_path, monkeypatch):
+    plan = regularizers.get("reg-dgm").extra["plan"]
+    assert plan({"weight": 0.0}) == ""  # off: nothing to say
+    assert plan({"weight": 0.5, "model": TOY}) == f"Reg-DGM: {TOY}, lambda 0.5, estimator mean; weights: none needed"
+    own = tmp_path / "my-resnet18.pth"
+    own.write_bytes(b"never read by a plan")
+    assert plan({"weight": 2.0, "weights": str(own), "estimator": "paired"}) == \
+        f"Reg-DGM: resnet18, lambda 2, estimator paired; weights: {own}"
+    assert plan({"weight": 2.0, "weights": str(tmp_path / "gone.pth")}).endswith("(not found: the run would stop)")
+    monkeypatch.setenv("FEWSHOT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("FEWSHOT_OFFLINE", "1")
+    monkeypatch.delenv("FEWSHOT_WEIGHTS_RESNET18", raising=False)
+    monkeypatch.delenv("FEWSHOT_WEIGHTS_REGISTRY", raising=False)
+    assert plan({"weight": 1.0}).endswith("weights: resnet18 missing, fetched when the run starts "
+                                          "(`fewshot weights fetch resnet18` now, or --reg-weights FILE)")
+    assert toy_spec == []
+
+
+def test_listing_the_families_and_planning_import_no_torch():
+    """The command line lists metrics, extractors and regularizers when it is built: none of that loads torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from fewshot.registry import extractors, metrics, regularizers\n"
+        "from fewshot.extractors import offering\n"
+        "assert {'fid', 'kid', 'pr', 'is'} <= set(metrics.names()) and 'reg-dgm' in regularizers.names()\n"
+        "assert 'inception-v3-fid' in extractors.names() and 'vgg16' in offering('disp')\n"
+        "entry = regularizers.get('reg-dgm')\n"
+        "assert entry.extra['plan'](entry.make_options({'weight': 1.0, 'model': 'clip'})).startswith('Reg-DGM: clip')\n"
+        "heavy = sorted({'torch', 'numpy'} & set(sys.modules))\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**__import__("os").environ, "FEWSHOT_OFFLINE": "1"},
+                   timeout=60)

@@ -786,19 +786,26 @@ def test_two_gloo_processes_keep_identical_weights(tmp_path):
 
 def test_reg_dgm_term_enters_the_generator_loss(tmp_path, monkeypatch):
     """The loop builds the regulariser from the config and adds its term in Gmain (toy extractor)."""
-    import fewshot.regularizers as regs
+    import fewshot.regularizers.reg_dgm as reg_dgm
+    from fewshot.extractors import ExtractorSpec
+    from fewshot.regularizers import _reg_dgm_term
 
     built = {}
-    real_build = regs.build_regularizer
 
-    def build_with_toy_extractor(name, **kwargs):
-        built.update(kwargs)
+    def build_toy_extractor(name, weights_path=None, device="cpu"):
+        built.update(model=name, weights_path=weights_path)
         torch.manual_seed(0)
         toy = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.Flatten(), torch.nn.LazyLinear(16))
         toy(torch.zeros(1, 3, 32, 32))
-        return real_build(name, **{**kwargs, "model": toy, "min_input_size": 32})
+        return toy.to(device), ExtractorSpec(name, lambda weights_file: toy, feature_dim=16, min_input_size=32)
 
-    monkeypatch.setattr(regs, "build_regularizer", build_with_toy_extractor)
+    class RecordedRegDGM(_reg_dgm_term.RegDGM):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.update(lam=self.lam, estimator=self.estimator)
+
+    monkeypatch.setattr(reg_dgm, "build_extractor", build_toy_extractor)
+    monkeypatch.setattr(_reg_dgm_term, "RegDGM", RecordedRegDGM)
     cfg = resolve_config("reg-ada", dict(TINY, base="none", outdir=str(tmp_path / "runs"), name="reg", kimg=0.008, max_images=8,
                                           reg_lambda=0.5, reg_weights="/models/my-resnet18.pth"))
     run = train(cfg, progress=False, echo=lambda m: None)
@@ -836,7 +843,7 @@ def test_reg_dgm_with_resnet18_found_offline(tmp_path, monkeypatch):
 
 def test_metrics_during_training_write_jsonl_and_keep_best(tmp_path, monkeypatch):
     import fewshot.metrics as metrics_pkg
-    from fewshot.metrics.extractors import FeatureExtractor
+    from fewshot.extractors import FeatureExtractor
 
     class ToyInception(FeatureExtractor):
         name = "inception-v3-fid"

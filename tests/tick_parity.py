@@ -42,16 +42,22 @@ TINY = dict(
 TOY_EXTRACTOR = "parity-toy16"
 
 
-def _register_toy_extractor() -> None:
+def register_toy_extractor() -> None:
+    """A DISP prior extractor without weights (also for tests/test_gpu.py)."""
     import torch
 
-    from fewshot.disp.bank import PriorExtractorSpec, register_prior_extractor
+    from fewshot.extractors import ExtractorSpec, Preprocess, register_extractor
 
-    def load(*args: object, **kwargs: object):
-        proj = torch.randn(48, 16, generator=torch.Generator().manual_seed(7))
-        return lambda images: torch.nn.functional.adaptive_avg_pool2d(images.float() / 255, 4).flatten(1) @ proj
+    class Toy(torch.nn.Module):  # 4x4 average colours (images in [0, 1]) through a fixed random projection
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("proj", torch.randn(48, 16, generator=torch.Generator().manual_seed(7)))
 
-    register_prior_extractor(PriorExtractorSpec(TOY_EXTRACTOR, 16, load, description="parity toy"), replace=True)
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1) @ self.proj
+
+    register_extractor(ExtractorSpec(TOY_EXTRACTOR, lambda weights_file: Toy(), feature_dim=16, preprocess=Preprocess(),
+                                     offers=("disp",), description="parity toy"), replace=True)
 
 
 def _fixtures(folder: Path) -> dict[str, str]:
@@ -112,7 +118,7 @@ def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     out = Path(argv[0])
     presets = argv[1:] or list_presets()
-    _register_toy_extractor()
+    register_toy_extractor()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         fixtures = _fixtures(folder)

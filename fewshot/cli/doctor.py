@@ -69,7 +69,8 @@ def doctor(
         line("ops [cuda]", "no CUDA device (check the CUDA build with `python -m fewshot.cuda.build --check-cuda`)")
 
     # Optional extras: what each unlocks and, when missing or broken, the exact install line.
-    from ..regularizers.extractors import CLIP_EXTRA, FACENET_EXTRA
+    from ..extractors.clip import CLIP_EXTRA
+    from ..extractors.facenet import FACENET_EXTRA
 
     line("clip", optional_module_state("open_clip", "open_clip_torch", CLIP_EXTRA, "Reg-DGM --reg-model clip"))
     line("facenet", optional_module_state(

@@ -1,4 +1,5 @@
-"""``fewshot metrics``: FID / KID / precision-recall / IS of a checkpoint against real images."""
+"""``fewshot metrics``: the registered metrics (FID, KID, precision-recall, IS, ...) of a checkpoint against real
+images."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from ..registry import metrics as metric_registry
 from .app import PANEL_TRAIN, app
 
 
@@ -22,14 +24,16 @@ def metrics_command(
     ckpt: str = typer.Argument(..., help="A fewshot bundle, an official .pkl, or a run folder."),
     data: Path = typer.Option(..., "--data", help="The training images (folder or zip)."),
     ref: Path | None = typer.Option(None, "--ref", help="Compare against this set instead of --data (folder or zip)."),
-    metrics: str = typer.Option("fid,kid", "--metrics", help="Comma-separated: fid, kid, pr, is."),
+    metrics: str = typer.Option("fid,kid", "--metrics",
+                                help=f"Comma-separated: {', '.join(metric_registry.names())}."),
     n: int = typer.Option(5000, "--n", help="Number of generated images (few-shot protocol: 5000)."),
     psi: float = typer.Option(1.0, "--psi", help="Truncation psi for the generated images."),
     batch: int = typer.Option(64, "--batch", help="Images per generator / extractor batch."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the result (with its protocol) here."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated latents and noise."),
-    kid_subset: int = typer.Option(1000, "--kid-subset", help="Largest KID subset (capped by the smaller set)."),
+    kid_subset: int | None = typer.Option(
+        None, "--kid-subset", help="Largest KID subset, capped by the smaller set (default: KID's subset_size option)."),
     inception_weights: Path | None = typer.Option(
         None, "--inception-weights", help="pt_inception-2015-12-05-6726825d.pth, if not in the weights cache."),
     vgg_weights: Path | None = typer.Option(
@@ -37,11 +41,10 @@ def metrics_command(
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the real-set features (and do not save them)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Measure a generator: FID, KID, precision/recall and IS, computed in memory (no image dumps)."""
+    """Measure a generator: FID, KID, precision/recall, IS, ..., computed in memory (no image dumps)."""
     from ..errors import FewshotError
     from ..generate import prepare_device, resolve_device
-    from ..metrics import compute_metrics, parse_metrics
-    from ..metrics.images import open_real_images
+    from ..metrics import compute_metrics, open_real_images, parse_metrics
 
     names = parse_metrics(metrics)  # bad names fail before anything heavy loads
     if n < 2:
@@ -104,18 +107,11 @@ def _with_priors(ckpt: str, G):
 
 
 def _summary_lines(result: dict) -> list[str]:
+    from ..metrics import summary_lines
+
     proto = result["protocol"]
     lines = [f"{proto['n_fake']} generated vs {proto['n_real']} real images at {proto['resolution']}px, "
              f"psi {proto['psi']:g}, {proto['seconds']:.1f} s"]
-    if "fid" in result:
-        lines.append(f"  FID        {result['fid']:.4f}")
-    if "kid" in result:
-        lines.append(f"  KID        {result['kid']:.6f} ± {result['kid_std']:.6f}  "
-                     f"(subset {proto['kid_subset_size']}, {proto['kid_subsets']} subsets)")
-    if "precision" in result:
-        lines.append(f"  precision  {result['precision']:.4f}")
-        lines.append(f"  recall     {result['recall']:.4f}  (k={proto['pr_k']})")
-    if "is" in result:
-        lines.append(f"  IS         {result['is']:.4f} ± {result['is_std']:.4f}  ({proto['is_splits']} splits)")
+    lines.extend(summary_lines(result))  # each metric's own lines
     lines.extend(f"  note: {note}" for note in proto["notes"])
     return lines

@@ -1,6 +1,6 @@
 """DISP: data instance priors (Mangla et al.) — a GAN conditioned on frozen features of its training images.
 
-- :mod:`.bank`: the prior bank (extractor registry, building, saving, batches with priors);
+- :mod:`.bank`: the prior bank (building it with a registered extractor, saving, batches with priors);
 - :mod:`.priors`: mixup, GMM (own EM), bank rows and image priors for sampling;
 - :mod:`.nets`: the prior-conditioned generator conversion and the projection discriminator;
 - :mod:`.sample`: helpers for ``fewshot sample`` / ``interpolate`` and metrics.
@@ -11,22 +11,17 @@ discriminator, and that must not pull in the rest.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_exports
 
 _EXPORTS = {
-    "PriorBank": "bank", "build_prior_bank": "bank", "register_prior_extractor": "bank",
-    "PriorExtractorSpec": "bank", "read_bundle_bank": "bank", "BANK_STATE_KEY": "bank",
+    "PriorBank": "bank", "build_prior_bank": "bank", "prior_extractor_spec": "bank",
+    "read_bundle_bank": "bank", "BANK_STATE_KEY": "bank",
     "mixup": "priors", "fit_gmm": "priors", "prior_source": "priors", "image_priors": "priors",
     "ProjectionDiscriminator": "nets", "condition_generator": "nets", "projection_discriminator": "nets",
     "condition_networks": "nets", "PriorSampledGenerator": "sample", "conditions_for": "sample",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = sorted(_EXPORTS)

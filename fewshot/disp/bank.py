@@ -11,10 +11,9 @@ Normalisation (a documented choice): each feature vector is scaled to unit root-
 image, so the projection discriminator's term has a stable scale. G's mapping normalises its
 embedded condition itself, so G is indifferent to the length of a prior (mixups need no rescaling).
 
-Extractors are registered by name: ``vgg16`` (default; torchvision VGG-16 fc7 after ReLU, 4096-d,
-images resized to 224 with ImageNet normalisation, through the metrics VGG-16 extractor), ``resnet18``
-... ``resnet152`` and ``clip`` (the Reg-DGM extractors, here fed ImageNet/CLIP-normalised 224 px
-inputs). Tests register tiny ones with :func:`register_prior_extractor`.
+The extractor is any entry of :data:`fewshot.registry.extractors` that offers ``disp`` features: ``vgg16``
+(default; torchvision VGG-16 fc7 after ReLU, 4096-d, the paper's C), the ResNets and CLIP RN50, each on
+uint8 images through its own preprocessing (224 px, ImageNet or CLIP normalisation).
 """
 
 from __future__ import annotations
@@ -24,12 +23,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import FewshotError
+
+if TYPE_CHECKING:
+    from ..extractors import ExtractorSpec
 
 BANK_STATE_KEY = "disp.bank"
 BANK_FILENAME = "prior_bank.safetensors"
@@ -37,95 +38,33 @@ NORMALIZATION = "unit-rms"  # f * sqrt(d) / ||f||
 
 # A feature function maps uint8 images [B, 3, H, W] to float features [B, d].
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
+USE = "disp"  # what an extractor offers to be a prior extractor (fewshot.extractors)
 
 
-@dataclass(frozen=True)
-class PriorExtractorSpec:
-    """How to load one frozen prior extractor: ``load(weights_path, device) -> FeatureFn``."""
+def prior_extractor_spec(name: str) -> ExtractorSpec:
+    """The registered extractor ``name``, if it offers DISP priors (``spec.dim("disp")`` is their size)."""
+    from ..extractors import extractor_spec
 
-    name: str
-    feature_dim: int
-    load: Callable[[str | Path | None, torch.device], FeatureFn]
-    weights_name: str | None = None
-    description: str = ""
-
-
-PRIOR_EXTRACTORS: dict[str, PriorExtractorSpec] = {}
-
-
-def register_prior_extractor(spec: PriorExtractorSpec, *, replace: bool = False) -> PriorExtractorSpec:
-    if spec.name in PRIOR_EXTRACTORS and not replace:
-        raise FewshotError(f"prior extractor {spec.name!r} is already registered")
-    PRIOR_EXTRACTORS[spec.name] = spec
+    spec = extractor_spec(name)
+    spec.output(USE)  # one error naming the extractors that do offer priors
     return spec
 
 
-def prior_extractor_spec(name: str) -> PriorExtractorSpec:
-    try:
-        return PRIOR_EXTRACTORS[name]
-    except KeyError:
-        raise FewshotError(f"unknown DISP prior extractor {name!r}",
-                           hint=f"known: {', '.join(sorted(PRIOR_EXTRACTORS))}") from None
-
-
 def load_feature_fn(name: str, weights_path: str | Path | None = None,
-                    device: torch.device | str = "cpu") -> tuple[FeatureFn, PriorExtractorSpec]:
-    """The extractor's feature function (weights resolved through the weights registry unless given)."""
+                    device: torch.device | str = "cpu") -> tuple[FeatureFn, ExtractorSpec]:
+    """The extractor's prior features on uint8 images (weights resolved through the weights registry unless given).
+
+    The network stays loaded for the next call (``fewshot.extractors.load_extractor(reuse=True)``)."""
+    from ..extractors import load_extractor
+
     spec = prior_extractor_spec(name)
-    return spec.load(weights_path, torch.device(device)), spec
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Built-in extractors
-
-
-def _load_vgg16(weights_path: str | Path | None, device: torch.device) -> FeatureFn:
-    from ..metrics.extractors import load_extractor
-
-    extractor = load_extractor("vgg16", weights_path, device)
+    extractor = load_extractor(name, weights_path, device)
+    output = spec.output(USE)
 
     def features(images: torch.Tensor) -> torch.Tensor:
-        return extractor(images)["fc2"]
+        return extractor(images)[output]
 
-    return features
-
-
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-_CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
-
-
-def _regdgm_loader(name: str, stats: tuple[tuple[float, ...], tuple[float, ...]]) -> Callable[..., FeatureFn]:
-    def load(weights_path: str | Path | None, device: torch.device) -> FeatureFn:
-        from ..regularizers.extractors import build_extractor
-
-        model, spec = build_extractor(name, weights_path, device)
-        size = spec.fixed_input_size or 224
-        mean = torch.tensor(stats[0], device=device).view(1, 3, 1, 1)
-        std = torch.tensor(stats[1], device=device).view(1, 3, 1, 1)
-
-        @torch.no_grad()
-        def features(images: torch.Tensor) -> torch.Tensor:
-            x = images.to(device).float() / 255
-            if x.shape[-2:] != (size, size):
-                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                                  antialias=x.shape[-1] > size)
-            return model((x - mean) / std).float().flatten(1).cpu()
-
-        return features
-
-    return load
-
-
-register_prior_extractor(PriorExtractorSpec(
-    "vgg16", 4096, _load_vgg16, weights_name="vgg16",
-    description="torchvision VGG-16 fc7 (penultimate, after ReLU), 224 px, ImageNet normalisation (the paper's C)"))
-for _arch in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
-    register_prior_extractor(PriorExtractorSpec(
-        _arch, 1000, _regdgm_loader(_arch, _IMAGENET), weights_name=_arch,
-        description=f"torchvision {_arch} ImageNet logits (the Reg-DGM extractor), 224 px"))
-register_prior_extractor(PriorExtractorSpec(
-    "clip", 2048, _regdgm_loader("clip", _CLIP), weights_name="clip-rn50",
-    description="CLIP RN50 visual tower with average pooling (the Reg-DGM extractor), 224 px"))
+    return features, spec
 
 
 # ---------------------------------------------------------------------------------------------------------------

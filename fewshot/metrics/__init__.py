@@ -1,35 +1,33 @@
-"""Evaluation metrics: FID, KID, precision/recall and IS behind one call, :func:`compute_metrics`.
+"""Evaluation metrics behind one call, :func:`compute_metrics`; each metric one file in this package.
 
-- ``scores``: the formulas on feature arrays (no networks);
-- ``inception``: the TF-ported FID Inception-v3; ``extractors``: Inception / VGG-16 feature extractors
-  with weights from the weights registry;
-- ``cache``: real-set features on disk; ``images``: real images from a folder or zip;
-- ``compute``: generation + extraction + metrics + the protocol record.
+``fid.py``, ``kid.py``, ``pr.py`` and ``inception_score.py`` ("is") register themselves in
+:data:`fewshot.registry.metrics` with their options and the features they read (``_base.py`` says how to
+add one); the feature extractors are :data:`fewshot.registry.extractors`'. The machinery:
+
+- ``_scores``: the formulas on feature arrays (no networks);
+- ``_cache``: real-set features on disk; ``_images``: real images from a folder or zip;
+- ``_compute``: generation + extraction + metrics + the protocol record.
+
+Importing this package imports no torch (the command line lists the metrics when it is built); the names
+below load on first use.
 """
 
 from __future__ import annotations
 
-from .compute import METRIC_NAMES, compute_metrics, load_metric_extractors, parse_metrics
-from .scores import (
-    GaussianStats,
-    fid_from_features,
-    frechet_distance,
-    gaussian_stats,
-    inception_score_from_logits,
-    kid_from_features,
-    precision_recall_from_features,
-)
+from ..lazy import lazy_exports
 
-__all__ = [
-    "METRIC_NAMES",
-    "GaussianStats",
-    "compute_metrics",
-    "fid_from_features",
-    "frechet_distance",
-    "gaussian_stats",
-    "inception_score_from_logits",
-    "kid_from_features",
-    "load_metric_extractors",
-    "parse_metrics",
-    "precision_recall_from_features",
-]
+_EXPORTS = {
+    "compute_metrics": "_compute", "load_metric_extractors": "_compute", "parse_metrics": "_compute",
+    "choose_metrics": "_compute", "generate_fakes": "_compute", "summary_lines": "_compute",
+    "GaussianStats": "_scores", "fid_from_features": "_scores", "frechet_distance": "_scores",
+    "gaussian_stats": "_scores", "inception_score_from_logits": "_scores", "kid_from_features": "_scores",
+    "precision_recall_from_features": "_scores",
+    "RealFeatures": "_cache",
+    "load_real_images": "_images", "open_real_images": "_images",
+    "IMAGES": "_base", "Measured": "_base", "Metric": "_base",
+}
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+
+__all__ = sorted(_EXPORTS)

@@ -20,19 +20,52 @@ Feature-scale normalisation (``normalize=True``) divides the energy by ``s = E_{
 the spread of the training set's features. The normalised energy of a real image is 2 on average whatever the
 extractor, so one λ carries across extractors. The paper's λ (un-normalised) maps to ``λ_norm = λ_paper · s``;
 ``stats()['reg_feature_scale']`` reports ``s`` for the data set at hand.
+
+This file is the method: its options (:class:`RegDGMOptions`, the config section ``[regularizers.reg-dgm]``),
+its registry entry (the builder, and ``plan`` for ``--dry-run``) and the keyword form older callers use
+(:func:`build_reg_dgm`). The term itself, a torch module, is ``_reg_dgm_term.RegDGM``; f comes from
+:data:`fewshot.registry.extractors` (any extractor that offers ``reg-dgm`` features). Importing this file
+imports no torch.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+from collections.abc import Mapping
+from dataclasses import dataclass, is_dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FewshotError
-from .base import GeneratorRegularizer
-from .fused_resnet import fuse_resnet_stem
+from ..extractors import build_extractor, extractor_spec, offering
+from ..registry import option, options_dict, regularizers
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from ._base import GeneratorRegularizer
+
+NAME = "reg-dgm"
 ESTIMATORS = ("mean", "paired")
+
+
+def _models() -> tuple[str, ...]:
+    return offering(NAME)
+
+
+@dataclass(frozen=True)
+class RegDGMOptions:
+    weight: float = option(0.0, "lambda, the weight of the term in G's loss (0: off; nothing is built or loaded).",
+                           check=lambda v: v >= 0, wanted=">= 0")
+    model: str = option("resnet18", "The frozen network f whose features the fakes are pulled towards.",
+                        choices=_models, unknown="unknown Reg-DGM feature extractor {value!r}")
+    estimator: str = option("mean", "mean: against the training set's feature mean and spread (computed once); "
+                                    "paired: against the current real batch (the official code).",
+                            choices=ESTIMATORS)
+    normalize: bool = option(False, "Divide the energy by the training set's feature spread, so that one lambda "
+                                    "carries across extractors.")
+    weights: str | None = option(None, "Weights file for f in its upstream format (not hash-checked); "
+                                       "none: the weights registry's file.")
 
 
 def upsample_factor(resolution: int, min_input_size: int) -> int:
@@ -43,199 +76,31 @@ def upsample_factor(resolution: int, min_input_size: int) -> int:
     return factor
 
 
-def uint8_to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] → float [−1, 1] (the training loop's real-image convention)."""
-    return images.to(torch.float32) / 127.5 - 1.0
+def _checked(options: RegDGMOptions | Mapping[str, Any] | None) -> RegDGMOptions:
+    """Options converted and range-checked (an instance made by hand is checked as one read from a preset)."""
+    values = options_dict(options) if is_dataclass(options) else dict(options or {})
+    return regularizers.get(NAME).make_options(values)
 
 
-def channel_mean_std(real_images: torch.Tensor, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and (unbiased) std of uint8 images, measured in [−1, 1] space, shapes [1, C, 1, 1].
+def plan(options: RegDGMOptions | Mapping[str, Any]) -> str:
+    """What a run would regularise with and where f's weights would come from, loading nothing ('' when off)."""
+    options = _checked(options)
+    if options.weight == 0:
+        return ""
+    spec = extractor_spec(options.model)
+    line = f"Reg-DGM: {spec.name}, lambda {options.weight:g}, estimator {options.estimator}; weights: "
+    if options.weights:
+        found = Path(options.weights).expanduser().is_file()
+        return line + f"{options.weights}" + ("" if found else " (not found: the run would stop)")
+    if spec.weights_name is None:
+        return line + "none needed"
+    from ..weights import weights_status
 
-    Chunked in float64 so a large data set neither needs a float copy in memory nor loses precision.
-    """
-    channels = real_images.shape[1]
-    total = torch.zeros(channels, dtype=torch.float64)
-    total_sq = torch.zeros(channels, dtype=torch.float64)
-    for start in range(0, real_images.shape[0], chunk):
-        x = real_images[start : start + chunk].to(torch.float64) / 127.5 - 1.0
-        total += x.sum(dim=(0, 2, 3))
-        total_sq += x.square().sum(dim=(0, 2, 3))
-    count = real_images.shape[0] * real_images.shape[2] * real_images.shape[3]
-    mean = total / count
-    var = (total_sq - count * mean.square()) / max(count - 1, 1)
-    std = var.clamp_min(0).sqrt().clamp_min(1e-6)  # a constant channel must not divide by zero
-    return mean.float().view(1, -1, 1, 1), std.float().view(1, -1, 1, 1)
-
-
-class FeatureMoments:
-    """Streaming mean and summed per-dimension variance of feature vectors (Chan et al. merge, float64)."""
-
-    def __init__(self, dim: int) -> None:
-        self.count = 0
-        self.mean = torch.zeros(dim, dtype=torch.float64)
-        self.m2 = torch.zeros(dim, dtype=torch.float64)  # sum of squared deviations per dimension
-
-    def update(self, features: torch.Tensor) -> None:
-        batch = features.detach().to("cpu", torch.float64)
-        n_b = batch.shape[0]
-        mean_b = batch.mean(dim=0)
-        m2_b = (batch - mean_b).square().sum(dim=0)
-        n = self.count + n_b
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * (n_b / n)
-        self.m2 = self.m2 + m2_b + delta.square() * (self.count * n_b / n)
-        self.count = n
-
-    def trace_cov(self) -> float:
-        """tr Σ_f with the population normalisation (E‖f − μ‖², as in the identity)."""
-        return float(self.m2.sum() / max(self.count, 1))
-
-
-class RegDGM(GeneratorRegularizer):
-    """The Reg-DGM term ``λ·E_f(G(z))`` for G's main loss. The extractor is frozen and stays in eval mode."""
-
-    def __init__(
-        self,
-        extractor: nn.Module,
-        lam: float,
-        real_images: torch.Tensor,
-        estimator: str = "mean",
-        normalize: bool = False,
-        mirror: bool = True,
-        min_input_size: int = 224,
-        fixed_input_size: int | None = None,
-        device: torch.device | str = "cpu",
-        stats_batch: int = 32,
-        name: str = "custom",
-        fuse_stem: bool = False,
-    ) -> None:
-        super().__init__()
-        if estimator not in ESTIMATORS:
-            raise FewshotError(f"unknown Reg-DGM estimator {estimator!r}", hint=f"use one of {', '.join(ESTIMATORS)}")
-        self.extractor_name = name
-        self.lam = float(lam)
-        self.estimator = estimator
-        self.normalize = bool(normalize)
-        self.requires_real_batch = estimator == "paired"
-        self.resolution = int(real_images.shape[-1])
-        self.fixed_input_size = fixed_input_size
-        self.factor = 1 if fixed_input_size else upsample_factor(self.resolution, min_input_size)
-
-        # f never learns: no grads, eval mode (BatchNorm uses its running stats), kept so by train() below.
-        self.extractor = extractor.requires_grad_(False).eval().to(device)
-        # With fuse_stem (extractors built here, never a caller's module), a torchvision ResNet takes the nearest
-        # upsampling into its stem (same function, far less work); preprocess() then hands it the small images.
-        self.stem_fused = bool(fuse_stem and not fixed_input_size and fuse_resnet_stem(self.extractor, self.factor))
-        self.upsample_in_extractor = self.stem_fused and self.factor > 1
-        mean, std = channel_mean_std(real_images)
-        self.register_buffer("channel_mean", mean.to(device))
-        self.register_buffer("channel_std", std.to(device))
-
-        self.feature_dim = 0
-        self.register_buffer("feature_mean", torch.zeros(0, device=device))
-        self.trace_cov = 0.0
-        self.feature_scale = 1.0
-        # The data pass is needed for the mean estimator and for the normalisation scale.
-        if estimator == "mean" or self.normalize:
-            moments = self._data_moments(real_images, mirror=mirror, batch=stats_batch, device=device)
-            self.feature_dim = moments.mean.numel()
-            self.feature_mean = moments.mean.to(device=device, dtype=torch.float32)
-            self.trace_cov = moments.trace_cov()
-            self.feature_scale = self.trace_cov / self.feature_dim
-            if self.normalize and not self.feature_scale > 0:
-                raise FewshotError(
-                    f"the {name!r} features of the training set do not vary, so they cannot set a scale",
-                    hint="use normalize=False",
-                )
-        self._last_energy: torch.Tensor | None = None
-
-    def train(self, mode: bool = True) -> RegDGM:
-        # The loop may call .train() on everything it owns; f must keep its eval-mode BatchNorm/Dropout.
-        super().train(mode)
-        self.extractor.eval()
-        return self
-
-    # -- features ---------------------------------------------------------------------------------------------
-
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """[−1, 1] images → the extractor's input: data-set normalisation, then nearest upsampling."""
-        x = (images.to(torch.float32) - self.channel_mean) / self.channel_std
-        if self.fixed_input_size and x.shape[-1] != self.fixed_input_size:
-            # Networks with a fixed input size (ViT position embeddings): a smooth resize, differentiable.
-            size = (self.fixed_input_size, self.fixed_input_size)
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=x.shape[-1] > size[0])
-        elif self.factor > 1 and not self.upsample_in_extractor:
-            x = F.interpolate(x, scale_factor=self.factor, mode="nearest")
-        return x
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """f(x) as [B, d] float32 for images in [−1, 1]."""
-        return self.extractor(self.preprocess(images)).flatten(1).to(torch.float32)
-
-    @torch.no_grad()
-    def _data_moments(self, real_images: torch.Tensor, mirror: bool, batch: int, device: torch.device | str):
-        moments: FeatureMoments | None = None
-        for start in range(0, real_images.shape[0], batch):
-            x = uint8_to_unit_range(real_images[start : start + batch].to(device))
-            views = [x, x.flip(dims=[3])] if mirror else [x]
-            for view in views:
-                feats = self.features(view)
-                if moments is None:
-                    moments = FeatureMoments(feats.shape[1])
-                moments.update(feats)
-        assert moments is not None
-        return moments
-
-    # -- the term ---------------------------------------------------------------------------------------------
-
-    def energy(self, fake_images: torch.Tensor, real_images: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-sample E_f estimate, shape [B] (divided by the feature scale when normalising)."""
-        self._check_images(fake_images, "fake images")
-        fake_feats = self.features(fake_images)
-        if self.estimator == "paired":
-            if real_images is None:
-                raise FewshotError("the paired Reg-DGM estimator needs the real batch (real_images=...)")
-            self._check_images(real_images, "real images")
-            if real_images.shape[0] != fake_images.shape[0]:
-                raise FewshotError(
-                    f"paired Reg-DGM needs as many reals as fakes, got {real_images.shape[0]} and {fake_images.shape[0]}"
-                )
-            if real_images.dtype == torch.uint8:
-                real_images = uint8_to_unit_range(real_images)
-            with torch.no_grad():  # reals are targets, as the official .detach(); no graph is kept for them
-                real_feats = self.features(real_images.to(fake_images.device))
-            energy = (fake_feats - real_feats).square().mean(dim=1)
-        else:
-            energy = ((fake_feats - self.feature_mean).square().sum(dim=1) + self.trace_cov) / fake_feats.shape[1]
-        if self.normalize:
-            energy = energy / self.feature_scale
-        return energy
-
-    def generator_loss(self, fake_images: torch.Tensor, real_images: torch.Tensor | None = None) -> torch.Tensor:
-        """λ·mean_batch(E_f(fake)): a scalar whose gradient flows through f into the fakes."""
-        energy = self.energy(fake_images, real_images).mean()
-        self._last_energy = energy.detach()
-        return self.lam * energy
-
-    def stats(self) -> dict[str, float]:
-        out = {"reg_lambda": self.lam, "reg_feature_scale": float(self.feature_scale)}
-        if self._last_energy is not None:
-            value = float(self._last_energy)
-            out["reg_energy"] = value
-            out["reg_loss"] = self.lam * value
-        return out
-
-    def _check_images(self, images: torch.Tensor, what: str) -> None:
-        if images.ndim != 4 or images.shape[1] != self.channel_mean.shape[1]:
-            raise FewshotError(
-                f"Reg-DGM expects {what} of shape [B, {self.channel_mean.shape[1]}, H, W], got {list(images.shape)}"
-            )
-
-    def extra_repr(self) -> str:
-        return (
-            f"extractor={self.extractor_name}, lam={self.lam:g}, estimator={self.estimator}, "
-            f"normalize={self.normalize}, upsample=x{self.factor}{' (in the stem)' if self.upsample_in_extractor else ''}"
-        )
+    status = weights_status(spec.weights_name, rehash=False)
+    if status.path is not None and status.state in ("ok", "unverified"):
+        return line + f"{status.path}"
+    return line + f"{spec.weights_name} {status.state}, fetched when the run starts (`fewshot weights fetch " \
+        f"{spec.weights_name}` now, or --reg-weights FILE)"
 
 
 def build_reg_dgm(
@@ -251,56 +116,78 @@ def build_reg_dgm(
     min_input_size: int | None = None,
     stats_batch: int = 32,
 ) -> GeneratorRegularizer:
-    """Build Reg-DGM; λ = 0 gives the no-op regularizer without loading the extractor or touching the data.
+    """Reg-DGM from keywords (``build_regularizer("reg-dgm", model=..., lam=...)``): ``model`` is an extractor
+    name or a module mapping images to features (then ``min_input_size`` defaults to 224)."""
+    named = isinstance(model, str)
+    options = _checked({"weight": lam, "estimator": estimator, "normalize": normalize,
+                        "weights": None if weights_path is None else str(weights_path),
+                        **({"model": model} if named else {})})
+    return build(options, real_images=real_images, device=device, mirror=mirror,
+                 network=None if named else model, min_input_size=min_input_size, stats_batch=stats_batch)
 
-    ``model`` is a registered extractor name (see ``extractors.EXTRACTORS``) or a module mapping images to
-    features. ``real_images``: the training set as uint8 [N, 3, R, R].
+
+@regularizers.register(NAME, options=RegDGMOptions, plan=plan, keywords=build_reg_dgm,
+                       help="Reg-DGM: pull the fakes' features under a frozen pre-trained network towards the "
+                            "training set's (Zhong et al. 2023).")
+def build(
+    options: RegDGMOptions | Mapping[str, Any],
+    *,
+    real_images: torch.Tensor | None = None,
+    device: torch.device | str = "cpu",
+    mirror: bool = True,
+    network: nn.Module | None = None,
+    min_input_size: int | None = None,
+    stats_batch: int = 32,
+) -> GeneratorRegularizer:
+    """The Reg-DGM term for ``options``; weight 0 gives the no-op regularizer, which loads and touches nothing.
+
+    ``real_images``: the training set, uint8 ``[N, 3, R, R]``; ``mirror``: whether the loop trains on its
+    x-flips too. ``network`` replaces the registered extractor by a caller's module (tests, experiments).
     """
-    from .base import NullRegularizer
-    from .extractors import build_extractor, get_extractor_spec
+    from ._base import NullRegularizer
 
-    lam = float(lam)
-    if not lam >= 0:  # also rejects NaN
-        raise FewshotError(f"the Reg-DGM weight lambda must be >= 0, got {lam}")
-    if estimator not in ESTIMATORS:
-        raise FewshotError(f"unknown Reg-DGM estimator {estimator!r}", hint=f"use one of {', '.join(ESTIMATORS)}")
-    if isinstance(model, str):
-        get_extractor_spec(model)  # a typo in the config fails even at λ = 0
-    if lam == 0:
+    options = _checked(options)  # an unknown model fails even at weight 0
+    if options.weight == 0:
         return NullRegularizer()
-
     real_images = _check_real_images(real_images)
-    if isinstance(model, str):
+    if network is None:
         from ..hub import suggesting
 
         with suggesting("--reg-weights FILE"):  # weights that cannot be fetched: the hint offers the run's option
-            extractor, spec = build_extractor(model, weights_path=weights_path, device=device)
-        name, size, fixed = spec.name, spec.min_input_size, spec.fixed_input_size
+            extractor, spec = build_extractor(options.model, weights_path=options.weights, device=device)
+        if len(spec.outputs) > 1:
+            raise FewshotError(f"Reg-DGM reads one feature vector; the {spec.name!r} network returns "
+                               f"{len(spec.outputs)} ({', '.join(spec.outputs)})")
+        name, size, fixed, fuse = spec.name, spec.min_input_size, spec.fixed_input_size, spec.fuse_upsampling
     else:
-        extractor, name, size, fixed = model, type(model).__name__, 224, None
+        extractor, name, size, fixed, fuse = network, type(network).__name__, 224, None, None
+    from ._reg_dgm_term import RegDGM
+
     return RegDGM(
         extractor,
-        lam=lam,
+        lam=options.weight,
         real_images=real_images,
-        estimator=estimator,
-        normalize=normalize,
+        estimator=options.estimator,
+        normalize=options.normalize,
         mirror=mirror,
         min_input_size=size if min_input_size is None else min_input_size,
         fixed_input_size=fixed,
         device=device,
         stats_batch=stats_batch,
         name=name,
-        fuse_stem=isinstance(model, str),
+        fuse_upsampling=fuse,
     )
 
 
 def _check_real_images(real_images: object) -> torch.Tensor:
+    import torch
+
     if real_images is None:
         raise FewshotError("Reg-DGM needs the training images (real_images) for its normalisation statistics")
     if not isinstance(real_images, torch.Tensor):
         try:
             real_images = torch.as_tensor(real_images)
-        except Exception:
+        except Exception:  # noqa: BLE001 - anything that is not an image array
             raise FewshotError("Reg-DGM real_images must be a uint8 tensor [N, 3, R, R]") from None
     if real_images.dtype != torch.uint8 or real_images.ndim != 4 or real_images.shape[0] < 1:
         raise FewshotError(

@@ -233,7 +233,8 @@ def _maybe_metrics(run: Run, done: bool) -> dict | None:
 
         generator = PriorSampledGenerator(generator, run.disp_bank, seed=run.cfg.seed)
     result = compute_metrics(generator, run.images.images, metrics=section.names, n_fake=section.n,
-                             device=str(run.device), progress=False, extractors=run.metric_extractors)
+                             device=str(run.device), progress=False, extractors=run.metric_extractors,
+                             options=section.options)
     record = {"kimg": round(run.progress.cur_nimg / 1000, 3), **result}
     with layout.metrics_path(run.run_dir).open("a") as fh:
         fh.write(json.dumps(record, default=float) + "\n")
@@ -243,7 +244,10 @@ def _maybe_metrics(run: Run, done: bool) -> dict | None:
 
 def _maybe_best(run: Run, metrics: dict) -> None:
     best = run.cfg.metrics.best
-    value = metrics.get(best)
+    from ..registry import metrics as metric_registry
+
+    reports = metric_registry.get(best).extra.get("reports") or (best,)
+    value = metrics.get(reports[0])  # the metric's headline value
     if isinstance(value, dict):
         value = value.get("mean")
     if value is None:

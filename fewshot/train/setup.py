@@ -257,7 +257,7 @@ def _setup_disp(cfg: TrainConfig, images: Any, nets: dict[str, nn.Module], point
                                hint=f"resume with the original data ({cfg.data})")
         return bank, nets
     if request.dry_run:
-        return None, condition_networks(nets, prior_extractor_spec(cfg.disp.extractor).feature_dim, cfg.seed)
+        return None, condition_networks(nets, prior_extractor_spec(cfg.disp.extractor).dim("disp"), cfg.seed)
     out(f"DISP: encoding {len(images)} images{' and their x-flips' if images.mirror else ''} "
         f"with {cfg.disp.extractor}")
     bank = build_prior_bank(images, cfg.disp.extractor, cfg.disp.weights, device=device,

@@ -12,6 +12,9 @@ Input protocol (pytorch-fid): uint8 RGB -> [0, 1] -> bilinear resize to 299×299
 no antialiasing) -> ``2x − 1``. Outputs: the 2048-d average-pool features (FID, KID) and the
 logits ``pool @ fc.weight.T`` without the bias, as the original TF Inception Score code reads them
 from ``softmax/logits/MatMul``.
+
+The registry entry is ``inception.py``; :func:`preprocess` here writes the input protocol out as pytorch-fid does,
+the reference the registry's generic preprocessing is checked against.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from torch import nn
 INPUT_SIZE = 299
 NUM_CLASSES = 1008
 POOL_DIM = 2048
-RESIZE_NOTE = "bilinear to 299x299 (align_corners=False, no antialias), scaled to [-1, 1]"
 
 
 class ConvBN(nn.Module):
@@ -198,7 +200,7 @@ class FIDInceptionV3(nn.Module):
 
 
 def preprocess(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, 3, H, W] -> float in [-1, 1] at 299×299 (pytorch-fid's protocol)."""
+    """uint8 [B, 3, H, W] -> float in [-1, 1] at 299×299 (pytorch-fid's protocol, written as pytorch-fid does)."""
     x = images.float() / 255
     if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
         x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)

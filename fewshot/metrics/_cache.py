@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import FewshotError
-from .scores import GaussianStats, gaussian_stats
+from ._scores import GaussianStats, gaussian_stats
 
 CACHE_FORMAT = "fewshot.metrics.real_features"
 CACHE_VERSION = 1
@@ -25,10 +25,13 @@ MAX_STORED_FEATURES = 20000
 
 @dataclass
 class RealFeatures:
-    """Features of the real set for one extractor output, and its Gaussian fit over all images."""
+    """Features of the real set for one extractor output, and its Gaussian fit over all images.
+
+    For the ``images`` feature (a metric that reads pixels) ``features`` are the uint8 images themselves and
+    ``stats`` is None: nothing is fitted or cached."""
 
     features: torch.Tensor  # [n_stored, D] float32 (all images, or a subset above MAX_STORED_FEATURES)
-    stats: GaussianStats  # over all images
+    stats: GaussianStats | None  # over all images
     num_images: int
     from_cache: bool = False
     notes: list[str] = field(default_factory=list)  # what decoding the real set found (resized, skipped)
