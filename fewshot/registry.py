@@ -57,12 +57,19 @@ class OptionInfo:
     check: Callable[[Any], bool] | None = None  # a range test; None: any value of the type
     wanted: str = ""  # what ``check`` wants, for the error ("in [0, 1]")
     choices: tuple[str, ...] | Callable[[], Iterable[str]] = ()  # fixed values, or a callable (another registry)
+    # Reads the raw preset / command-line / record value (text, list, None) into the field's type, for an option
+    # with its own grammar (e.g. "G4D2"); None: the type's ordinary coercion alone.
+    parse: Callable[[Any], Any] | None = None
+    # Values at which the option does nothing. A caller that passes one flat set of options for every method
+    # (an old config, a training record) may give them to a method that lacks the option. None: (the default,).
+    inert: tuple[Any, ...] | None = None
 
 
 def option(default: Any = MISSING, help: str = "", *, check: Callable[[Any], bool] | None = None, wanted: str = "",
-           choices: tuple[str, ...] | Callable[[], Iterable[str]] = (), default_factory: Any = MISSING) -> Any:
-    """A dataclass field that carries its help text, range check and choices."""
-    meta = {"fewshot": OptionInfo(help, check, wanted, choices)}
+           choices: tuple[str, ...] | Callable[[], Iterable[str]] = (), default_factory: Any = MISSING,
+           parse: Callable[[Any], Any] | None = None, inert: tuple[Any, ...] | None = None) -> Any:
+    """A dataclass field that carries its help text, range check, choices and (optionally) its own parser."""
+    meta = {"fewshot": OptionInfo(help, check, wanted, choices, parse, inert)}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -70,6 +77,14 @@ def option(default: Any = MISSING, help: str = "", *, check: Callable[[Any], boo
 
 def option_info(f: dataclasses.Field) -> OptionInfo:
     return f.metadata.get("fewshot", OptionInfo())
+
+
+def inert_values(f: dataclasses.Field) -> tuple[Any, ...]:
+    """The values at which option ``f`` does nothing: its declared ``inert`` values, else its default."""
+    info = option_info(f)
+    if info.inert is not None:
+        return info.inert
+    return () if f.default is MISSING else (f.default,)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -133,6 +148,9 @@ def build_options(cls: type[T], values: dict[str, Any], what: str) -> T:
     converted = {}
     for name, value in values.items():
         label = f"{what}.{name}"
+        parse = option_info(known[name]).parse
+        if parse is not None:
+            value = parse(value)
         converted[name] = check_option(known[name], coerce_value(kinds[name], value, label), label)
     return cls(**converted)
 
