@@ -58,14 +58,21 @@ class OptionInfo:
     wanted: str = ""  # what ``check`` wants, for the error ("in [0, 1]")
     choices: tuple[str, ...] | Callable[[], Iterable[str]] = ()  # fixed values, or a callable (another registry)
     unknown: str = ""  # the error for a value not among the choices, e.g. "unknown Reg-DGM extractor {value!r}"
+    # Reads the raw preset / command-line / record value (text, list, None) into the field's type, for an option
+    # with its own grammar (e.g. "G4D2"); None: the type's ordinary coercion alone.
+    parse: Callable[[Any], Any] | None = None
+    # Values at which the option does nothing. A caller that passes one flat set of options for every method
+    # (an old config, a training record) may give them to a method that lacks the option. None: (the default,).
+    inert: tuple[Any, ...] | None = None
 
 
 def option(default: Any = MISSING, help: str = "", *, check: Callable[[Any], bool] | None = None, wanted: str = "",
            choices: tuple[str, ...] | Callable[[], Iterable[str]] = (), unknown: str = "",
-           default_factory: Any = MISSING) -> Any:
-    """A dataclass field that carries its help text, range check and choices (``unknown``: the message for a value
-    outside them, with ``{value!r}``)."""
-    meta = {"fewshot": OptionInfo(help, check, wanted, choices, unknown)}
+           default_factory: Any = MISSING, parse: Callable[[Any], Any] | None = None,
+           inert: tuple[Any, ...] | None = None) -> Any:
+    """A dataclass field that carries its help text, range check, choices (``unknown``: the message for a value
+    outside them, with ``{value!r}``) and, optionally, its own parser and the values at which it does nothing."""
+    meta = {"fewshot": OptionInfo(help, check, wanted, choices, unknown, parse, inert)}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -73,6 +80,14 @@ def option(default: Any = MISSING, help: str = "", *, check: Callable[[Any], boo
 
 def option_info(f: dataclasses.Field) -> OptionInfo:
     return f.metadata.get("fewshot", OptionInfo())
+
+
+def inert_values(f: dataclasses.Field) -> tuple[Any, ...]:
+    """The values at which option ``f`` does nothing: its declared ``inert`` values, else its default."""
+    info = option_info(f)
+    if info.inert is not None:
+        return info.inert
+    return () if f.default is MISSING else (f.default,)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -146,6 +161,9 @@ def build_options(cls: type[T], values: dict[str, Any], what: str, labels: dict[
     converted = {}
     for name, value in values.items():
         label = (labels or {}).get(name) or (f"{what}.{name}" if what else name)
+        parse = option_info(known[name]).parse
+        if parse is not None:
+            value = parse(value)
         converted[name] = check_option(known[name], coerce_value(kinds[name], value, label), label)
     return cls(**converted)
 

@@ -120,15 +120,6 @@ FLAT_KEYS: dict[str, str] = {
     "metrics": "metrics.names", "metrics_every": "metrics.every", "metrics_n": "metrics.n",
     "best_metric": "metrics.best",
 }
-# Earlier versions wrote every flat key into every config, the options of methods a run did not use included, at
-# these values. Reading such a config, a key at its old default is dropped when the run's method has no such
-# option; any other value still is an error.
-FLAT_DEFAULTS: dict[str, Any] = {
-    "augment.pipeline": "bgc", "augment.policy": "color,translation,cutout", "transfer.freeze_d": 0,
-    "transfer.general": None, "transfer.specific": "finetune", "transfer.adafm_start_kimg": 0.0,
-}
-
-
 FLAT_NAMES: dict[str, str] = {path: flat for flat, path in FLAT_KEYS.items()}  # augment.p -> aug_p
 
 
@@ -212,7 +203,7 @@ def flat_to_tree(values: dict[str, Any]) -> dict[str, Any]:
             continue
         own = {f.name for f in fields(registry.get(method).options)}
         for key in [k for k in node if k not in common_keys(section) and k not in own]:
-            if FLAT_DEFAULTS.get(f"{section}.{key}", object()) == node[key]:
+            if _inert_elsewhere(registry, key, node[key]):
                 del node[key]
     reg = get_path(tree, ("regularizers", REG_DGM))
     if reg is not None and not reg.get("weight"):
@@ -220,6 +211,21 @@ def flat_to_tree(values: dict[str, Any]) -> dict[str, Any]:
         if not tree["regularizers"]:
             del tree["regularizers"]
     return tree
+
+
+def _inert_elsewhere(registry: Any, key: str, value: Any) -> bool:
+    """Earlier versions wrote every method's options into every config, at values where they do nothing (the
+    options of methods a run did not use). Such a value is dropped when the run's method has no such option; any
+    other value still is an error."""
+    from .registry import inert_values
+
+    for entry in registry.entries():
+        for f in fields(entry.options):
+            if f.name == key:
+                inert = inert_values(f)
+                normal = list(value) if isinstance(value, tuple) else value
+                return any(normal == (list(v) if isinstance(v, tuple) else v) for v in inert)
+    return False
 
 
 def is_flat(values: dict[str, Any]) -> bool:

@@ -14,8 +14,8 @@ from float32_bounds import assert_network_close, fan_ins
 from fewshot.checkpoint import load_bundle, save_bundle
 from fewshot.errors import FewshotError
 from fewshot.nets import Discriminator, Generator
+from fewshot.registry import transfers
 from fewshot.transfer import (
-    TRANSFERS,
     build_transfer,
     default_general,
     load_transfer_bundle,
@@ -337,20 +337,92 @@ def test_bad_options_are_one_clear_error() -> None:
 
 
 def test_names_parsing_and_defaults() -> None:
-    assert set(TRANSFERS) == {"finetune", "freezed", "general-part", "adafm"}
+    assert set(transfers.names()) == {"finetune", "freezed", "general-part", "adafm"}
     assert build_transfer("general_part").name == "general-part"
     assert parse_general("G4D2") == (4, 2) and parse_general("4, 2") == (4, 2) and parse_general([3, 1]) == (3, 1)
     assert [default_general(r) for r in (32, 64, 128, 256, 1024)] == [(1, 1), (2, 2), (3, 2), (4, 2), (6, 2)]
     t = build_transfer("adafm")
     t.apply(make_generator(), make_discriminator())
     assert (t.general_g, t.general_d) == (1, 1)
-    for name in TRANSFERS:
+    for name in transfers.names():
         assert transfer_from_record(build_transfer(name).options).options == build_transfer(name).options
 
 
 def test_help_texts_import_without_torch() -> None:
+    # Every method module, its options and their help texts load without torch (the CLI reads them when built).
     code = (
-        "import sys; from fewshot.transfer import HELP, default_general; "
+        "import sys, dataclasses; from fewshot.registry import transfers, option_info; "
+        "from fewshot.transfer import default_general; "
+        "HELP = {f.name: option_info(f).help for e in transfers.entries() for f in dataclasses.fields(e.options)}; "
         "assert 'torch' not in sys.modules, 'torch imported'; assert '3N+1' in HELP['freeze_d']"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_registry_builds_each_method_from_its_options_with_one_grammar_for_general() -> None:
+    assert [transfers.canonical(a) for a in ("transfergan", "freeze-d", "gmdn", "generalpart")] == \
+        ["finetune", "freezed", "general-part", "general-part"]
+    for name in ("general-part", "adafm"):
+        entry = transfers.get(name)
+        spellings = ("G2D1", "g2d1", "2,1", " 2 , 1 ", [2, 1], (2, 1))
+        assert {entry.make_options({"general": s}).general for s in spellings} == {(2, 1)}
+        assert entry.make_options({"general": "none"}).general is None
+        assert entry.make_options({}).general is None  # the resolution's default, filled when applied
+        with pytest.raises(FewshotError, match="general"):
+            entry.make_options({"general": "G2"})
+    with pytest.raises(FewshotError, match="at least one"):
+        transfers.get("adafm").make_options({"general": "G0D2"})
+    assert transfers.get("general-part").make_options({"general": "G0D2"}).general == (0, 2)
+    with pytest.raises(FewshotError, match="reinit"):
+        transfers.get("general-part").make_options({"specific": "scratch"})
+
+    options = transfers.get("adafm").make_options({"general": "G2D1", "specific": "reinit"})
+    t = transfers.build("adafm", options, r1_fake=True, seed=4)
+    assert t.settings == options and t.name == "adafm" and t.r1_fake and t.seed == 4
+    assert t.options == build_transfer("adafm", general=(2, 1), specific="reinit", r1_fake=True, seed=4).options
+    assert transfers.build("freezed", None).freeze_d == transfers.get("freezed").options().freeze_d
+    with pytest.raises(FewshotError, match="takes AdaFMOptions"):
+        transfers.build("adafm", transfers.get("freezed").make_options({"freeze_d": 1}))
+
+
+def test_adafm_torgb_false_keeps_torgb_plainly_frozen() -> None:
+    G, D = make_generator(), make_discriminator()
+    t = transfers.build("adafm", transfers.get("adafm").make_options({"general": "2,1", "adafm_torgb": "false"}))
+    t.apply(G, D)
+    convs = [f"synthesis.b{r}.{layer}" for r in (16, 32) for layer in ("conv0", "conv1")]
+    assert t.trainable_names(G) == expected_trainable(make_generator(), ["synthesis.b32", "synthesis.b16"], convs)
+    assert type(G.synthesis.b32.torgb).__name__ == "ToRGBLayer"
+    assert "ToRGB not modulated" in t.header() and "frozen + AdaFM (conv0,conv1)" in t.describe(G, D)
+    assert t.options["adafm_torgb"] is False
+    assert transfer_from_record(t.options).options == t.options
+
+
+def test_adafm_layers_replace_the_plain_ones_holding_the_same_tensors() -> None:
+    import pickle
+
+    from fewshot.nets.generator import SynthesisLayer
+    from fewshot.transfer import AdaFMSynthesisLayer
+
+    G = make_generator().eval()
+    plain_layer = G.synthesis.b32.conv1
+    weight_storage = plain_layer.weight.data_ptr()
+    frozen_only = make_generator()
+    build_transfer("general-part", general=(1, 1)).apply(frozen_only, None)
+    rng_before = torch.random.get_rng_state()
+    build_transfer("adafm", general=(1, 1)).apply(G, None)
+    assert torch.equal(torch.random.get_rng_state(), rng_before)  # building the layers draws no random numbers
+    layer = G.synthesis.b32.conv1
+    assert layer is not plain_layer and type(plain_layer) is SynthesisLayer  # a new instance; no class swap
+    assert type(layer) is AdaFMSynthesisLayer and isinstance(layer, SynthesisLayer)
+    assert layer.weight.data_ptr() == weight_storage and "weight" in layer._buffers  # the base weight, frozen
+    # AdaFM adds gamma and beta to each modulated layer; every other key is the frozen net's, in its order.
+    adafm_keys = [k for k in G.state_dict() if "adafm_" in k]
+    assert [k for k in G.state_dict() if "adafm_" not in k] == list(frozen_only.state_dict())
+    assert adafm_keys == [f"synthesis.b32.{m}.adafm_{p}" for m in ("conv0", "conv1", "torgb") for p in ("gamma", "beta")]
+    z = torch.randn([2, Z_DIM])
+    with torch.no_grad():
+        G.synthesis.b32.conv1.adafm_beta.add_(0.01)
+        want = G(z, noise_mode="const")
+        for other in (copy.deepcopy(G), pickle.loads(pickle.dumps(G))):
+            assert type(other.synthesis.b32.conv1) is AdaFMSynthesisLayer
+            assert torch.equal(other(z, noise_mode="const"), want)

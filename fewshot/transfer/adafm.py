@@ -13,51 +13,226 @@ kernel gamma/beta can reach any weight matrix, so this effectively lets those To
 ``adafm_start_kimg``: until the trainer reports that many kimg through ``on_kimg``, gamma/beta stay
 at 1/0 (they enter the forward detached, so they get no gradient) while the specific part trains.
 Export (``export_generator``) folds gamma/beta into plain weights.
+
+How a layer is modulated: after freezing, each modulated ``SynthesisLayer`` / ``ToRGBLayer`` is replaced in its
+parent block by an :class:`AdaFMSynthesisLayer` / :class:`AdaFMToRGBLayer` built from it. The new layer holds the
+very tensors and submodules of the old one under the same names (so the ``state_dict`` keys are the plain ones
+plus ``adafm_gamma`` / ``adafm_beta``), runs no constructor (no random numbers drawn), and overrides
+``conv_weight()``. They are ordinary subclasses, so ``copy.deepcopy`` and pickling work. They subclass the
+networks' layers, which import torch; they are defined the first time they are needed, so that importing this
+module (the command line reads its options) stays torch-free.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FewshotError
-from .general_part import GeneralPart
-from .registry import register_transfer
+from ..registry import option, transfers
+from ._base import BlockRow, check_generator
+from .general_part import GENERAL_HELP, GeneralPart, GeneralPartOptions, parse_general
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from ..nets import Generator
+
+ADAFM_GAMMA = "adafm_gamma"
+ADAFM_BETA = "adafm_beta"
+_LAYER_CLASS_NAMES = ("AdaFMSynthesisLayer", "AdaFMToRGBLayer")
 
 
-@register_transfer
+class AdaFMLayer:
+    """What the AdaFM layers add to a frozen modulated layer (mixed into a subclass of it)."""
+
+    adafm_active: bool = True  # False until the AdaFM start: gamma/beta enter detached
+
+    @classmethod
+    def from_layer(cls, layer: nn.Module, active: bool) -> AdaFMLayer:
+        """An AdaFM layer holding ``layer``'s own state (same tensors, submodules, names, hooks) plus gamma = 1 and
+        beta = 0 of shape [out, in]. No ``__init__`` runs: it would draw fresh random weights."""
+        import torch
+        from torch import nn
+
+        new = cls.__new__(cls)
+        # Module bookkeeping (_parameters, _buffers, _modules, hook dicts, ...) copied, so the two never share it.
+        new.__dict__.update({k: copy.copy(v) if isinstance(v, (dict, set)) else v for k, v in vars(layer).items()})
+        out_channels, in_channels = layer.weight.shape[:2]
+        like = dict(device=layer.weight.device, dtype=layer.weight.dtype)
+        new.register_parameter(ADAFM_GAMMA, nn.Parameter(torch.ones([out_channels, in_channels], **like)))
+        new.register_parameter(ADAFM_BETA, nn.Parameter(torch.zeros([out_channels, in_channels], **like)))
+        new.adafm_active = active
+        return new
+
+    def conv_weight(self) -> torch.Tensor:
+        return modulated_weight(self)
+
+
+def modulated_weight(layer: Any) -> torch.Tensor:
+    """AdaFM: ``W_hat[o, i, :, :] = gamma[o, i] * W[o, i, :, :] + beta[o, i]`` on the base weight.
+
+    While the AdaFM start is not reached, gamma/beta enter detached, so they get no gradient
+    (whatever the trainer does with ``requires_grad``) and stay at their values.
+    """
+    gamma = getattr(layer, ADAFM_GAMMA)
+    beta = getattr(layer, ADAFM_BETA)
+    if not layer.adafm_active:
+        gamma, beta = gamma.detach(), beta.detach()
+    weight = layer.weight
+    return weight * gamma.to(weight.dtype)[:, :, None, None] + beta.to(weight.dtype)[:, :, None, None]
+
+
+_layer_classes: dict[type, type] = {}  # plain layer class -> its AdaFM subclass, filled on first use
+
+
+def adafm_layer_classes() -> dict[type, type]:
+    """``{SynthesisLayer: AdaFMSynthesisLayer, ToRGBLayer: AdaFMToRGBLayer}`` (defined on the first call)."""
+    if not _layer_classes:
+        from ..nets.generator import SynthesisLayer, ToRGBLayer
+
+        class AdaFMSynthesisLayer(AdaFMLayer, SynthesisLayer):
+            """A frozen ``SynthesisLayer`` whose base weight is adapted by AdaFM before (de)modulation."""
+
+        class AdaFMToRGBLayer(AdaFMLayer, ToRGBLayer):
+            """A frozen ``ToRGBLayer`` whose base weight is adapted by AdaFM before modulation."""
+
+        for cls in (AdaFMSynthesisLayer, AdaFMToRGBLayer):
+            cls.__qualname__ = cls.__name__
+            globals()[cls.__name__] = cls  # a module attribute, so pickling finds the class by name
+        _layer_classes.update({SynthesisLayer: AdaFMSynthesisLayer, ToRGBLayer: AdaFMToRGBLayer})
+    return _layer_classes
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAYER_CLASS_NAMES:
+        adafm_layer_classes()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@dataclass(frozen=True)
+class AdaFMOptions(GeneralPartOptions):
+    general: tuple[int, int] | None = option(
+        None, GENERAL_HELP, parse=parse_general, check=lambda v: v[0] >= 1,
+        wanted="at least one frozen generator block to modulate (G >= 1)",
+    )
+    adafm_start_kimg: float = option(
+        0.0, "AdaFM: keep gamma=1, beta=0 until this many kimg (the specific part trains first).",
+        check=lambda v: v >= 0, wanted=">= 0",
+    )
+    adafm_torgb: bool = option(
+        True, "AdaFM: modulate the ToRGB layers of the frozen blocks too (the paper's general part includes "
+        "the RGB output layer); false keeps them plainly frozen.",
+    )
+
+
+@transfers.register("adafm", options=AdaFMOptions)
 class AdaFM(GeneralPart):
-    name = "adafm"
-    summary = "General-part transfer with AdaFM (gamma*W+beta) on every frozen G conv; specific part trains."
-    accepted_options = ("general", "specific", "adafm_start_kimg", "adafm_torgb", "r1_fake", "seed")
+    """General-part transfer with AdaFM (gamma*W+beta) on every frozen G conv; specific part trains."""
 
-    def __init__(
-        self,
-        *,
-        general: str | Sequence[int] | None = None,
-        specific: str = "finetune",
-        adafm_start_kimg: float = 0.0,
-        adafm_torgb: bool = True,
-        r1_fake: bool = False,
-        seed: int = 0,
-    ) -> None:
-        try:
-            start = float(adafm_start_kimg)
-        except (TypeError, ValueError):
-            raise FewshotError(f"adafm_start_kimg must be a number of kimg, got {adafm_start_kimg!r}") from None
-        super().__init__(general=general, specific=specific, r1_fake=r1_fake, seed=seed, adafm=True,
-                         adafm_torgb=bool(adafm_torgb), adafm_start_kimg=start)
-        if self.general_g == 0:
-            raise FewshotError("adafm needs at least one frozen generator block to modulate (general G >= 1)")
+    settings: AdaFMOptions
+    added_parameters = (ADAFM_GAMMA, ADAFM_BETA)
 
-    def g_general_count(self, G) -> int:  # type: ignore[no-untyped-def]
+    def __init__(self, options: AdaFMOptions | None = None, *, r1_fake: bool = False, seed: int = 0) -> None:
+        super().__init__(options, r1_fake=r1_fake, seed=seed)
+        self._adafm_open = self.adafm_start_kimg <= 0
+        self._adafm_layers: weakref.WeakSet[Any] = weakref.WeakSet()  # the trained G's AdaFM layers (gated)
+
+    @property
+    def adafm_start_kimg(self) -> float:
+        return self.settings.adafm_start_kimg
+
+    @property
+    def adafm_torgb(self) -> bool:
+        return self.settings.adafm_torgb
+
+    def _plan(self) -> dict[str, Any]:
+        return {**super()._plan(), "adafm": True, "adafm_torgb": self.adafm_torgb}
+
+    def g_general_count(self, G: Generator) -> int:
         g = super().g_general_count(G)
         if g == 0:
             raise FewshotError("adafm needs at least one frozen generator block to modulate (general G >= 1)")
         return g
 
-    @property
-    def options(self) -> dict:
-        return {**super().options, "adafm_start_kimg": self.adafm_start_kimg, "adafm_torgb": self.adafm_torgb}
+    def modulated_layers(self, G: Generator) -> list[str]:
+        names = []
+        for block_name in self.frozen_g_blocks(G):
+            block = G.get_submodule(block_name)
+            for child in ("conv0", "conv1") + (("torgb",) if self.adafm_torgb else ()):
+                if hasattr(block, child):
+                    names.append(f"{block_name}.{child}")
+        return names
+
+    def _adapt_frozen(self, G: Generator) -> None:
+        classes = adafm_layer_classes()
+        for layer_name in self.modulated_layers(G):
+            parent_name, _, child = layer_name.rpartition(".")
+            parent, layer = G.get_submodule(parent_name), G.get_submodule(layer_name)
+            adafm_class = classes.get(type(layer))
+            if adafm_class is None:
+                raise FewshotError(f"AdaFM cannot modulate a {type(layer).__name__} ({layer_name})")
+            setattr(parent, child, adafm_class.from_layer(layer, self._adafm_open))  # same slot: same key order
+
+    def _adopt_trained(self, G: Generator) -> None:
+        for module in G.modules():
+            if isinstance(module, AdaFMLayer):
+                self._adafm_layers.add(module)
+                module.adafm_active = self._adafm_open
+
+    def on_kimg(self, kimg: float) -> bool:
+        """Open the AdaFM gate once ``kimg >= adafm_start_kimg``; returns True when the state changed.
+
+        Until then gamma/beta are in the optimizer but get no gradient, so they stay at 1 and 0 while
+        the specific part trains. Call it after ``apply`` and on every step (cheap); on resume call
+        it with the resumed kimg.
+        """
+        should_open = kimg >= self.adafm_start_kimg
+        if should_open == self._adafm_open:
+            return False
+        self._adafm_open = should_open
+        for layer in self._adafm_layers:
+            layer.adafm_active = should_open
+        return True
+
+    def export_generator(self, G: nn.Module) -> nn.Module:
+        """A new plain Generator whose conv weights are the folded ``gamma * W + beta`` and whose state_dict has
+        no ``adafm_*`` keys (``G`` itself when it carries no AdaFM layer)."""
+        import torch
+
+        from ..nets import Generator
+
+        G = check_generator(G)
+        if not any(isinstance(m, AdaFMLayer) for m in G.modules()):
+            return G
+        state: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for module_name, module in G.named_modules():
+                if isinstance(module, AdaFMLayer):
+                    state[f"{module_name}.weight"] = modulated_weight(module).detach().clone()
+            for key, value in G.state_dict().items():
+                leaf = key.rsplit(".", 1)[-1]
+                if leaf in self.added_parameters or key in state:
+                    continue
+                state[key] = value.detach().clone()
+        with torch.random.fork_rng(devices=[]):  # construction draws random numbers; keep the trainer's RNG
+            plain = Generator(**copy.deepcopy(G.init_kwargs))
+        plain.load_state_dict(state, strict=True)
+        device = next(iter(state.values())).device
+        return plain.to(device).train(G.training)
+
+    def frozen_block_row(self, G: Generator, block: str, weights: int) -> BlockRow:
+        here = [m for m in self.modulated_layers(G) if m.startswith(block + ".")]
+        if not here:
+            return super().frozen_block_row(G, block, weights)
+        shapes = [G.get_submodule(m).weight.shape for m in here]
+        gamma_beta = sum(2 * shape[0] * shape[1] for shape in shapes)
+        parts = ",".join(m.rsplit(".", 1)[1] for m in here)
+        return BlockRow("G", block, f"frozen + AdaFM ({parts})", weights, gamma_beta)
 
     def header(self) -> str:
         start = f", AdaFM from {self.adafm_start_kimg:g} kimg" if self.adafm_start_kimg > 0 else ""

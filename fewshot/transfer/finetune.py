@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from .base import Transfer
-from .registry import register_transfer
+from ..registry import NoOptions, transfers
+from ._base import Transfer
 
 
-@register_transfer
+@transfers.register("finetune", options=NoOptions, aliases=("transfergan",))
 class Finetune(Transfer):
-    name = "finetune"
-    summary = "TransferGAN: all weights from the base checkpoint, all trained."
-    accepted_options = ("r1_fake", "seed")
-
-    def __init__(self, *, r1_fake: bool = False, seed: int = 0) -> None:
-        super().__init__(r1_fake=r1_fake, seed=seed)
+    """TransferGAN: all weights from the base checkpoint, all trained."""
 
     def header(self) -> str:
         return f"transfer: finetune (everything trains), R1 on fakes: {'yes' if self.r1_fake else 'no'}"

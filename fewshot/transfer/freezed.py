@@ -1,34 +1,60 @@
 """``freezed`` (FreezeD, Mo, Cho & Shin 2020): freeze the discriminator blocks nearest the image.
 
 Counted in blocks (``b{res}``, ``b{res/2}``, ...). The official stylegan2-ada-pytorch ``--freezed``
-counts layers instead: see :func:`fewshot.transfer.base.official_freezed_count`.
+counts layers instead: see :func:`official_freezed_count`.
 """
 
 from __future__ import annotations
 
-from torch import nn
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..errors import FewshotError
-from ..nets import Discriminator
-from .base import Transfer, official_freezed_count
-from .registry import register_transfer
+from ..registry import option, transfers
+from ._base import Transfer
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..nets import Discriminator
 
 
-@register_transfer
+def official_freezed_count(n_blocks: int, architecture: str = "resnet") -> int:
+    """The official ``--freezed`` layer count that freezes the ``n_blocks`` D blocks nearest the input.
+
+    Official layer indices: the first block has fromrgb, conv0, conv1 (+ skip in resnet); later
+    blocks conv0, conv1 (+ fromrgb in skip, + skip in resnet).
+    """
+    if n_blocks <= 0:
+        return 0
+    first, later = {"resnet": (4, 3), "skip": (3, 3), "orig": (3, 2)}[architecture]
+    return first + later * (n_blocks - 1)
+
+
+@dataclass(frozen=True)
+class FreezeDOptions:
+    freeze_d: int = option(
+        2,
+        "FreezeD: number of discriminator blocks nearest the input to freeze (b{res} downwards). "
+        "Official --freezed counts layers: N blocks = 3N+1 layers for the default resnet D "
+        "(4 in the first block: fromrgb, conv0, conv1, skip; 3 per later block), 3N for skip, 2N+1 for orig.",
+        check=lambda v: v >= 0, wanted="a whole number of discriminator blocks >= 0",
+        inert=(0,),  # no block frozen: what every other method does
+    )
+
+
+@transfers.register("freezed", options=FreezeDOptions, aliases=("freeze-d",))
 class FreezeD(Transfer):
-    name = "freezed"
-    summary = "FreezeD: freeze the N discriminator blocks nearest the input; G and the rest of D train."
-    accepted_options = ("freeze_d", "r1_fake", "seed")
+    """FreezeD: freeze the N discriminator blocks nearest the input; G and the rest of D train."""
 
-    def __init__(self, *, freeze_d: int = 1, r1_fake: bool = False, seed: int = 0) -> None:
-        if isinstance(freeze_d, bool) or not isinstance(freeze_d, int) or freeze_d < 0:
-            raise FewshotError(f"freeze_d must be a whole number of discriminator blocks >= 0, got {freeze_d!r}")
-        super().__init__(general_g=0, general_d=freeze_d, r1_fake=r1_fake, seed=seed)
-        self.freeze_d = freeze_d
+    settings: FreezeDOptions
+
+    def __init__(self, options: FreezeDOptions | None = None, *, r1_fake: bool = False, seed: int = 0) -> None:
+        super().__init__(options, r1_fake=r1_fake, seed=seed)
+        self.general_d = self.settings.freeze_d
 
     @property
-    def options(self) -> dict:
-        return {**super().options, "freeze_d": self.freeze_d}
+    def freeze_d(self) -> int:
+        return self.settings.freeze_d
 
     @staticmethod
     def official_layers(D: Discriminator, n_blocks: int) -> int:
@@ -43,6 +69,8 @@ class FreezeD(Transfer):
         )
 
     def describe(self, G: nn.Module, D: nn.Module | None = None) -> str:
+        from ..nets import Discriminator
+
         text = super().describe(G, D)
         if isinstance(D, Discriminator):
             arch = D.init_kwargs.get("architecture", "resnet")
