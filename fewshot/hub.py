@@ -440,6 +440,11 @@ def parse_hf_ref(ref: str) -> HubFileRef:
     """``hf://[datasets/|spaces/]org/repo/path/in/repo[@revision]`` -> its parts."""
     if not ref.startswith("hf://"):
         raise FewshotError(f"not an hf:// reference: {ref}")
+    try:
+        ref.encode("utf-8")  # argv bytes that are not UTF-8 arrive as surrogates: no Hub name holds them
+    except UnicodeEncodeError:
+        raise FewshotError(f"hf:// reference {ref!r} holds bytes that are not UTF-8 text",
+                           hint="write hf://org/repo/path/to/file.pkl[@revision]") from None
     body, revision = ref[len("hf://"):], None
     if "@" in body:
         body, revision = body.rsplit("@", 1)
@@ -465,8 +470,12 @@ def hf_file_url(ref: HubFileRef) -> str:
     """The address huggingface_hub fetches ``ref`` from (``{endpoint}/{repo}/resolve/{revision}/{file}``)."""
     from huggingface_hub import hf_hub_url
 
-    return hf_hub_url(ref.repo_id, ref.filename, repo_type=ref.repo_type, revision=ref.revision,
-                      endpoint=settings.hf_endpoint())
+    try:
+        return hf_hub_url(ref.repo_id, ref.filename, repo_type=ref.repo_type, revision=ref.revision,
+                          endpoint=settings.hf_endpoint())
+    except ValueError as exc:  # huggingface_hub's HFValidationError: a repo id no Hub accepts
+        raise FewshotError(f"not a Hub repository: {ref.repo_id!r} ({str(exc).splitlines()[0]})",
+                           hint="write hf://org/repo/path/to/file.pkl[@revision]") from None
 
 
 def _checkpoint_remedies(ref: str, url: str, copy: str, flag: str | None) -> list[str]:

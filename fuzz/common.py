@@ -82,6 +82,10 @@ def _no_network(*args: object, **kwargs: object) -> None:
 def sandbox(root: Path) -> Iterator[Path]:
     """Caches in ``root``, downloads off, no sockets, ``root`` as the working folder; all undone on exit."""
     root.mkdir(parents=True, exist_ok=True)
+    # huggingface_hub reads HF_HUB_OFFLINE and HF_ENDPOINT once, when first imported: import it before they change,
+    # or the rest of the process (a test session) would stay offline.
+    import huggingface_hub.constants  # noqa: F401
+
     env = {
         "FEWSHOT_HOME": str(root / "home"), "HF_HOME": str(root / "hf"), "FEWSHOT_OFFLINE": "1",
         "HF_HUB_OFFLINE": "1",
