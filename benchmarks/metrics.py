@@ -29,7 +29,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from fewshot.generate import prepare_device
+    from fewshot.loading import prepare_device
     from fewshot.metrics.compute import generate_fakes
     from fewshot.metrics.extractors import InceptionExtractor
     from fewshot.metrics.inception import FIDInceptionV3

@@ -1,10 +1,17 @@
-"""The house (#20): the import-circle checker."""
+"""The house (#20): no import circles, no oversized modules, the generation API in its homes."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import FunctionType
 
+import pytest
 from import_graph import describe, import_cycles, import_edges
+
+FEWSHOT = Path(__file__).resolve().parents[1] / "fewshot"
+MAX_LINES = 600
+# The modules this check covers so far (the generation half of #20); widen to the whole package.
+CHECKED = ("fewshot.generate", "fewshot.synthesis", "fewshot.image_output", "fewshot.loading", "fewshot.cli")
 
 
 def _write(root: Path, files: dict[str, str]) -> Path:
@@ -39,3 +46,40 @@ def test_import_cycles_sees_deferred_imports_and_names_submodules_only(tmp_path:
         "    pkg.a -> pkg.b: pkg/a.py:4",
         "    pkg.b -> pkg.a: pkg/b.py:1, pkg/b.py:2",
     ]
+
+
+def test_no_import_circle_touches_the_generation_modules() -> None:
+    edges = import_edges(FEWSHOT)
+    touching = [cycle for cycle in import_cycles(FEWSHOT)
+                if any(module == name or module.startswith(name + ".") for module in cycle for name in CHECKED)]
+    assert not touching, "\n".join(describe(cycle, edges) for cycle in touching)
+
+
+@pytest.mark.parametrize("module", ["generate", "synthesis", "image_output", "loading", "cli/parsing", "cli/generate"])
+def test_generation_modules_stay_small(module: str) -> None:
+    lines = len((FEWSHOT / f"{module}.py").read_text().splitlines())
+    assert lines <= MAX_LINES, f"fewshot/{module}.py has {lines} lines (at most {MAX_LINES})"
+
+
+def test_fewshot_generate_reexports_the_objects_of_their_homes() -> None:
+    import fewshot.cli.parsing as parsing
+    import fewshot.generate as generate
+    import fewshot.image_output as image_output
+    import fewshot.loading as loading
+    import fewshot.synthesis as synthesis
+
+    homes = (synthesis, image_output, loading, parsing)
+    for name in generate.__all__:
+        assert any(getattr(home, name, None) is getattr(generate, name) for home in homes), name
+    # Every public function and class of the new homes is reachable under the old name too.
+    for home in homes:
+        defined = {name for name, value in vars(home).items() if not name.startswith("_")
+                   and isinstance(value, type | FunctionType) and value.__module__ == home.__name__}
+        assert defined <= set(generate.__all__), sorted(defined - set(generate.__all__))
+
+
+def test_fewshot_imports_the_generation_api_from_its_homes() -> None:
+    # fewshot.generate is for code outside the package. fewshot.train.networks is left to the merge of
+    # the train branch (it may not be edited here); drop it from this set then.
+    importers = {module for module, targets in import_edges(FEWSHOT).items() if "fewshot.generate" in targets}
+    assert importers <= {"fewshot.train.networks"}, sorted(importers)
