@@ -56,7 +56,9 @@ def import_edges(root: Path) -> Edges:
         while target and target not in files:
             target = target.rpartition(".")[0]
         if target and target != source:
-            edges[source].setdefault(target, []).append(where)
+            places = edges[source].setdefault(target, [])
+            if where not in places:  # `from .x import (a, b, c)` is one place, not three
+                places.append(where)
 
     for module, path in files.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))

@@ -32,12 +32,12 @@ def test_import_cycles_sees_deferred_imports_and_names_submodules_only(tmp_path:
         "pkg/c.py": "from . import d\ny = 1\n",
         "pkg/d.py": "from . import helper\n",
         # f -> pkg.sub.e and pkg.sub -> f: no circle, as `from .sub import e` is an edge to e alone
-        "pkg/f.py": "from .sub import e\n",
+        "pkg/f.py": "from .sub import e\nfrom .sub.e import (one,\n    two)\n",
         "pkg/sub/__init__.py": "from .. import f\n",
         "pkg/sub/e.py": "",
     })
     edges = import_edges(package)
-    assert edges["pkg.f"] == {"pkg.sub.e": ["pkg/f.py:1"]}
+    assert edges["pkg.f"] == {"pkg.sub.e": ["pkg/f.py:1", "pkg/f.py:2"]}
     assert edges["pkg.b"] == {"pkg.a": ["pkg/b.py:1", "pkg/b.py:2"]}
     assert "os" not in edges["pkg.a"]  # modules outside the package are left out
     assert import_cycles(package) == [["pkg", "pkg.c", "pkg.d", "pkg"], ["pkg.a", "pkg.b", "pkg.a"]]
