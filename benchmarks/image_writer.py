@@ -1,6 +1,6 @@
 """Image files per second: encoding and writing PNGs inline vs on ImageWriter's threads (CPU).
 
-``fewshot sample`` hands each finished image to :class:`fewshot.generate.ImageWriter`, which
+``fewshot sample`` hands each finished image to :class:`fewshot.image_output.ImageWriter`, which
 encodes and writes it on a few threads while the generator runs the next batch. This times the
 writing side alone, for images the size of real generators' output, with ``writers=0`` (inline, one
 after the other, as the official generate.py does) and with 1, 2, ... threads. The images are smooth
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from fewshot.generate import ImageWriter, default_writers  # noqa: E402
+from fewshot.image_output import ImageWriter, default_writers  # noqa: E402
 
 
 def photo_like(count: int, size: int, seed: int = 0) -> torch.Tensor:

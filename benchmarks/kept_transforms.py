@@ -40,8 +40,9 @@ def switched(kept: bool) -> ExitStack:
 
 
 def sampling(rounds: int, images: int) -> None:
-    from fewshot.generate import iter_sample_batches, prepare_device
+    from fewshot.loading import prepare_device
     from fewshot.nets import Generator
+    from fewshot.synthesis import iter_sample_batches
 
     prepare_device(torch.device("cpu"))
     torch.manual_seed(0)

@@ -35,7 +35,7 @@ def main() -> None:
     from fewshot.extractors import extractor_spec
     from fewshot.extractors._frozen import FrozenExtractor, frozen_network
     from fewshot.extractors._inception_net import FIDInceptionV3
-    from fewshot.generate import prepare_device
+    from fewshot.loading import prepare_device
     from fewshot.metrics import fid_from_features, generate_fakes, kid_from_features
     from fewshot.nets import Generator
 

@@ -1,6 +1,6 @@
 """Sampling throughput: batched generation vs one seed per forward pass, with peak memory (CPU or CUDA).
 
-Runs a 64 px generator with random weights through :func:`fewshot.generate.iter_sample_batches`, the path
+Runs a 64 px generator with random weights through :func:`fewshot.synthesis.iter_sample_batches`, the path
 ``fewshot sample`` uses: ``--arch constructor`` is ``Generator(512, 0, 512, 64, 3)`` (8 mapping layers,
 channel_base 32768, 27.0 M parameters), ``--arch auto`` what ``fewshot train --resolution 64`` builds
 (train.py's ``--cfg auto``: 2 mapping layers, channel_base 16384). Prints images/s for each batch size and
@@ -43,8 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from fewshot import settings  # noqa: E402
-from fewshot.generate import encode_image, iter_sample_batches, prepare_device  # noqa: E402
+from fewshot.image_output import encode_image  # noqa: E402
+from fewshot.loading import prepare_device  # noqa: E402
 from fewshot.nets import Generator  # noqa: E402
+from fewshot.synthesis import iter_sample_batches  # noqa: E402
 
 
 def _status_kib(field: str) -> int | None:
@@ -67,7 +69,7 @@ def run_phase(G: Generator, seeds: list[int], batch: int, encode_png: bool,
     on_cuda = next(G.parameters()).device.type == "cuda"
     if forward != "fewshot":
         env = {"FEWSHOT_OPS": "reference", "FEWSHOT_WINOGRAD": "0"} if forward == "official" and not on_cuda else {}
-        with mock.patch("fewshot.generate.inference_kwargs", lambda device: {}), mock.patch.dict(os.environ, env):
+        with mock.patch("fewshot.synthesis.inference_kwargs", lambda device: {}), mock.patch.dict(os.environ, env):
             return run_phase(G, seeds, batch, encode_png)
     if on_cuda:
         torch.cuda.synchronize()

@@ -887,7 +887,7 @@ def sample_grid(bundle_path: Path, out: Path, seeds: list[int], psi: float = 1.0
     from PIL import Image
 
     from .checkpoint import load_bundle, read_header
-    from .generate import inference_kwargs
+    from .synthesis import inference_kwargs
 
     generators = [n for n in ("G_ema", "G") if n in read_header(bundle_path).specs]
     if not generators:

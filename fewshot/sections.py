@@ -89,9 +89,10 @@ class DispSection:
 
 
 def _offering(use: str) -> tuple[str, ...]:
-    from .extractors import offering
+    """The registered feature extractors that offer ``use`` features (read from their entries' facts)."""
+    from .registry import extractors
 
-    return offering(use)
+    return tuple(e.name for e in extractors.entries() if use in (e.extra.get("offers") or ()))
 
 
 SECTIONS: dict[str, type] = {"augment": AugmentSection, "transfer": TransferSection, "metrics": MetricsSection,

@@ -13,6 +13,7 @@ from official_format import make_official_pickle
 from PIL import Image
 
 from fewshot import generate as gen
+from fewshot import image_output
 from fewshot.checkpoint import save_bundle
 from fewshot.errors import FewshotError
 
@@ -172,7 +173,7 @@ def test_image_writer_keeps_few_images_waiting_and_raises_the_first_failure(
             raise FewshotError(f"cannot write {path}: disk full")
         real_write(path, data)
 
-    monkeypatch.setattr(gen, "write_file", failing_write)
+    monkeypatch.setattr(image_output, "write_file", failing_write)  # where ImageWriter looks it up
     with pytest.raises(FewshotError, match="seed0003.png: disk full"):
         gen.sample_to_folder(G, list(range(6)), tmp_path / "full", batch_size=2, writers=2)
     assert not list((tmp_path / "full").glob(".*.tmp"))  # no torn temp files left behind

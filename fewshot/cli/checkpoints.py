@@ -110,7 +110,7 @@ def info(
 
     run = None
     if Path(ckpt).is_dir():  # a run folder: its progress, then the checkpoint it stands for
-        from ..generate import resolve_run_folder
+        from ..loading import resolve_run_folder
         from ..train.run_dir import describe_run
 
         run = describe_run(Path(ckpt))

@@ -88,20 +88,10 @@ def sample(
 ) -> None:
     """Images for seeds, exactly as the official generate.py draws them (same seed, same picture)."""
     from ..errors import FewshotError
-    from ..generate import (
-        IMAGE_FORMATS,
-        NOISE_MODES,
-        check_choice,
-        check_psi,
-        load_generator,
-        output_folder,
-        parse_grid,
-        parse_seeds,
-        prepare_device,
-        resolve_device,
-        resolve_reference,
-        sample_to_folder,
-    )
+    from ..image_output import IMAGE_FORMATS, output_folder, sample_to_folder
+    from ..loading import load_generator, prepare_device, resolve_device, resolve_reference
+    from ..synthesis import NOISE_MODES, check_choice, check_psi
+    from .parsing import parse_grid, parse_seeds
 
     image_format = check_choice(image_format.lower().replace("jpeg", "jpg"), IMAGE_FORMATS, "image format")
     check_choice(noise_mode, NOISE_MODES, "noise mode")
@@ -184,29 +174,19 @@ def interpolate(
 ) -> None:
     """A latent walk through seeds (or, for DISP, a walk between priors), as a GIF, an MP4, PNG frames or a strip."""
     from ..errors import FewshotError
-    from ..generate import (
-        METHODS,
-        NOISE_MODES,
-        SPACES,
+    from ..image_output import (
         animation_kind,
-        check_choice,
-        check_psi,
         ensure_writable_dir,
-        iter_walk_frames,
-        load_generator,
-        parse_grid,
-        parse_seeds,
-        prepare_device,
-        resolve_device,
-        resolve_reference,
         save_image,
         strip_image,
         strip_path_for,
-        walk_frame_count,
         write_frames,
         write_gif,
         write_mp4,
     )
+    from ..loading import load_generator, prepare_device, resolve_device, resolve_reference
+    from ..synthesis import METHODS, NOISE_MODES, SPACES, check_choice, check_psi, iter_walk_frames, walk_frame_count
+    from .parsing import parse_grid, parse_seeds
 
     seed_list = parse_seeds(seeds)
     check_choice(space, SPACES, "latent space")
@@ -317,21 +297,10 @@ def mix(
 ) -> None:
     """The style-mixing sheet of the official style_mixing.py: rows x columns of mixed images."""
     from ..errors import FewshotError
-    from ..generate import (
-        NOISE_MODES,
-        check_choice,
-        check_psi,
-        ensure_writable_dir,
-        image_format,
-        load_generator,
-        parse_seeds,
-        parse_styles,
-        prepare_device,
-        resolve_device,
-        resolve_reference,
-        save_image,
-        style_mix_sheet,
-    )
+    from ..image_output import ensure_writable_dir, image_format, save_image, style_mix_sheet
+    from ..loading import load_generator, prepare_device, resolve_device, resolve_reference
+    from ..synthesis import NOISE_MODES, check_choice, check_psi
+    from .parsing import parse_seeds, parse_styles
 
     row_seeds, col_seeds = parse_seeds(rows), parse_seeds(cols)
     if len(row_seeds) * len(col_seeds) > 4096:

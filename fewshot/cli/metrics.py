@@ -43,7 +43,7 @@ def metrics_command(
 ) -> None:
     """Measure a generator: FID, KID, precision/recall, IS, ..., computed in memory (no image dumps)."""
     from ..errors import FewshotError
-    from ..generate import prepare_device, resolve_device
+    from ..loading import prepare_device, resolve_device
     from ..metrics import compute_metrics, open_real_images, parse_metrics
 
     names = parse_metrics(metrics)  # bad names fail before anything heavy loads
@@ -80,7 +80,7 @@ def metrics_command(
 
 def _load_generator(ckpt: str, device):  # -> nn.Module; torch stays out of module import time
     try:
-        from ..generate import load_generator
+        from ..loading import load_generator
     except ImportError:
         load_generator = None
     if load_generator is not None:
@@ -99,7 +99,7 @@ def _with_priors(ckpt: str, G):
     from ..checkpoint import detect_format
     from ..disp.bank import read_bundle_bank
     from ..disp.sample import PriorSampledGenerator
-    from ..generate import resolve_reference
+    from ..loading import resolve_reference
 
     path = resolve_reference(ckpt)
     bank = read_bundle_bank(path) if detect_format(path) == "safetensors" else None

@@ -80,14 +80,14 @@ def iter_prior_walk_frames(
 
     The priors are interpolated linearly (mixup is linear too); each frame is mapped with the same z.
     """
-    from ..generate import _seeded_noise, interpolation_path, seed_latents, synthesize, to_uint8
+    from ..synthesis import interpolation_path, seed_latents, seeded_noise, synthesize, to_uint8
 
     device = next(G.parameters()).device
     path = interpolation_path(keyframes.to(device), steps, "lerp", loop)  # [F, d]
     z = seed_latents([seed], G.z_dim).to(device)
     for first in range(0, path.shape[0], batch_size):
         c = path[first:first + batch_size]
-        with _seeded_noise(noise_mode, seed + first, device), torch.no_grad():
+        with seeded_noise(noise_mode, seed + first, device), torch.no_grad():
             ws = G.mapping(z.expand(c.shape[0], -1), c, truncation_psi=psi, truncation_cutoff=trunc_cutoff)
             images = to_uint8(synthesize(G, ws, noise_mode))
         yield from images

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import FewshotError
 from ..frozen import prepare_frozen
-from . import ExtractorSpec, Preprocess, resolve_extractor_weights
+from ._spec import ExtractorSpec, Preprocess, resolve_extractor_weights
 
 _FINGERPRINTS: dict[tuple[str, int, int], str] = {}
 _LOADED: dict[tuple[str, str, str], FeatureExtractor] = {}

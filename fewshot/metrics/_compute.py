@@ -119,7 +119,7 @@ def generate_fakes(generator: nn.Module, n: int, batch_size: int, psi: float, se
                    device: torch.device) -> Iterator[torch.Tensor]:
     """uint8 [B, 3, R, R] batches on the CPU: z ~ N(0, I) from a seeded generator, labels uniform over
     classes for a conditional G, noise_mode='random' (as the official metrics) under a seeded RNG."""
-    from ..generate import inference_kwargs, to_uint8
+    from ..synthesis import inference_kwargs, to_uint8
 
     z_rng = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import FewshotError
 from ._base import GeneratorRegularizer
-from .reg_dgm import ESTIMATORS, upsample_factor
+from ._reg_dgm_facts import ESTIMATORS, upsample_factor
 
 
 def uint8_to_unit_range(images: torch.Tensor) -> torch.Tensor:

@@ -45,8 +45,7 @@ if TYPE_CHECKING:
 
     from ._base import GeneratorRegularizer
 
-NAME = "reg-dgm"
-ESTIMATORS = ("mean", "paired")
+from ._reg_dgm_facts import ESTIMATORS, NAME, upsample_factor  # noqa: E402, F401 - upsample_factor: public here
 
 
 def _models() -> tuple[str, ...]:
@@ -66,14 +65,6 @@ class RegDGMOptions:
                                     "carries across extractors.")
     weights: str | None = option(None, "Weights file for f in its upstream format (not hash-checked); "
                                        "none: the weights registry's file.")
-
-
-def upsample_factor(resolution: int, min_input_size: int) -> int:
-    """The smallest power of two that brings ``resolution`` to at least ``min_input_size`` (1 when already there)."""
-    factor = 1
-    while resolution * factor < min_input_size:
-        factor *= 2
-    return factor
 
 
 def _checked(options: RegDGMOptions | Mapping[str, Any] | None) -> RegDGMOptions:

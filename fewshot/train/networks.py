@@ -119,7 +119,8 @@ def fixed_latents(cfg: TrainConfig, z_dim: int, device: torch.device) -> torch.T
 
 def save_grid(images: torch.Tensor, path: Path, grid: tuple[int, int]) -> None:
     """Write a [N,3,H,W] float batch in [-1,1] as a grid (cols, rows), quantised as the official tools do."""
-    from ..generate import save_image_grid, to_uint8
+    from ..image_output import save_image_grid
+    from ..synthesis import to_uint8
 
     cols, rows = grid
     n = min(images.shape[0], cols * rows)
@@ -130,7 +131,7 @@ def save_grid(images: torch.Tensor, path: Path, grid: tuple[int, int]) -> None:
 @torch.no_grad()
 def render_fakes(G_ema: nn.Module, latents: torch.Tensor, batch: int,
                  conditions: torch.Tensor | None = None) -> torch.Tensor:
-    from ..generate import inference_kwargs
+    from ..synthesis import inference_kwargs
 
     fast = inference_kwargs(latents.device)  # the batched CPU path of `fewshot sample`
     if conditions is None:
