@@ -30,7 +30,7 @@ from torch import nn
 
 from ..checkpoint import Bundle, load_checkpoint, load_state_strict, save_bundle
 from ..config import Hyper, TrainConfig, derive_hyper
-from ..data import content_hash, sample_batch
+from ..data import content_hash, is_builtin_source, sample_batch
 from ..errors import FewshotError
 from ..host_memory import keep_freed_memory
 from ..nets import Discriminator, Generator
@@ -136,8 +136,9 @@ def load_training_images(cfg: TrainConfig, resolution: int, progress: bool) -> A
 
     if cfg.data in ("", None):
         raise FewshotError("no training data given", hint="fewshot train DATA_FOLDER_OR_ZIP (or 'demo')")
-    if cfg.data == "demo":
-        return data.demo_images(n=cfg.max_images or 64, resolution=resolution, seed=0)
+    domain = data.demo_domain(cfg.data)  # "demo" (discs) or "demo:<domain>": built in, no files
+    if domain is not None:
+        return data.demo_images(n=cfg.max_images or 64, resolution=resolution, seed=0, domain=domain)
     return data.load_images(cfg.data, resolution, crop=cfg.crop, mirror=cfg.mirror, max_images=cfg.max_images,
                             progress=progress)
 
@@ -318,7 +319,7 @@ def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Pat
     if device.type == "cpu":
         keep_freed_memory()  # large per-step temporaries: reuse them instead of re-faulting fresh pages
 
-    if resume_state is None and cfg.data not in ("", "demo"):
+    if resume_state is None and not is_builtin_source(cfg.data):
         if not Path(cfg.data).expanduser().exists():
             raise FewshotError(f"data source {cfg.data} does not exist")
         # Stored absolute, so `--resume` finds the images from any working directory.
@@ -343,7 +344,7 @@ def _train(cfg: TrainConfig, resume: str | None, dry_run: bool, aug_preview: Pat
     else:
         resolution = cfg.resolution
         if resolution is None:  # from scratch on a real folder: the data decides, as the official dataset tool
-            if cfg.data in ("", "demo"):
+            if is_builtin_source(cfg.data):
                 raise FewshotError("training from scratch on the demo images needs --resolution (or give --base)")
             from ..data import infer_resolution
 
