@@ -64,8 +64,9 @@ def test_numeric_knobs_out_of_range_are_refused_at_resolution(key, value, wanted
 
 def test_preset_extends_and_overrides_win():
     cfg = resolve_config("demo", {"kimg": 7, "aug": "diffaug"})
-    assert cfg.resolution == 32 and cfg.kimg == 7.0 and cfg.aug == "diffaug"
-    assert cfg.ada_target == 0.6  # inherited from the ada preset through `extends`
+    assert cfg.base == "demo-base" and cfg.kimg == 7.0
+    assert cfg.aug == "diffaug"  # the override wins over the parent's aug = "none"
+    assert cfg.transfer == "adafm" and cfg.specific == "finetune"  # from the adafm preset, which demo extends
     assert cfg.preset == "demo" and cfg.description
 
 

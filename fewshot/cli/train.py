@@ -16,7 +16,7 @@ TRAIN_EPILOG = """[bold]Examples[/bold]
 
   fewshot train ./flowers --preset ada --base G.safetensors --kimg 500 --batch 16
 
-  fewshot train demo --preset demo            (tiny CPU run on built-in images)
+  fewshot train --preset demo                 (fine-tune the shipped tiny base to built-in images, ~2 CPU min)
 
   fewshot train ./sketches --preset adafm --base ffhq256 --dry-run
 
@@ -35,7 +35,7 @@ RESUME_MAY_CHANGE = frozenset({"kimg", "device", "data", "outdir", "name"})
 
 @app.command(rich_help_panel=PANEL_TRAIN, epilog=TRAIN_EPILOG)
 def train(
-    data: Optional[str] = typer.Argument(None, help="Image folder or .zip (or 'demo'). With --resume only to say where the run's data has moved."),
+    data: Optional[str] = typer.Argument(None, help="Image folder or .zip (or a built-in set: 'demo', 'demo:rings'). With --resume only to say where the run's data has moved."),
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Recipe from presets/ (see `fewshot presets`)."),
     base: Optional[str] = typer.Option(None, "--base", help="Checkpoint to fine-tune from (name, hf://, URL, path)."),
     resume: Optional[str] = typer.Option(None, "--resume", help="'latest', a run folder, or a snapshot file."),
@@ -100,8 +100,6 @@ def train(
         return
     if resume is None and not data and not (preset and preset == "demo"):
         raise FewshotError("give a data folder or zip (or --resume)", hint="fewshot train ./images --preset ada")
-    if preset == "demo" and not data:
-        overrides["data"] = "demo"
     if resume is not None:
         # The snapshot carries the config; only the length of training (and the device) may change.
         fixed = (["--preset"] if preset else []) + [
