@@ -367,10 +367,10 @@ def pick_by_resolution(table: dict[str, Any], resolution: int) -> tuple[str, int
 def _target_resolution(cfg: TrainConfig) -> tuple[int, str]:
     if cfg.resolution is not None:
         return cfg.resolution, f"--resolution {cfg.resolution}"
-    if cfg.data == "demo":
-        return 32, "the 32 px demo images"
-    from .data import infer_resolution  # reads image headers only
+    from .data import demo_domain, infer_resolution  # reads image headers only
 
+    if demo_domain(cfg.data) is not None:
+        return 32, "the 32 px demo images"
     resolution, _ = infer_resolution(cfg.data, crop=cfg.crop)
     return resolution, f"{resolution} px images"
 

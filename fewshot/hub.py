@@ -55,6 +55,7 @@ class CheckpointEntry:
     name: str
     url: str | None = None
     hf: str | None = None
+    package: str | None = None  # a file shipped inside the fewshot package, relative to it (the demo base)
     sha256: str | None = None
     resolution: int | None = None
     config: str | None = None
@@ -66,7 +67,7 @@ class CheckpointEntry:
 
     @property
     def source(self) -> str:
-        return self.url or self.hf or ""
+        return self.url or self.hf or self.package or ""
 
     @property
     def filename(self) -> str:
@@ -99,7 +100,7 @@ def checkpoint_registry() -> dict[str, CheckpointEntry]:
     entries: dict[str, CheckpointEntry] = {}
     tables = read_toml_registry(CHECKPOINT_REGISTRY_FILE, settings.checkpoint_registry_override(), "checkpoint")
     for name, table in tables.items():
-        if not table.get("url") and not table.get("hf"):
+        if not table.get("url") and not table.get("hf") and not table.get("package"):
             raise FewshotError(f"checkpoint registry entry {name!r} has neither url nor hf")
         fields = {k: v for k, v in table.items() if k in known}
         entries[name] = CheckpointEntry(name=name, extra={k: v for k, v in table.items() if k not in known}, **fields)
@@ -600,6 +601,15 @@ def fetch_checkpoint_source(ref: str, *, offline: bool | None = None, flag: str 
     entries = checkpoint_registry()
     if ref in entries:
         entry = entries[ref]
+        if entry.package:  # shipped with fewshot: no download, works offline; the hash still guards the file
+            path = Path(__file__).resolve().parent / entry.package
+            if not path.is_file():
+                raise FewshotError(f"checkpoint {ref!r}: {path} is missing from this installation",
+                                   hint="reinstall fewshot (the wheel carries fewshot/assets)")
+            digest = sha256_of(path)
+            if hash_matches(digest, entry.sha256) is False:
+                raise FewshotError(f"{path}: sha256 mismatch (expected {entry.sha256}, got {digest}); refused")
+            return path, digest
         subject = f"checkpoint {ref!r} ({entry.filename})"
         if entry.url:
             try:

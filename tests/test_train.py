@@ -65,8 +65,9 @@ def test_numeric_knobs_out_of_range_are_refused_at_resolution(key, value, wanted
 
 def test_preset_extends_and_overrides_win():
     cfg = resolve_config("demo", {"kimg": 7, "aug": "diffaug"})
-    assert cfg.resolution == 32 and cfg.kimg == 7.0 and cfg.aug == "diffaug"
-    assert cfg.ada_target == 0.6  # inherited from the ada preset through `extends`
+    assert cfg.base == "demo-base" and cfg.kimg == 7.0
+    assert cfg.aug == "diffaug"  # the override wins over the parent's aug = "none"
+    assert cfg.transfer.method == "adafm" and cfg.specific == "finetune"  # from the adafm preset, which demo extends
     assert cfg.preset == "demo" and cfg.description
 
 
@@ -377,7 +378,7 @@ def test_resume_with_the_same_command_and_only_differing_values_refused(tmp_path
     target (config.toml, info); a recipe value that differs is refused by name with both values; a finished run
     is left as it is."""
     out = tmp_path / "runs"
-    command = ["train", "demo", "--preset", "demo", "--base", "none", "--outdir", str(out), "--name", "same",
+    command = ["train", "demo", "--preset", "scratch", "--base", "none", "--outdir", str(out), "--name", "same",
                "--quiet"] + [a for s in TINY_SET for a in ("--set", s)]
     first = _cli(*command, "--kimg", "0.008")
     assert first.returncode == 0, first.stderr

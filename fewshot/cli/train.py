@@ -20,9 +20,9 @@ TRAIN_EPILOG = """[bold]Examples[/bold]
 
   fewshot train ./sketches --preset adafm --dry-run     (what would train, and from which base)
 
-  fewshot train ./cats --preset scratch --resolution 64     (from scratch; or --base none with any preset)
+  fewshot train --preset demo                 (fine-tune the shipped tiny base to built-in images, ~2 CPU min)
 
-  fewshot train --preset demo     (tiny CPU run on built-in images)
+  fewshot train ./cats --preset scratch --resolution 64     (from scratch; or --base none with any preset)
 
   fewshot train ./data --preset ada --set ada_target=0.7 --set snap=10
 
@@ -35,7 +35,7 @@ DEFAULT_PRESET = "ada"
 
 @app.command(rich_help_panel=PANEL_TRAIN, epilog=TRAIN_EPILOG)
 def train(
-    data: Optional[str] = typer.Argument(None, help="Image folder or .zip (or 'demo'). With --resume only to say where the run's data has moved."),
+    data: Optional[str] = typer.Argument(None, help="Image folder or .zip (or a built-in set: 'demo', 'demo:rings'). With --resume only to say where the run's data has moved."),
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Recipe from presets/ (see `fewshot presets`); default: ada."),
     base: Optional[str] = typer.Option(None, "--base", help="Checkpoint to fine-tune from (name, hf://, URL, path); 'none' trains from scratch. Default: the preset's base for the images' size."),
     resume: Optional[str] = typer.Option(None, "--resume", help="'latest', a run folder, or a snapshot file."),
@@ -93,14 +93,13 @@ def train(
         if "=" not in item:
             raise FewshotError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
-        overrides[key.strip().replace("-", "_")] = value.strip()
+        key = key.strip()
+        overrides[key if "." in key else key.replace("-", "_")] = value.strip()  # section.method-name stays
     if gpus > 1:
         _launch(gpus)
         return
     if resume is None and not data and not (preset and preset == "demo"):
         raise FewshotError("give a data folder or zip (or --resume)", hint="fewshot train ./images --preset ada")
-    if preset == "demo" and not data:
-        overrides["data"] = "demo"
     if resume is not None:
         # The snapshot carries the config. The same command again is fine; a value that differs from the run's
         # is refused by name (kimg and device may change).

@@ -117,7 +117,7 @@ def build_reg_dgm(
                  network=None if named else model, min_input_size=min_input_size, stats_batch=stats_batch)
 
 
-@regularizers.register(NAME, options=RegDGMOptions, plan=plan, keywords=build_reg_dgm,
+@regularizers.register(NAME, options=RegDGMOptions, plan=plan, keywords=build_reg_dgm, aliases=("reg_dgm",),
                        help="Reg-DGM: pull the fakes' features under a frozen pre-trained network towards the "
                             "training set's (Zhong et al. 2023).")
 def build(

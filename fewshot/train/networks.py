@@ -29,8 +29,9 @@ def load_training_images(cfg: TrainConfig, resolution: int, progress: bool) -> A
 
     if cfg.data in ("", None):
         raise FewshotError("no training data given", hint="fewshot train DATA_FOLDER_OR_ZIP (or 'demo')")
-    if cfg.data == "demo":
-        return data.demo_images(n=cfg.max_images or 64, resolution=resolution, seed=0)
+    domain = data.demo_domain(cfg.data)  # "demo" (discs) or "demo:<domain>": built in, no files
+    if domain is not None:
+        return data.demo_images(n=cfg.max_images or 64, resolution=resolution, seed=0, domain=domain)
     return data.load_images(cfg.data, resolution, crop=cfg.crop, mirror=cfg.mirror, max_images=cfg.max_images,
                             progress=progress)
 

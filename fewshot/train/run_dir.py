@@ -325,13 +325,17 @@ def open_resume_point(resume: str, outdir: str, name: str | None,
 
 
 def _same_source(a: str, b: str) -> bool:
-    return a == b or (a not in ("", "demo") and b not in ("", "demo") and Path(a).resolve() == Path(b).resolve())
+    from ..data import is_builtin_source  # numpy and torch: not at import (run_dir serves `fewshot info`)
+
+    return a == b or (not is_builtin_source(a) and not is_builtin_source(b) and Path(a).resolve() == Path(b).resolve())
 
 
 def resumed_data_source(original: str, given: str | None, resume: str,
                          echo: Callable[[str], None]) -> tuple[str, bool]:
     """The data a resumed run reads: its own, or, when that has moved, the place the user names (then True)."""
-    original_exists = original in ("", "demo") or Path(original).exists()
+    from ..data import is_builtin_source
+
+    original_exists = is_builtin_source(original) or Path(original).exists()
     if given is None or _same_source(given, original):
         if not original_exists:
             raise FewshotError(f"this run's data {original} no longer exists",
@@ -341,7 +345,7 @@ def resumed_data_source(original: str, given: str | None, resume: str,
         raise FewshotError(f"this run trains on {original}, not {given}",
                            hint="resume without DATA (a run keeps its data), or start a new run with "
                                 "--base <snapshot> to fine-tune on other images")
-    if given not in ("", "demo") and not Path(given).exists():
+    if not is_builtin_source(given) and not Path(given).exists():
         raise FewshotError(f"data source {given} does not exist")
     echo(f"data: {original} no longer exists; reading this run's images from {given}")
     return given, True

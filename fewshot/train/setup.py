@@ -20,7 +20,7 @@ from torch import nn
 
 from ..checkpoint import Bundle, atomic_write_bytes, load_state_strict
 from ..config import Hyper, TrainConfig, derive_hyper, resumed_config
-from ..data import content_hash
+from ..data import content_hash, is_builtin_source
 from ..errors import FewshotError
 from ..host_memory import keep_freed_memory
 from ..registry import regularizers as regularizer_registry
@@ -168,7 +168,7 @@ def _torch_settings(cfg: TrainConfig, device: torch.device, dist: Any) -> None:
 def _check_inputs(cfg: TrainConfig, request: Request, point: ResumePoint | None, is_main: bool) -> TrainConfig:
     """The data exists (stored absolute, so `--resume` finds it from anywhere); where the run will write can be
     written, before anything is fetched or decoded; freezing transfers have a base."""
-    if point is None and cfg.data not in ("", "demo"):
+    if point is None and not is_builtin_source(cfg.data):
         if not Path(cfg.data).expanduser().exists():
             raise FewshotError(f"data source {cfg.data} does not exist")
         cfg = replace(cfg, data=str(Path(cfg.data).expanduser().resolve()))
@@ -200,7 +200,7 @@ def _base_and_resolution(cfg: TrainConfig, point: ResumePoint | None, out: RunOu
         return base, g_ref.img_resolution
     if cfg.resolution is not None:
         return base, cfg.resolution
-    if cfg.data in ("", "demo"):
+    if is_builtin_source(cfg.data):
         raise FewshotError("training from scratch on the demo images needs --resolution (or give --base)")
     from ..data import infer_resolution
 
