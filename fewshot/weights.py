@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from . import settings
+from .config import PRESETS_DIR  # the registries live beside the presets
 from .errors import FewshotError
 from .hub import (
     FEWSHOT_CACHE_NOTE,
     OFFLINE_REASON,
-    PRESETS_DIR,
     FetchError,
     cached_sha256,
     download_url,
