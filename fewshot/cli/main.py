@@ -49,11 +49,11 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, render a FewshotError as one line, exit non-zero."""
     from ..errors import FewshotError
 
-    register_commands()
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    command = typer.main.get_command(app)
     try:
+        register_commands()
+        command = typer.main.get_command(app)
         code = command.main(args=args, prog_name="fewshot", standalone_mode=False)
     except FewshotError as exc:
         if debug:

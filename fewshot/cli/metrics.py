@@ -8,7 +8,6 @@ from pathlib import Path
 
 import typer
 
-from ..registry import metrics as metric_registry
 from .app import PANEL_TRAIN, app
 
 
@@ -25,7 +24,7 @@ def metrics_command(
     data: Path = typer.Option(..., "--data", help="The training images (folder or zip)."),
     ref: Path | None = typer.Option(None, "--ref", help="Compare against this set instead of --data (folder or zip)."),
     metrics: str = typer.Option("fid,kid", "--metrics",
-                                help=f"Comma-separated: {', '.join(metric_registry.names())}."),
+                                help="Comma-separated: {methods:metric}."),
     n: int = typer.Option(5000, "--n", help="Number of generated images (few-shot protocol: 5000)."),
     psi: float = typer.Option(1.0, "--psi", help="Truncation psi for the generated images."),
     batch: int = typer.Option(64, "--batch", help="Images per generator / extractor batch."),
