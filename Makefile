@@ -54,10 +54,13 @@ $(VENV)/.fuzz-installed: $(VENV)/.installed
 # The main job in miniature, on the CPU in about 2 minutes: fine-tune the tiny base shipped in the package
 # (`demo-base`, trained on the built-in discs) to 32 built-in ring images (presets/demo.toml), then write
 # RUN/before-after.png: base samples | target images | fine-tuned samples, the same seeds before and after.
-# One thread: at these tiny sizes a second one buys nothing and loses much when the CPU is shared.
+# 1 min 41 s on 2 idle cores (BENCHMARKS.md, "Demo"). One thread: a second is 1.5x faster on an otherwise idle
+# machine but several times slower whenever another process wants a core. The plain-PyTorch ops: at these
+# sizes the compiled ones are no faster, and their first build on a new machine would add ~90 s.
+DEMO_ENV ?= OMP_NUM_THREADS=1 FEWSHOT_OPS=reference
 demo: install
-	OMP_NUM_THREADS=1 $(PY) -m fewshot train --preset demo --name demo --outdir runs
-	run=$$(ls -d runs/*-demo | tail -n 1) && OMP_NUM_THREADS=1 $(PY) -m fewshot.demo $$run
+	$(DEMO_ENV) $(PY) -m fewshot train --preset demo --name demo --outdir runs
+	run=$$(ls -d runs/*-demo | tail -n 1) && $(DEMO_ENV) $(PY) -m fewshot.demo $$run
 
 cuda-check: install
 	$(PY) -m fewshot.cuda.build --check-cuda
