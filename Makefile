@@ -7,11 +7,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 60
 
-<<<<<<< HEAD
-.PHONY: install test test-avx2 test-slow lint demo cuda-check gpu-check cpu-ops bench clean
-=======
-.PHONY: install test test-slow lint fuzz demo cuda-check gpu-check cpu-ops bench clean
->>>>>>> fuzz
+.PHONY: install test test-avx2 test-slow lint fuzz demo cuda-check gpu-check cpu-ops bench clean
 
 install: $(VENV)/.installed
 
