@@ -3,12 +3,10 @@ over 80 lines, the generation API in its homes."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 from types import FunctionType
 
-import ast
-
-import pytest
 from import_graph import describe, import_cycles, import_edges
 
 FEWSHOT = Path(__file__).resolve().parents[1] / "fewshot"
