@@ -375,9 +375,12 @@ def load_checkpoint(path: str | Path, names: tuple[str, ...] | None = None, devi
         for net in bundle.networks.values():
             net.to(device)
         return bundle
+    raise not_a_checkpoint(path, kind)
+
+
+def not_a_checkpoint(path: str | Path, kind: str | None) -> FewshotError:
+    """The error for a file that is neither a fewshot bundle nor an official pickle (``kind``: detect_format's)."""
     if kind == "torch-zip":
-        raise FewshotError(
-            f"{path} is a torch.save archive, not a StyleGAN2-ADA pickle or fewshot bundle",
-            hint="rosinality-format .pt files are not supported",
-        )
-    raise FewshotError(f"{path} is not a checkpoint (neither a fewshot safetensors bundle nor an official pickle)")
+        return FewshotError(f"{path} is a torch.save archive, not a StyleGAN2-ADA pickle or fewshot bundle",
+                            hint="rosinality-format .pt files are not supported")
+    return FewshotError(f"{path} is not a checkpoint (neither a fewshot safetensors bundle nor an official pickle)")

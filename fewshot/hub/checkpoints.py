@@ -113,7 +113,7 @@ def converted_path(source_sha256: str) -> Path:
 
 def ensure_bundle(source: Path, sha256: str | None = None) -> Path:
     """A fewshot bundle for ``source``: itself when it is one, else its converted copy (made once)."""
-    from ..checkpoint import convert_pickle, detect_format, read_header
+    from ..checkpoint import convert_pickle, detect_format, not_a_checkpoint, read_header
 
     kind = detect_format(source)
     if kind == "safetensors":
@@ -130,12 +130,7 @@ def ensure_bundle(source: Path, sha256: str | None = None) -> Path:
                 target.unlink()  # a damaged conversion is redone below
         convert_pickle(source, target)
         return target
-    if kind == "torch-zip":
-        raise FewshotError(
-            f"{source} is a torch.save archive, not a StyleGAN2-ADA pickle or fewshot bundle",
-            hint="rosinality-format .pt files are not supported",
-        )
-    raise FewshotError(f"{source} is not a checkpoint (neither a fewshot safetensors bundle nor an official pickle)")
+    raise not_a_checkpoint(source, kind)
 
 
 def resolve_checkpoint(ref: str, *, offline: bool | None = None, flag: str | None = None) -> Path:
