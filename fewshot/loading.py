@@ -17,8 +17,8 @@ from .errors import FewshotError
 if TYPE_CHECKING:  # only for type hints; fewshot.nets imports the ops
     from .nets import Generator
 
-RUN_FOLDER_CHOICES = ("best.safetensors", "final.safetensors")
-
+from .train.run_dir import CHECKPOINTS_DIR  # noqa: E402
+from .train.run_dir import EXPORT_NAMES as RUN_FOLDER_CHOICES  # noqa: E402 - best, then final: the layout's owner says
 
 # --------------------------------------------------------------------------------------------
 # Device
@@ -70,7 +70,7 @@ def resolve_run_folder(folder: Path) -> Path:
     for name in RUN_FOLDER_CHOICES:
         if (folder / name).is_file():
             return folder / name
-    newest = _newest_snapshot(folder / "checkpoints")
+    newest = _newest_snapshot(folder / CHECKPOINTS_DIR)
     if newest is not None:
         return newest
     raise FewshotError(

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from ..extractors import ExtractorSpec
 
 BANK_STATE_KEY = "disp.bank"
-BANK_FILENAME = "prior_bank.safetensors"
+from ..train.run_dir import PRIOR_BANK_NAME as BANK_FILENAME  # noqa: E402 - the run folder's layout
+
 NORMALIZATION = "unit-rms"  # f * sqrt(d) / ||f||
 
 # A feature function maps uint8 images [B, 3, H, W] to float features [B, d].

@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import __version__, settings
 from ..errors import FewshotError
+from ..train.run_dir import CHECKPOINTS_DIR, CONFIG_NAME, EXPORT_NAMES, METRICS_NAME, list_snapshots
 from .fetch import _is_network_error, parse_hf_ref
 from .registry import CheckpointEntry, registry_entry_for
 
@@ -22,7 +23,8 @@ else:  # pragma: no cover - Python 3.10
 
 # --- push -------------------------------------------------------------------------------------------------
 
-BUNDLE_CANDIDATES = ("best.safetensors", "final.safetensors", "latest.safetensors")
+# A run folder of fewshot's (fewshot.train.run_dir names its files), or a folder laid out for the Hub.
+BUNDLE_CANDIDATES = (*EXPORT_NAMES, "latest.safetensors")
 
 
 @dataclass
@@ -34,7 +36,7 @@ class PushSource:
 
 
 def _read_config(run_dir: Path) -> dict[str, Any]:
-    for name in ("config.json", "config.toml"):
+    for name in ("config.json", CONFIG_NAME):
         path = run_dir / name
         if path.is_file():
             try:
@@ -60,7 +62,7 @@ def _read_metrics(run_dir: Path) -> dict[str, Any]:
                 metrics.update(data.get("results", data))
         except (OSError, ValueError):
             pass
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS_NAME
     if path.is_file():
         for line in path.read_text().splitlines():
             try:
@@ -74,9 +76,9 @@ def _read_metrics(run_dir: Path) -> dict[str, Any]:
 
 def _run_dir_of(bundle: Path) -> Path | None:
     """The run folder a bundle belongs to (``run/best.safetensors``, ``run/checkpoints/snapshot-*``), if any."""
-    folders = [bundle.parent] + ([bundle.parent.parent] if bundle.parent.name == "checkpoints" else [])
+    folders = [bundle.parent] + ([bundle.parent.parent] if bundle.parent.name == CHECKPOINTS_DIR else [])
     for folder in folders:
-        if any((folder / name).is_file() for name in ("config.toml", "config.json")):
+        if any((folder / name).is_file() for name in (CONFIG_NAME, "config.json")):
             return folder
     return None
 
@@ -89,11 +91,11 @@ def find_push_source(path: Path) -> PushSource:
         return PushSource(path, run_dir, _read_config(run_dir) if run_dir else {}, _read_metrics(run_dir) if run_dir else {})
     if not path.is_dir():
         raise FewshotError(f"no such checkpoint or run folder: {path}")
-    candidates = [path / n for n in BUNDLE_CANDIDATES] + [path / "checkpoints" / n for n in BUNDLE_CANDIDATES]
+    candidates = [path / n for n in BUNDLE_CANDIDATES] + [path / CHECKPOINTS_DIR / n for n in BUNDLE_CANDIDATES]
     bundle = next((c for c in candidates if c.is_file()), None)
     if bundle is None:
         found = sorted(
-            list(path.glob("*.safetensors")) + list((path / "checkpoints").glob("*.safetensors")),
+            list(path.glob("*.safetensors")) + list((path / CHECKPOINTS_DIR).glob("*.safetensors")),
             key=lambda p: (p.stat().st_mtime, p.name),
         )
         if not found:
@@ -123,7 +125,7 @@ def _data_record(training: dict[str, Any], run_dir: Path | None) -> dict[str, An
         return training["data"]
     if run_dir is None:
         return {}
-    for snapshot in sorted((run_dir / "checkpoints").glob("snapshot-*.safetensors"), reverse=True):
+    for snapshot in reversed(list_snapshots(run_dir)):
         try:
             record = (read_header(snapshot).training or {}).get("data")
         except FewshotError:  # a damaged snapshot says nothing; an older one may

@@ -114,7 +114,7 @@ def run(run: Run, max_ticks: int | None = None, progress: bool = True) -> Path |
     if bar is not None:
         _bar_call(bar, run.out, "close")
     if run.is_main and state.cur_nimg >= total_nimg:
-        with _writing("final.safetensors", run.run_dir):
+        with _writing(layout.FINAL_NAME, run.run_dir):
             final = _write_export(run, layout.final_path(run.run_dir))
         run.out(f"done: {state.cur_nimg / 1000:g} kimg; wrote {final}")
     distributed.barrier(run.dist)
