@@ -83,7 +83,7 @@ def test_a_run_folder_of_an_earlier_version_resumes_exactly(tmp_path):
     run = tmp_path / "runs" / "00000-flat"
     shutil.copytree(FLAT_RUN, run, ignore=shutil.ignore_patterns("make.py", "expected.json"))
     expected = json.loads((FLAT_RUN / "expected.json").read_text())
-    script = ("import sys; sys.path.insert(0, sys.argv[3]); import torch; torch.set_num_threads(1);"
+    script = ("import sys; sys.path.insert(0, sys.argv[3]); from tick_parity import portable_torch; portable_torch();"
               "from fewshot.train.loop import train; from fewshot.config import resolve_config;"
               "from tick_parity import tensor_digest; from pathlib import Path;"
               "run = train(resolve_config(None, {}), resume=sys.argv[1], kimg_override=float(sys.argv[2]),"

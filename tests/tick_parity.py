@@ -7,7 +7,10 @@ Reg-DGM and a toy DISP extractor, and writes ``{preset: sha256 of every tensor o
 The hashes must not depend on which CPU runs them, so the run uses the libraries' portable kernel paths, set
 before torch is imported: oneDNN held to SSE4.1, ATen's scalar kernels, MKL in its conditional numerical
 reproducibility mode (the same results on every x86-64 processor), one thread, and fewshot's reference ops
-(which define the compiled ones; tests/test_ops.py holds the two together).
+(which define the compiled ones; tests/test_ops.py holds the two together). oneDNN is also switched off
+(:func:`portable_torch`): its convolutions run on its own JIT sgemm, whose blocking follows the cache sizes it
+detects, so even at SSE4.1 an AMD EPYC and an Intel Xeon summed in different orders (every hash differed);
+without it PyTorch convolves by im2col on MKL's sgemm, which MKL_CBWR holds to one order on every CPU.
 """
 
 from __future__ import annotations
@@ -110,12 +113,18 @@ def one_tick(preset: str, folder: Path, fixtures: dict[str, str]) -> str:
     return tensor_digest(sorted((run / "checkpoints").glob("snapshot-*.safetensors"))[-1])
 
 
-def main(argv: list[str]) -> None:
+def portable_torch() -> None:
+    """The in-process half of the portable paths: one thread, and no oneDNN (see the module's docstring)."""
     import torch
 
+    torch.set_num_threads(1)
+    torch.backends.mkldnn.enabled = False
+
+
+def main(argv: list[str]) -> None:
     from fewshot.config import list_presets
 
-    torch.set_num_threads(1)
+    portable_torch()
     out = Path(argv[0])
     presets = argv[1:] or list_presets()
     register_toy_extractor()
