@@ -1,8 +1,8 @@
 """The house may be rebuilt, the training may not change: one tick of every preset equals the recorded hashes.
 
 ``tests/fixtures/tick_parity.json`` was recorded by ``tests/tick_parity.py`` before the registry/config/loop
-refactor (issue #20) and re-recorded by that same commit's code with oneDNN off. The script runs on the libraries' portable kernel paths (see its docstring), so the hashes
-hold on any x86-64 CPU; a new preset is recorded by running the script with its name and adding the line.
+refactor (issue #20) and re-recorded by that same commit's code with oneDNN off. The script runs on the
+libraries' portable kernel paths (see its docstring), so the hashes hold on any x86-64 CPU; a new preset is recorded by running the script with its name and adding the line.
 """
 
 from __future__ import annotations
