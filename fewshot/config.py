@@ -59,13 +59,18 @@ def find_presets_dir() -> Path:
 PRESETS_DIR = find_presets_dir()
 DATA_FILES = ("checkpoints", "weights")  # registries that live beside the presets
 
-# Hyper-parameter families of the official configs (batch, R1 gamma, lr, ema_kimg, mapping layers, ramp-up).
+# Hyper-parameter families of the official configs (batch, R1 gamma, lr, ema_kimg, mapping layers, ramp-up,
+# minibatch-stddev group), train.py's cfg_specs.
 # "auto" derives its values from the resolution as the official `auto` config does.
 ARCH_SPECS: dict[str, dict[str, Any]] = {
-    "paper256": dict(batch=64, gamma=1.0, lr=0.0025, ema_kimg=20.0, map_layers=8, ema_rampup=None, channel_base=16384),
-    "paper512": dict(batch=64, gamma=0.5, lr=0.0025, ema_kimg=20.0, map_layers=8, ema_rampup=None, channel_base=32768),
-    "paper1024": dict(batch=32, gamma=2.0, lr=0.002, ema_kimg=10.0, map_layers=8, ema_rampup=None, channel_base=32768),
-    "stylegan2": dict(batch=32, gamma=10.0, lr=0.002, ema_kimg=10.0, map_layers=8, ema_rampup=None, channel_base=32768),
+    "paper256": dict(batch=64, gamma=1.0, lr=0.0025,
+                     ema_kimg=20.0, map_layers=8, ema_rampup=None, channel_base=16384, mbstd_group=8),
+    "paper512": dict(batch=64, gamma=0.5, lr=0.0025,
+                     ema_kimg=20.0, map_layers=8, ema_rampup=None, channel_base=32768, mbstd_group=8),
+    "paper1024": dict(batch=32, gamma=2.0, lr=0.002,
+                     ema_kimg=10.0, map_layers=8, ema_rampup=None, channel_base=32768, mbstd_group=4),
+    "stylegan2": dict(batch=32, gamma=10.0, lr=0.002,
+                     ema_kimg=10.0, map_layers=8, ema_rampup=None, channel_base=32768, mbstd_group=4),
 }
 
 
@@ -468,10 +473,14 @@ class Hyper:
 def derive_hyper(cfg: TrainConfig, resolution: int, fine_tuning: bool, world_size: int = 1) -> Hyper:
     """Fill every ``None`` of ``cfg`` from its cfg family, as the official train.py does."""
     if cfg.cfg == "auto":
-        batch = cfg.batch or max(min(4096 // resolution, 32), 1) * world_size
+        # train.py's 'auto': the total batch is capped at 64 (and at least one per process), lr 0.002 from
+        # 1024 px, and the mbstd group follows the auto batch even when --batch overrides it.
+        auto_batch = max(min(world_size * min(4096 // resolution, 32), 64), world_size)
+        batch = cfg.batch or auto_batch
         spec = dict(
-            gamma=0.0002 * resolution**2 / batch, lr=0.0025, ema_kimg=batch * 10 / 32, map_layers=2,
-            ema_rampup=0.05, channel_base=16384 if resolution < 512 else 32768,
+            gamma=0.0002 * resolution**2 / batch, lr=0.002 if resolution >= 1024 else 0.0025,
+            ema_kimg=batch * 10 / 32, map_layers=2, ema_rampup=0.05,
+            channel_base=16384 if resolution < 512 else 32768, mbstd_group=min(auto_batch // world_size, 4),
         )
     else:
         spec = dict(ARCH_SPECS[cfg.cfg])
@@ -496,6 +505,6 @@ def derive_hyper(cfg: TrainConfig, resolution: int, fine_tuning: bool, world_siz
         ema_rampup=rampup,
         map_layers=cfg.map_layers or spec["map_layers"],
         channel_base=cfg.channel_base or spec["channel_base"],
-        mbstd_group=cfg.mbstd_group or min(batch_gpu, 4),
+        mbstd_group=cfg.mbstd_group or spec["mbstd_group"],  # D takes min(group, its batch) as official
         ada_kimg=cfg.augment.ada_kimg if cfg.augment.ada_kimg is not None else (100.0 if fine_tuning else 500.0),
     )

@@ -102,6 +102,22 @@ def test_auto_hyperparameters_follow_the_official_formulas():
     assert derive_hyper(resolve_config(None, {"ema_rampup": 0.1}), 256, fine_tuning=True).ema_rampup == 0.1
     paper = derive_hyper(resolve_config(None, {"cfg": "paper256"}), 256, fine_tuning=True)
     assert (paper.batch, paper.gamma, paper.lr_g, paper.ema_kimg, paper.map_layers) == (64, 1.0, 0.0025, 20.0, 8)
+    assert paper.mbstd_group == 8 and hyper.mbstd_group == 4
+
+
+def test_auto_batch_lr_and_mbstd_follow_train_py_at_every_scale():
+    cfg = resolve_config(None, {})
+    # train.py: mb = max(min(gpus * min(4096 // res, 32), 64), gpus); lrate 0.002 from 1024 px.
+    assert derive_hyper(cfg, 32, fine_tuning=True, world_size=4).batch == 64  # 4 x 32 capped at 64
+    assert derive_hyper(cfg, 1024, fine_tuning=True, world_size=8).batch == 32  # 8 x 4
+    big = derive_hyper(cfg, 1024, fine_tuning=True)
+    assert (big.batch, big.lr_g, big.lr_d, big.channel_base) == (4, 0.002, 0.002, 32768)
+    assert derive_hyper(cfg, 512, fine_tuning=True).lr_g == 0.0025
+    # The mbstd group is min(auto mb // gpus, 4), from the auto batch even under --batch (D clamps it to its batch).
+    assert derive_hyper(resolve_config(None, {"batch": 2}), 256, fine_tuning=True).mbstd_group == 4
+    assert derive_hyper(cfg, 1024, fine_tuning=True).mbstd_group == 4
+    for name, group in (("paper512", 8), ("paper1024", 4), ("stylegan2", 4)):
+        assert derive_hyper(resolve_config(None, {"cfg": name}), 512, fine_tuning=True).mbstd_group == group
 
 
 def test_lazy_regularisation_scales_lr_and_betas():
