@@ -76,6 +76,8 @@ def doctor(
     line("facenet", optional_module_state(
         "facenet_pytorch", "facenet-pytorch", f"{FACENET_EXTRA} (--no-deps: its pins would replace your torch)",
         "Reg-DGM --reg-model facenet"))
+    line("lpips", optional_module_state("lpips", "lpips", "pip install 'fewshot[lpips]'",
+                                        "LPIPS: fewshot project, the intra-lpips and copies metrics"))
     line("mp4 output", optional_module_state("imageio_ffmpeg", "imageio-ffmpeg", "pip install 'fewshot[video]'",
                                              "interpolate --out walk.mp4"))
 
