@@ -202,8 +202,11 @@ def test_copies_flags_the_training_set_and_not_other_pictures(random_lpips, tmp_
     assert same["protocol"]["sheets"] == {"copies": str(sheet)}
     from PIL import Image
 
-    with Image.open(sheet) as opened:  # 8 rows of sample | nearest, 2 px gaps
-        assert opened.size == (2 * 32 + 2, 8 * 32 + 7 * 2)
+    with Image.open(sheet) as opened:  # 8 rows of sample | nearest, 2 px gaps, 32 px shown 4x
+        assert opened.size == (2 * 128 + 2, 8 * 128 + 7 * 2)
+        pixels = torch.from_numpy(np.asarray(opened).copy()).permute(2, 0, 1)
+    first = same["protocol"]["copies_closest"][0]["sample"]
+    assert torch.equal(pixels[:, :128:4, :128:4], reals[first]) and torch.equal(pixels[:, :128:4, 130::4], reals[first])
     closest = same["protocol"]["copies_closest"]
     assert all(pair["sample"] == pair["train"] and pair["lpips"] < 1e-6 for pair in closest)
 

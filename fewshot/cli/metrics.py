@@ -33,8 +33,9 @@ def metrics_command(
     n: int | None = typer.Option(None, "--n", help="Number of generated images (few-shot protocol: 5000; "
                                                    "intra-LPIPS: 1000). Default 5000."),
     psi: float = typer.Option(1.0, "--psi", help="Truncation psi for the generated images."),
-    resolution: int | None = typer.Option(None, "--resolution", help="With --fake: the size they are measured "
-                                          "at (default: the power of two at or below their median short side)."),
+    resolution: int | None = typer.Option(None, "--resolution", help="With --fake: the size both sets are measured "
+                                          "at (default: the power of two at or below the median short side, of "
+                                          "the smaller set)."),
     batch: int = typer.Option(64, "--batch", help="Images per generator / extractor batch."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the result (with its protocol) here."),
     out: Path | None = typer.Option(None, "--out", help="Folder for the pictures metrics make (the copies sheet); "
@@ -72,7 +73,7 @@ def metrics_command(
 
     with suggesting({"inception-v3-fid": "--inception-weights FILE", "vgg16": "--vgg-weights FILE"}):
         if fake is not None:
-            fakes = _open_fakes(fake, resolution)
+            fakes = _open_fakes(fake, source, resolution)
             # Decoded batch by batch while the features are computed (and not at all when they are cached).
             real = open_real_images(source, fakes.resolution)
             result = compute_metrics_of_images(fakes, real, **common)
@@ -111,17 +112,17 @@ def _check_source(ckpt: str | None, fake: Path | None, n: int | None, resolution
         raise FewshotError(f"--resolution must be at least 8, got {resolution}")
 
 
-def _open_fakes(fake: Path, resolution: int | None):  # -> ImageStream
-    """The generated images as a stream at ``resolution`` (default: inferred from them, as training does)."""
+def _open_fakes(fake: Path, real: Path, resolution: int | None):  # -> ImageStream
+    """The generated images as a stream at ``resolution``; by default the smaller of the sizes training would
+    infer for them and for the real set, so that neither set is enlarged to meet the other."""
     from ..data import infer_resolution
+    from ..errors import FewshotError
     from ..metrics import open_real_images
 
     if resolution is None:
         if not fake.exists():
-            from ..errors import FewshotError
-
             raise FewshotError(f"--fake {fake} does not exist")
-        resolution, _ = infer_resolution(fake)
+        resolution = min(infer_resolution(fake)[0], infer_resolution(real)[0])
     return open_real_images(fake, resolution)
 
 

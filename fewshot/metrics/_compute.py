@@ -291,7 +291,7 @@ def compute_metrics_of_images(fake_images: torch.Tensor | ImageStream, real_imag
     keywords["device"] = torch.device(keywords.get("device", "cpu"))
     result = _measure(fakes, n_fake, resolution, real_images, metrics, started=started, **keywords)
     if isinstance(fake_images, ImageStream):  # what decoding them found (n_fake: the images decoded)
-        result["protocol"]["notes"].extend(f"generated set: {note}" for note in decoding_notes(fake_images.summary))
+        result["protocol"]["notes"].extend(decoding_notes(fake_images.summary, "generated images", ""))
     return result
 
 

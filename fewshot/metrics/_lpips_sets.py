@@ -23,6 +23,7 @@ import torch
 from ..perceptual import LPIPS, embed_uint8, pairwise_lpips
 
 EMBEDDING_BUDGET = 1 << 30  # bytes of float64 embeddings held at once
+SHEET_CELL = 128  # smallest side of an image on the copies sheet
 
 
 def lpips_distances(lpips: LPIPS, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 16,
@@ -104,13 +105,14 @@ def copy_report(lpips: LPIPS, fakes: torch.Tensor, reals: torch.Tensor, fraction
 
 def pairs_sheet(fakes: torch.Tensor, reals: torch.Tensor, samples: torch.Tensor, nearest: torch.Tensor
                 ) -> torch.Tensor:
-    """uint8 ``[3, H, W]``: one row per pair, sample on the left, its nearest training image on the right, with a
-    gap of 2 px between the columns and rows."""
-    size, gap = fakes.shape[-1], 2
+    """uint8 ``[3, H, W]``: one row per pair, sample on the left, its nearest training image on the right, 2 px
+    apart; images under 128 px enlarged by an integer factor (nearest) so that a 32 px pair can be judged."""
+    scale = max(1, SHEET_CELL // fakes.shape[-1])
+    size, gap = fakes.shape[-1] * scale, 2
     rows = len(samples)
     sheet = torch.full((3, rows * size + (rows - 1) * gap, 2 * size + gap), 255, dtype=torch.uint8)
     for row, (s, t) in enumerate(zip(samples.tolist(), nearest.tolist(), strict=True)):
         top = row * (size + gap)
-        sheet[:, top:top + size, :size] = fakes[s]
-        sheet[:, top:top + size, size + gap:] = reals[t]
+        for left, image in ((0, fakes[s]), (size + gap, reals[t])):
+            sheet[:, top:top + size, left:left + size] = image.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
     return sheet

@@ -92,11 +92,11 @@ def gather_patches(level: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> tor
 
 def normalise_descriptors(desc: torch.Tensor) -> torch.Tensor:
     """Per colour channel: minus the set's mean, over its standard deviation (population, as numpy's), both over
-    all descriptors and their pixels; flattened to ``[n, 147]``. A constant channel becomes zeros."""
-    d = desc.double()
-    mean = d.mean(dim=(0, 2, 3), keepdim=True)
-    std = d.std(dim=(0, 2, 3), keepdim=True, correction=0)
-    return ((d - mean) / std.clamp_min(1e-12)).float().flatten(1)
+    all descriptors and their pixels; flattened to ``[n, 147]``. A constant channel becomes zeros. In float32, in
+    place (5000 images at 256 px hold ~0.4 GB of descriptors per level); torch's reductions sum in blocks, so
+    the statistics of ~10^7 values keep ~1e-6 relative."""
+    var, mean = torch.var_mean(desc, dim=(0, 2, 3), keepdim=True, correction=0)
+    return desc.sub_(mean).div_(var.sqrt().clamp_min(1e-12)).flatten(1)
 
 
 def sorted_rows(x: torch.Tensor) -> torch.Tensor:
