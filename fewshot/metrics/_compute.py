@@ -260,8 +260,6 @@ def compute_metrics(
     as ``<name>.png``; without it they are not written.
     """
     started = time.perf_counter()
-    if n_fake < 2:
-        raise FewshotError(f"need at least 2 generated images, got n_fake={n_fake}")
     device = torch.device(device)
     fakes = _generated(generator, n_fake, batch_size, psi, seed, device)
     result = _measure(fakes, n_fake, int(generator.img_resolution), real_images, metrics, started=started,
@@ -364,14 +362,17 @@ def _measure(fakes: Iterable[torch.Tensor], n_fake: int, resolution: int, real_i
     if fake_images_needed:
         fake_parts[IMAGES] = []
     counted = 0
-    for images in _progress(fakes, -(-n_fake // batch_size), "fakes", progress):
-        counted += int(images.shape[0])
-        if fake_images_needed:
-            fake_parts[IMAGES].append(images)
-        for extractor_name, outputs in wanted.items():
-            feats = extractors[extractor_name](images)
-            for output in outputs:
-                fake_parts[f"{extractor_name}/{output}"].append(feats[output])
+    try:
+        for images in _progress(fakes, -(-n_fake // batch_size), "fakes", progress):
+            counted += int(images.shape[0])
+            if fake_images_needed:
+                fake_parts[IMAGES].append(images)
+            for extractor_name, outputs in wanted.items():
+                feats = extractors[extractor_name](images)
+                for output in outputs:
+                    fake_parts[f"{extractor_name}/{output}"].append(feats[output])
+    finally:  # a failed pass puts the generator back in its mode (and closes the files of a stream) now
+        getattr(fakes, "close", lambda: None)()
     fake = {feature: torch.cat(parts) for feature, parts in fake_parts.items()}
 
     result: dict[str, Any] = {}
