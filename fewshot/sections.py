@@ -72,7 +72,8 @@ class MetricsSection:
     every: int = option(0, "Ticks between metric evaluations (0: only at the end).", check=lambda v: v >= 0,
                         wanted=">= 0 (0: only at the end)")
     n: int = option(5000, "Generated images per evaluation.", check=lambda v: v >= 2, wanted="at least 2")
-    best: str = option("fid", "The metric best.safetensors is kept by (one whose lower values are better).",
+    best: str = option("fid", "The metric best.safetensors is kept by (one whose lower values are better; "
+                              "default: fid, or the first such metric tracked when fid is not).",
                        choices=lambda: tuple(e.name for e in metrics.entries() if e.extra.get("lower_is_better")))
     options: dict[str, Any] = field(default_factory=dict)  # per metric name, its options
 
@@ -246,6 +247,11 @@ def build_section(name: str, values: dict[str, Any] | None) -> Any:
         section = build_options(MetricsSection, values, "metrics", flat_labels("metrics"))
         for metric in (*section.names, *per_metric):
             metrics.get(metric)  # an unknown name fails here, with the list
+        if "best" not in values and section.best not in section.names:
+            # Not chosen: the first tracked metric that can keep best.safetensors (swd offline, kid, copies).
+            ranked = [m for m in section.names if metrics.get(m).extra.get("lower_is_better")]
+            if ranked:
+                section = replace(section, best=ranked[0])
         if section.best not in section.names and section.names and section.best != "fid":
             raise FewshotError(f"metrics.best {section.best!r} is not among the metrics tracked",
                                hint=f"tracked: {', '.join(section.names)}")

@@ -22,6 +22,12 @@ The entry's extra:
 * ``keywords``: ``{compute_metrics keyword: option name}`` for the keywords ``compute_metrics`` kept from
   before the registry (``kid_subset_size``).
 
+A metric that reads a frozen network itself (LPIPS) names it in its class attribute ``loads``, ``{key: loader}``
+with ``loader(device, weights_paths) -> network`` (``_networks.py``); each key is loaded once, before anything is
+generated, and ``compute`` finds it in ``self.networks[key]``. A picture a metric makes for people to look at
+(the copies sheet) comes back in ``Measured.sheets``, uint8 ``[3, H, W]`` by name; ``compute_metrics`` writes it
+where it is told (``sheets_dir``) and records the path in the protocol's ``sheets``.
+
 ``compute`` receives, per feature it needs, the real set's :class:`~fewshot.metrics._cache.RealFeatures` (all
 features, or a fixed subset when the set is larger than the cache keeps, with the Gaussian fit over all of
 them) and the generated images' features as one tensor. This module imports no torch.
@@ -29,9 +35,9 @@ them) and the generated images' features as one tensor. This module imports no t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import FewshotError
 
@@ -59,6 +65,7 @@ class Measured:
 
     values: dict[str, Any]
     protocol: dict[str, Any] = field(default_factory=dict)
+    sheets: dict[str, Any] = field(default_factory=dict)  # name -> uint8 [3, H, W] picture, written by the caller
 
 
 class Metric:
@@ -68,9 +75,12 @@ class Metric:
     # False for a metric that is exact from the Gaussian fit over all real images when the cache keeps a subset
     # of their features (FID); the others get a note that they read a subset.
     reads_real_features: bool = True
+    # Frozen networks it reads besides the feature extractors: key -> loader(device, weights_paths).
+    loads: ClassVar[Mapping[str, Callable[[Any, Mapping[str, Any] | None], Any]]] = {}
 
     def __init__(self, options: Any) -> None:
         self.options = options
+        self.networks: dict[str, Any] = {}  # the loaded ``loads``, set by compute_metrics before ``compute``
 
     def check(self, n_fake: int) -> None:
         """Refuse a request this metric cannot answer, before any network loads or image is generated."""

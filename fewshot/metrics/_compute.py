@@ -204,8 +204,9 @@ def _real_features(real: torch.Tensor | ImageStream, wanted: dict[str, set[str]]
 def load_metric_extractors(metrics: str | Iterable[str], device: str | torch.device = "cpu",
                            weights_paths: dict[str, str | Path] | None = None,
                            into: dict[str, FeatureExtractor] | None = None) -> dict[str, FeatureExtractor]:
-    """The feature extractors ``metrics`` read, loaded now (missing ones added to ``into``). A training run
-    calls this before it trains, so absent weights stop it at the start rather than at its first evaluation."""
+    """The feature extractors ``metrics`` read, and the networks they load themselves (``Metric.loads``), loaded
+    now (missing ones added to ``into``). A training run calls this before it trains, so absent weights stop it at
+    the start rather than at its first evaluation."""
     extractors = into if into is not None else {}
     chosen = choose_metrics(metrics)
     for extractor_name, outputs in _extractor_outputs(chosen).items():
@@ -218,6 +219,10 @@ def load_metric_extractors(metrics: str | Iterable[str], device: str | torch.dev
             raise FewshotError(f"metric {readers[0]!r} reads {extractor_name}/{absent[0]}, but the {extractor_name} "
                                f"extractor has no output {absent[0]!r}", hint=f"its outputs: {', '.join(spec.outputs)}")
         extractors[extractor_name] = load_extractor(extractor_name, (weights_paths or {}).get(extractor_name), device)
+    for item in chosen:  # the networks a metric reads itself (LPIPS), one per key
+        for key, loader in item.metric.loads.items():
+            if key not in extractors:
+                extractors[key] = loader(device, weights_paths)
     return extractors
 
 
@@ -239,6 +244,7 @@ def compute_metrics(
     use_cache: bool = True,
     notes: Iterable[str] = (),
     options: Mapping[str, Any] | None = None,
+    sheets_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``generator`` against ``real_images``: uint8 [N, 3, H, W], or an :class:`~fewshot.data.ImageStream`
     at the generator's resolution for a set too large to hold (decoded once, while its features are computed).
@@ -250,10 +256,67 @@ def compute_metrics(
     names (``inception-v3-fid``, ``vgg16``) to explicit weight files; ``extractors`` passes ready extractors and
     receives any that had to be loaded, so a trainer that passes the same dict again loads each once. Real
     images at another resolution than the generator's are resized to it, with a note. ``cache_dir`` defaults to
-    ``<fewshot home>/metrics``.
+    ``<fewshot home>/metrics``. ``sheets_dir``: where the pictures a metric makes (the copies sheet) are written
+    as ``<name>.png``; without it they are not written.
     """
     started = time.perf_counter()
-    chosen = choose_metrics(metrics, options, {"kid_subset_size": kid_subset_size, "kid_subsets": kid_subsets})
+    device = torch.device(device)
+    fakes = _generated(generator, n_fake, batch_size, psi, seed, device)
+    result = _measure(fakes, n_fake, int(generator.img_resolution), real_images, metrics, started=started,
+                      batch_size=batch_size, device=device, cache_dir=cache_dir, weights_paths=weights_paths,
+                      seed=seed, progress=progress, extractors=extractors, use_cache=use_cache, notes=notes,
+                      options=options, sheets_dir=sheets_dir,
+                      keywords={"kid_subset_size": kid_subset_size, "kid_subsets": kid_subsets})
+    result["protocol"].update(psi=float(psi), noise_mode="random (seeded)")
+    return result
+
+
+def compute_metrics_of_images(fake_images: torch.Tensor | ImageStream, real_images: torch.Tensor | ImageStream,
+                              metrics: str | Iterable[str] = ("fid", "kid"), **keywords: Any) -> dict[str, Any]:
+    """:func:`compute_metrics` of a set of generated images made by any tool: uint8 ``[N, 3, R, R]`` or an
+    :class:`~fewshot.data.ImageStream` (a folder or zip decoded at ``R`` px). Their size plays the generator's:
+    real images at another are resized to it. ``keywords``: those of :func:`compute_metrics` but ``n_fake``,
+    ``psi`` and the KID ones (``options`` sets KID's); ``seed`` seeds the metrics' own draws (KID subsets, SWD
+    patches)."""
+    started = time.perf_counter()
+    if isinstance(fake_images, ImageStream):
+        n_fake, resolution = fake_images.candidates, fake_images.resolution
+        fakes: Iterable[torch.Tensor] = fake_images.chunks(keywords.get("batch_size", 64))
+    else:
+        check_real_images(fake_images, "generated images")
+        n_fake, resolution = int(fake_images.shape[0]), int(fake_images.shape[-1])
+        fakes = _batches(fake_images, keywords.get("batch_size", 64))
+    keywords["device"] = torch.device(keywords.get("device", "cpu"))
+    result = _measure(fakes, n_fake, resolution, real_images, metrics, started=started, **keywords)
+    if isinstance(fake_images, ImageStream):  # what decoding them found (n_fake: the images decoded)
+        result["protocol"]["notes"].extend(decoding_notes(fake_images.summary, "generated images", ""))
+    return result
+
+
+def _generated(generator: nn.Module, n_fake: int, batch_size: int, psi: float, seed: int,
+               device: torch.device) -> Iterator[torch.Tensor]:
+    """The generator's images for the metrics, in eval mode on ``device`` (the caller's network left as it was)."""
+    gen = generator
+    if next(generator.parameters()).device != device:
+        gen = copy.deepcopy(generator).to(device)  # leave the caller's network where it is
+    was_training = gen.training
+    gen.eval()
+    try:
+        with torch.no_grad():
+            yield from generate_fakes(gen, n_fake, batch_size, psi, seed, device)
+    finally:
+        gen.train(was_training)
+
+
+def _measure(fakes: Iterable[torch.Tensor], n_fake: int, resolution: int, real_images: torch.Tensor | ImageStream,
+             metrics: str | Iterable[str], *, started: float, batch_size: int = 64, device: torch.device,
+             cache_dir: str | Path | None = None, weights_paths: dict[str, str | Path] | None = None, seed: int = 0,
+             progress: bool = True, keywords: Mapping[str, Any] | None = None,
+             extractors: dict[str, FeatureExtractor] | None = None, use_cache: bool = True,
+             notes: Iterable[str] = (), options: Mapping[str, Any] | None = None,
+             sheets_dir: str | Path | None = None) -> dict[str, Any]:
+    """The metrics of generated image batches ``fakes`` (``n_fake`` of them, ``resolution`` px) against the reals."""
+    chosen = choose_metrics(metrics, options, keywords)
     names = tuple(item.name for item in chosen)
     streamed = isinstance(real_images, ImageStream)
     if not streamed:
@@ -264,12 +327,10 @@ def compute_metrics(
         raise FewshotError(f"batch size must be at least 1, got {batch_size}")
     for item in chosen:
         item.metric.check(n_fake)
-    device = torch.device(device)
     notes = list(notes)
-    resolution = int(generator.img_resolution)
     if streamed and real_images.resolution != resolution:
-        raise FewshotError(f"the real images are decoded at {real_images.resolution} px, the generator makes "
-                           f"{resolution} px", hint="open the stream at the generator's resolution")
+        raise FewshotError(f"the real images are decoded at {real_images.resolution} px, the generated ones are "
+                           f"{resolution} px", hint="open the stream at the generated images' resolution")
     if not streamed and tuple(real_images.shape[-2:]) != (resolution, resolution):
         notes.append(f"real images {real_images.shape[-1]}x{real_images.shape[-2]} resized to the generator's "
                      f"{resolution}x{resolution}")
@@ -284,6 +345,8 @@ def compute_metrics(
     extractors = extractors if extractors is not None else {}
     wanted = _extractor_outputs(chosen)
     load_metric_extractors(names, device, weights_paths, into=extractors)
+    for item in chosen:
+        item.metric.networks = {key: extractors[key] for key in item.metric.loads}
     fake_images_needed = any(IMAGES in item.needs for item in chosen)
     real_images_needed = any(IMAGES in item.needs and item.needs_real for item in chosen)
 
@@ -298,33 +361,30 @@ def compute_metrics(
     fake_parts: dict[str, list[torch.Tensor]] = {f"{e}/{o}": [] for e, outputs in wanted.items() for o in outputs}
     if fake_images_needed:
         fake_parts[IMAGES] = []
-    gen = generator
-    if next(generator.parameters()).device != device:
-        gen = copy.deepcopy(generator).to(device)  # leave the caller's network where it is
-    was_training = gen.training
-    gen.eval()
+    counted = 0
     try:
-        with torch.no_grad():
-            batches = generate_fakes(gen, n_fake, batch_size, psi, seed, device)
-            for images in _progress(batches, -(-n_fake // batch_size), "fakes", progress):
-                if fake_images_needed:
-                    fake_parts[IMAGES].append(images)
-                for extractor_name, outputs in wanted.items():
-                    feats = extractors[extractor_name](images)
-                    for output in outputs:
-                        fake_parts[f"{extractor_name}/{output}"].append(feats[output])
-    finally:
-        gen.train(was_training)
+        for images in _progress(fakes, -(-n_fake // batch_size), "fakes", progress):
+            counted += int(images.shape[0])
+            if fake_images_needed:
+                fake_parts[IMAGES].append(images)
+            for extractor_name, outputs in wanted.items():
+                feats = extractors[extractor_name](images)
+                for output in outputs:
+                    fake_parts[f"{extractor_name}/{output}"].append(feats[output])
+    finally:  # a failed pass puts the generator back in its mode (and closes the files of a stream) now
+        getattr(fakes, "close", lambda: None)()
     fake = {feature: torch.cat(parts) for feature, parts in fake_parts.items()}
 
     result: dict[str, Any] = {}
     measured_protocol: dict[str, Any] = {}
+    sheets: dict[str, str] = {}
     on_subsets = []
     for item in chosen:
         mine_real = {f: real[f] for f in item.needs if f in real}
         measured = item.metric.compute(mine_real, {f: fake[f] for f in item.needs}, seed)
         result.update(measured.values)
         measured_protocol.update(measured.protocol)
+        sheets.update(_write_sheets(measured.sheets, sheets_dir))
         if item.metric.reads_real_features and any(r.features.shape[0] < r.num_images for r in mine_real.values()):
             on_subsets.append(item.label)
 
@@ -335,11 +395,9 @@ def compute_metrics(
     protocol: dict[str, Any] = {
         "metrics": list(names),
         "n_real": n_real,
-        "n_fake": int(n_fake),
+        "n_fake": counted,
         "resolution": resolution,
-        "psi": float(psi),
         "seed": int(seed),
-        "noise_mode": "random (seeded)",
         "extractors": {
             e: {"weights_sha256": extractors[e].fingerprint, "resize": extractors[e].resize, "outputs": sorted(o)}
             for e, o in wanted.items()
@@ -349,8 +407,20 @@ def compute_metrics(
         "notes": notes,
         **measured_protocol,
     }
+    if sheets:
+        protocol["sheets"] = sheets
     result["protocol"] = protocol
     return result
+
+
+def _write_sheets(sheets: Mapping[str, torch.Tensor], folder: str | Path | None) -> dict[str, str]:
+    """Each picture as ``<folder>/<name>.png`` (none without a folder); name -> the path written."""
+    if folder is None or not sheets:
+        return {}
+    from ..image_output import ensure_writable_dir, save_image
+
+    folder = ensure_writable_dir(Path(folder))
+    return {name: str(save_image(image, folder / f"{name}.png")) for name, image in sheets.items()}
 
 
 def summary_lines(result: Mapping[str, Any]) -> list[str]:

@@ -49,17 +49,17 @@ def open_real_images(source: str | Path, resolution: int) -> ImageStream:
     return stream
 
 
-def decoding_notes(summary: DataSummary) -> list[str]:
+def decoding_notes(summary: DataSummary, what: str = "real images", size_of: str = "the generator's ") -> list[str]:
     """Human-readable notes on a decoded real set: images resized to the generator's size, files skipped."""
     notes = []
     resolution = summary.resolution
     sizes = {s for s in (summary.min_size, summary.max_size) if s}
     if sizes and sizes != {(resolution, resolution)}:
         lo, hi = summary.min_size, summary.max_size
-        notes.append(f"real images ({lo[0]}x{lo[1]} to {hi[0]}x{hi[1]}) resized to the generator's "
+        notes.append(f"{what} ({lo[0]}x{lo[1]} to {hi[0]}x{hi[1]}) resized to {size_of}"
                      f"{resolution}x{resolution} ({summary.crop} crop)")
     if summary.skipped:
-        notes.append(f"skipped {len(summary.skipped)} unreadable file(s), e.g. {summary.skipped[0][0]}: "
+        notes.append(f"{what}: skipped {len(summary.skipped)} unreadable file(s), e.g. {summary.skipped[0][0]}: "
                      f"{summary.skipped[0][1]}")
     return notes
 
