@@ -273,7 +273,7 @@ def test_cli_folder_bad_input_and_offline_lpips_are_one_line(tmp_path, capsys):
 # During training: SWD keeps best.safetensors with no weights
 
 
-def test_swd_during_training_keeps_best_offline(tmp_path):
+def test_swd_during_training_keeps_best_offline(tmp_path, random_lpips):
     from test_train import TINY
 
     from fewshot.checkpoint import load_bundle
@@ -281,7 +281,7 @@ def test_swd_during_training_keeps_best_offline(tmp_path):
     from fewshot.train.loop import train
 
     cfg = resolve_config(None, dict(TINY, outdir=str(tmp_path / "runs"), name="swd", kimg=0.016,
-                                    metrics=("swd",), metrics_every=1, metrics_n=8))
+                                    metrics=("swd", "copies"), metrics_every=1, metrics_n=8))
     assert cfg.metrics.best == "swd"  # not chosen: the tracked metric that can keep the best snapshot
     run = train(cfg, progress=False, echo=lambda m: None)
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -291,3 +291,4 @@ def test_swd_during_training_keeps_best_offline(tmp_path):
     from fewshot.train.run_dir import describe_run
 
     assert describe_run(run)["best"]["metric"] == "swd"
+    assert (run / "copies.png").is_file()  # the copy check's sheet of the last measurement, in the run folder

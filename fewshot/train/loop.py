@@ -234,7 +234,7 @@ def _maybe_metrics(run: Run, done: bool) -> dict | None:
         generator = PriorSampledGenerator(generator, run.disp_bank, seed=run.cfg.seed)
     result = compute_metrics(generator, run.images.images, metrics=section.names, n_fake=section.n,
                              device=str(run.device), progress=False, extractors=run.metric_extractors,
-                             options=section.options)
+                             options=section.options, sheets_dir=run.run_dir)  # e.g. copies.png, the latest
     record = {"kimg": round(run.progress.cur_nimg / 1000, 3), **result}
     with layout.metrics_path(run.run_dir).open("a") as fh:
         fh.write(json.dumps(record, default=float) + "\n")
