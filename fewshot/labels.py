@@ -135,3 +135,45 @@ def single_class(count: int, class_index: int, num_classes: int) -> Labels:
 def one_hot(indices: torch.Tensor, num_classes: int) -> torch.Tensor:
     """float32 ``[N, num_classes]`` one-hot rows: the c the official networks take."""
     return torch.nn.functional.one_hot(indices, num_classes).to(torch.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# A checkpoint's classes, for the generation commands and `info`
+
+
+def checkpoint_class_names(path: str | Path) -> list[str] | None:
+    """The class names a fewshot bundle records (a run with folder labels), else None."""
+    from .checkpoint import detect_format, read_header
+
+    if detect_format(Path(path)) != "safetensors":
+        return None
+    names = ((read_header(path).training or {}).get("labels") or {}).get("names")
+    return list(names) if names else None
+
+
+def parse_class(value: str | None, c_dim: int, names: list[str] | None = None,
+                allow_all: bool = False) -> int | str | None:
+    """``--class``: an index, a class name the checkpoint records, or (``allow_all``) ``all``."""
+    if value is None:
+        return None
+    text = value.strip()
+    if allow_all and text.lower() == "all":
+        if c_dim == 0:
+            raise FewshotError("--class all was given, but this generator is unconditional")
+        return "all"
+    if names and text in names:
+        return names.index(text)
+    try:
+        return int(text)
+    except ValueError:
+        known = f"; its classes: {', '.join(names)}" if names else ""
+        wanted = "a class index" + (", a class name" if names else "") + (" or all" if allow_all else "")
+        raise FewshotError(f"--class {text!r} is not {wanted}{known}") from None
+
+
+def class_folder(index: int, names: list[str] | None) -> str:
+    """``class03`` (or ``class03-owls`` when the class has a name): where `sample --class all` writes it."""
+    if not names:
+        return f"class{index:02d}"
+    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in names[index])
+    return f"class{index:02d}-{safe}"

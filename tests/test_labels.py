@@ -11,6 +11,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy
 import pytest
 import torch
 from conftest import make_tiny_D, make_tiny_G
@@ -161,6 +162,27 @@ def test_scratch_with_folder_labels_builds_conditional_networks_and_names_the_cl
     header = read_header(done / "final.safetensors")
     assert header.specs["G"].init_kwargs["c_dim"] == 3 and header.specs["D"].init_kwargs["c_dim"] == 3
     assert header.training["labels"] == {"classes": 3, "source": "folders", "names": list(CLASSES)}
+    final = done / "final.safetensors"
+    info = _cli("info", str(final), home=tmp_path)
+    assert info.returncode == 0, info.stderr
+    assert "classes: 3 (0 cats, 1 dogs, 2 owls; sample one with --class N or a name)" in info.stdout
+    sheet = tmp_path / "sheet"
+    every = _cli("sample", str(final), "--class", "all", "--seeds", "0-1", "--outdir", str(sheet), "--device", "cpu",
+                 home=tmp_path)
+    assert every.returncode == 0, every.stderr
+    from PIL import Image
+
+    grid = torch.from_numpy(numpy.array(Image.open(sheet / "grid.png")))
+    assert grid.shape == (3 * 32, 2 * 32, 3)  # one row per class, a column per seed
+    rows = grid.view(3, 32, 2 * 32, 3)
+    assert not torch.equal(rows[0], rows[1]) and not torch.equal(rows[1], rows[2])
+    by_name = _cli("sample", str(final), "--class", "owls", "--seeds", "1", "--outdir", str(tmp_path / "owls"),
+                   "--device", "cpu", home=tmp_path)
+    assert by_name.returncode == 0, by_name.stderr
+    assert (Image.open(tmp_path / "owls" / "seed0001.png").tobytes()
+            == Image.open(sheet / "class02-owls" / "seed0001.png").tobytes())
+    bad = _cli("sample", str(final), "--class", "bats", "--outdir", str(tmp_path / "bats"), home=tmp_path)
+    assert bad.returncode == 1 and "its classes: cats, dogs, owls" in bad.stderr
     # Without --labels folders the class folders are plain folders: an unconditional run, as before.
     plain = train(cfg_for(tmp_path, data, kimg=0.008, name="plain"), progress=False, echo=_quiet)
     assert read_header(plain / "final.safetensors").specs["G"].init_kwargs["c_dim"] == 0
@@ -182,7 +204,9 @@ def test_unconditional_base_ignores_labels_and_disp_refuses_a_conditional_base(t
 
 
 def _cli(*args: str, home: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, FEWSHOT_HOME=str(home), FEWSHOT_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    # Reference ops: a fresh FEWSHOT_HOME would otherwise build the compiled ones first (minutes on a busy CPU).
+    env = dict(os.environ, FEWSHOT_HOME=str(home), FEWSHOT_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO),
+               FEWSHOT_OPS="reference")
     return subprocess.run([sys.executable, "-m", "fewshot", *args], capture_output=True, text=True, env=env,
                           timeout=240, cwd=REPO)
 
