@@ -146,6 +146,15 @@ def test_train_with_class_n_and_the_dataset_labels_distribution(tmp_path):
         real, real_c, _, phase_c = run.draw(torch.Generator().manual_seed(0))
         assert real_c.argmax(1).tolist() == [2] * 4 and all(c.argmax(1).tolist() == [2] * 4 for c in phase_c)
         assert run.grid_priors.argmax(1).tolist() == [2] * 4
+    with ExitStack() as held:  # labelled: the fixed-latent grid has one class per row, reals.png the same classes
+        labelled_folder(tmp_path / "labelled")
+        run = setup(cfg_for(tmp_path, tmp_path / "labelled", base=str(base), name="grid"), Request(plan=False),
+                    _quiet, held)
+        assert run.grid_priors.argmax(1).tolist() == [0, 0, 1, 1]
+        from fewshot.train.labels import grid_cells
+
+        _, shown = grid_cells(run.images.labels, 2, 2)
+        assert run.images.labels.indices[shown].tolist() == [0, 0, 1, 1]
     done = train(cfg_for(tmp_path, data, base=str(base), class_index=2, kimg=0.008, name="c2"), progress=False,
                  echo=_quiet)
     assert read_header(done / "final.safetensors").training["labels"] == {"classes": 3, "source": "--class 2"}
@@ -181,6 +190,9 @@ def test_scratch_with_folder_labels_builds_conditional_networks_and_names_the_cl
     assert by_name.returncode == 0, by_name.stderr
     assert (Image.open(tmp_path / "owls" / "seed0001.png").tobytes()
             == Image.open(sheet / "class02-owls" / "seed0001.png").tobytes())
+    mixed = _cli("mix", str(final), "--rows", "1", "--cols", "2", "--class", "dogs", "--out", str(tmp_path / "m.png"),
+                 "--device", "cpu", home=tmp_path)
+    assert mixed.returncode == 0 and (tmp_path / "m.png").exists(), mixed.stderr
     bad = _cli("sample", str(final), "--class", "bats", "--outdir", str(tmp_path / "bats"), home=tmp_path)
     assert bad.returncode == 1 and "its classes: cats, dogs, owls" in bad.stderr
     # Without --labels folders the class folders are plain folders: an unconditional run, as before.
