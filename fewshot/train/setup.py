@@ -1,7 +1,7 @@
 """``setup(config) -> Run``: everything a training run needs, built in the order that keeps runs reproducible.
 
 resume point (the snapshot's config wins) -> torch settings and the seed -> checks of what will be written ->
-base and resolution -> data -> networks (scratch, base, or the snapshot's) -> DISP -> transfer -> augmentation
+base and resolution -> data and its labels -> networks (scratch, base, or the snapshot's) -> DISP -> transfer -> augmentation
 -> regularizers -> optimisers and phases -> (dry run: report and stop) -> metric extractors -> the plan -> the
 run folder. The global RNG is consumed in this order only, so the same config gives the same run.
 """
