@@ -100,6 +100,10 @@ class TrainConfig:
     crop: str = option("center", choices=("center", "pad"))
     mirror: bool = True  # random x-flips of the training images
     max_images: int | None = option(None, **_at_least(1))
+    labels: str = option("auto", "Class labels: auto (the data's dataset.json, if any), folders (one sub-folder "
+                         "per class), none (ignore them).", choices=("auto", "folders", "none"))
+    class_index: int | None = option(None, "Train every image as this class of a class-conditional base.",
+                                     **_at_least(0))
 
     # Network shape for training from scratch (a base checkpoint overrides all of these).
     cfg: str = option("auto", choices=lambda: ("auto", *ARCH_SPECS))

@@ -433,6 +433,16 @@ def sample_batch(
     Only ``generator`` supplies randomness (indices, then flips), so saving and restoring its state
     resumes the exact sequence of batches.
     """
+    return sample_indexed_batch(imageset, batch_size, generator, device)[0]
+
+
+def sample_indexed_batch(
+    imageset: ImageSet,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sample_batch` and the index of each drawn image (to look up its label); same draws."""
     if batch_size < 1:
         raise FewshotError(f"batch size must be at least 1, got {batch_size}")
     count = len(imageset)
@@ -445,7 +455,7 @@ def sample_batch(
         flip = torch.rand(batch_size, generator=generator, device=generator.device) < 0.5
         flip = flip.to(batch.device).view(-1, 1, 1, 1)
         batch = torch.where(flip, batch.flip(3), batch)
-    return batch
+    return batch, indices.cpu()
 
 
 # The built-in procedural data sets (demo, demo:rings) live in fewshot.demo_data; these names stay here.

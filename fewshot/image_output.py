@@ -404,3 +404,17 @@ def style_mix_sheet(
     row_seeds, col_seeds = list(row_seeds), list(col_seeds)
     cells = style_mix_cells(G, row_seeds, col_seeds, styles, **kwargs)
     return make_grid(cells, (len(col_seeds) + 1, len(row_seeds) + 1))
+
+
+# --------------------------------------------------------------------------------------------
+# One row per class
+
+
+def class_grid(G: Generator, seeds: Sequence[int], classes: Sequence[int], path: str | Path,
+               **kwargs: Any) -> Path:
+    """A grid of a class-conditional generator: row i is class ``classes[i]``, column j seed ``seeds[j]`` (the same
+    latent down a column, so the rows differ by class only). ``kwargs`` go to
+    :func:`fewshot.synthesis.iter_sample_batches` (psi, trunc_cutoff, trunc_z, noise_mode, batch_size)."""
+    rows = [torch.cat([images for _, images in iter_sample_batches(G, list(seeds), class_idx=k, **kwargs)])
+            for k in classes]
+    return save_image_grid(torch.cat(rows), path, (len(seeds), len(classes)))

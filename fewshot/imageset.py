@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -32,6 +33,7 @@ class ImageSet:
     names: list[str]
     summary: DataSummary
     mirror: bool = False
+    labels: Any = None  # fewshot.labels.Labels of the images (their class indices), or None: unlabelled
 
     @property
     def resolution(self) -> int:
@@ -62,4 +64,6 @@ class ImageSet:
         if s.duplicates:
             lines.append(f"{len(s.duplicates)} group(s) of exact duplicates (kept):")
             lines.extend("  " + " = ".join(group) for group in s.duplicates[:10])
+        if self.labels is not None:
+            lines.append(self.labels.describe())
         return "\n".join(lines)

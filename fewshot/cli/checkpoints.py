@@ -78,6 +78,23 @@ def _format_count(n: int) -> str:
     return f"{n:,}"
 
 
+def _classes(result: dict) -> dict | None:
+    """A class-conditional generator's classes: their count, and names when the training run recorded them
+    (folder labels). None for an unconditional generator and for DISP's (conditioned on priors, not classes)."""
+    spec = (result["networks"].get("G_ema") or result["networks"].get("G") or {}).get("init_kwargs") or {}
+    training = result.get("training") or {}
+    c_dim = int(spec.get("c_dim") or 0)
+    if c_dim == 0 or training.get("disp"):
+        return None
+    labels = training.get("labels") or {}
+    out: dict = {"count": c_dim}
+    if labels.get("names"):
+        out["names"] = list(labels["names"])
+    if labels.get("source"):
+        out["trained_with"] = labels["source"]
+    return out
+
+
 def _describe_spec(class_name: str, kw: dict) -> str:
     if class_name == "Generator":
         syn = kw.get("synthesis_kwargs", {})
@@ -152,6 +169,9 @@ def info(
 
     if run is not None:
         result["run"] = run
+    classes = _classes(result)
+    if classes is not None:
+        result["classes"] = classes
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -170,3 +190,7 @@ def info(
     training = result.get("training") or {}
     if "augment_p" in training:
         typer.echo(f"  augment p: {training['augment_p']:.4f}")
+    if classes is not None:
+        names = classes.get("names")
+        typer.echo(f"  classes: {classes['count']} (" + (", ".join(f"{k} {n}" for k, n in enumerate(names)) if names
+                   else "names not recorded") + f"; sample one with --class N{' or a name' if names else ''})")

@@ -18,7 +18,8 @@ DEVICE_HELP = "auto (CUDA when available), cpu or cuda."
 NOISE_HELP = "const (the stored noise, reproducible), random, or none."
 PSI_HELP = "Truncation psi around the average w: 1 = none, 0.7 typical, 0 = the average image. Range [-2, 2]."
 BATCH_HELP = "Images per forward pass."
-CLASS_HELP = "Class index, for conditional generators."
+CLASS_HELP = "Class-conditional generators: a class index, or a class name the checkpoint records."
+SAMPLE_CLASS_HELP = CLASS_HELP[:-1] + "; all: every class (class03/ folders, and grid.png with one row per class)."
 PRIOR_HELP = (
     "DISP checkpoints: mixup (two training priors mixed, default up to 1000 images), gmm (a Gaussian mixture "
     "fitted on the priors), bank (one training image, --prior-index), or image files/folders (their features; "
@@ -35,6 +36,39 @@ def _disp_conditions(G, path, prior, prior_index, gmm_components, prior_weights,
 
     return conditions_for(G, checkpoint_bank(path), prior, index=prior_index, components=gmm_components,
                           weights_path=prior_weights, device=device)
+
+
+def _class_choice(value, G, path, allow_all=False):  # type: ignore[no-untyped-def]
+    """--class as an index (a recorded class name maps to its index), ``all`` (sample), or None."""
+    from ..labels import checkpoint_class_names, parse_class
+
+    names = checkpoint_class_names(path) if value is not None else None
+    return parse_class(value, int(getattr(G, "c_dim", 0)), names, allow_all=allow_all), names
+
+
+def _sample_every_class(G, path, seeds, outdir, names, grid_cols, write_files, overwrite, fmt, options):  # type: ignore[no-untyped-def]
+    """`sample --class all`: per-class folders of the seeds, and grid.png with one row per class."""
+    from ..errors import FewshotError
+    from ..image_output import class_grid, sample_to_folder
+    from ..labels import class_folder
+
+    if G.c_dim > 256:
+        raise FewshotError(f"--class all would write {G.c_dim} rows; pick classes with --class N")
+    written = kept = 0
+    if write_files:
+        for k in range(G.c_dim):
+            report = sample_to_folder(G, seeds, outdir / class_folder(k, names), fmt=fmt, overwrite=overwrite,
+                                      class_idx=k, **options)
+            written, kept = written + len(report.written), kept + len(report.kept)
+        typer.echo(f"wrote {written} images to {outdir}/class*/" + (f" (kept {kept} existing)" if kept else ""))
+    grid_path = outdir / f"grid.{fmt}"
+    if grid_path.exists() and not overwrite:
+        typer.echo(f"kept existing grid {grid_path}")
+        return
+    shown = seeds[:grid_cols]
+    options = {k: v for k, v in options.items() if k != "writers"}
+    class_grid(G, shown, range(G.c_dim), grid_path, **options)
+    typer.echo(f"wrote grid {grid_path} ({G.c_dim} classes x {len(shown)} seeds, one row per class)")
 
 
 def _echo_written(what: str, path: Path) -> None:
@@ -55,6 +89,7 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
         "  fewshot sample runs/00000-obama/best.safetensors --seeds 0-63 --psi 0.7\n\n"
         "  fewshot sample G.safetensors --n 5000 --outdir fid5k --batch 32\n\n"
         "  fewshot sample ffhq256.pkl --grid 4x8 --grid-only --outdir sheet\n\n"
+        "  fewshot sample cifar10 --class all --seeds 0-7 --grid-only     (one row per class)\n\n"
         "  fewshot sample runs/00001-disp/final.safetensors --prior gmm --gmm-components 8\n\n"
         "  fewshot sample runs/00001-disp/final.safetensors --prior my_sketch.png --seeds 0-7"
     ),
@@ -80,7 +115,7 @@ def sample(
         None, "--writers", help="Threads encoding and writing the files while the next batch is generated "
         "(default: one per CPU core, up to 8; 0: in the main thread)."
     ),
-    class_idx: Optional[int] = typer.Option(None, "--class", help=CLASS_HELP),
+    class_idx: Optional[str] = typer.Option(None, "--class", help=SAMPLE_CLASS_HELP),
     prior: Optional[list[str]] = typer.Option(None, "--prior", help=PRIOR_HELP),
     prior_index: Optional[int] = typer.Option(None, "--prior-index", help=PRIOR_INDEX_HELP),
     gmm_components: int = typer.Option(8, "--gmm-components", help=GMM_HELP),
@@ -97,8 +132,9 @@ def sample(
     check_choice(noise_mode, NOISE_MODES, "noise mode")
     check_psi(psi)
     grid_shape = parse_grid(grid) if grid is not None else None
-    if grid_only and grid_shape is None:
-        raise FewshotError("--grid-only needs --grid ROWSxCOLS")
+    every_class = class_idx is not None and class_idx.strip().lower() == "all"
+    if grid_only and grid_shape is None and not every_class:
+        raise FewshotError("--grid-only needs --grid ROWSxCOLS (or --class all)")
     if seeds is not None and n is not None:
         raise FewshotError("give either --seeds or --n, not both")
     if n is not None:
@@ -122,10 +158,19 @@ def sample(
         path = resolve_reference(ckpt)
         G = load_generator(path, torch_device)
         conditions = _disp_conditions(G, path, prior, prior_index, gmm_components, prior_weights, torch_device)
+        choice, names = _class_choice(class_idx, G, path, allow_all=True)
+        if choice == "all":
+            if conditions is not None:
+                raise FewshotError("--class is for class-conditional generators; this one is conditioned on priors")
+            options = dict(psi=psi, trunc_cutoff=trunc_cutoff, trunc_z=trunc_z, noise_mode=noise_mode,
+                           batch_size=batch, writers=writers)
+            _sample_every_class(G, path, seed_list, outdir, names, grid_shape.cols if grid_shape else 8,
+                                not grid_only, overwrite, image_format, options)
+            return
         report = sample_to_folder(
             G, seed_list, outdir, psi=psi, trunc_cutoff=trunc_cutoff, trunc_z=trunc_z, noise_mode=noise_mode,
             grid=grid_shape, write_files=not grid_only, batch_size=batch, fmt=image_format, overwrite=overwrite,
-            class_idx=class_idx, conditions=conditions, writers=writers,
+            class_idx=choice, conditions=conditions, writers=writers,
         )
     if not grid_only:
         kept = f" (kept {len(report.kept)} existing; --overwrite replaces them)" if report.kept else ""
@@ -162,7 +207,7 @@ def interpolate(
     batch: int = typer.Option(16, "--batch", help=BATCH_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
-    class_idx: Optional[int] = typer.Option(None, "--class", help=CLASS_HELP),
+    class_idx: Optional[str] = typer.Option(None, "--class", help=CLASS_HELP),
     prior: Optional[list[str]] = typer.Option(None, "--prior", help=PRIOR_HELP),
     prior_index: Optional[int] = typer.Option(None, "--prior-index", help=PRIOR_INDEX_HELP),
     priors: Optional[str] = typer.Option(
@@ -255,7 +300,7 @@ def interpolate(
         conditions = _disp_conditions(G, path, prior, prior_index, 8, prior_weights, torch_device)
         frames = iter_walk_frames(
             G, seed_list, steps=steps, space=space, method=method, loop=loop, psi=psi, trunc_cutoff=trunc_cutoff,
-            grid=grid_shape, noise_mode=noise_mode, batch_size=batch, class_idx=class_idx,
+            grid=grid_shape, noise_mode=noise_mode, batch_size=batch, class_idx=_class_choice(class_idx, G, path)[0],
             progress=num_frames > 64, conditions=conditions,
         )
     # GIFs and strips need every frame at once; MP4s and frame folders are written as frames arrive.
@@ -291,7 +336,7 @@ def mix(
     batch: int = typer.Option(16, "--batch", help=BATCH_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing sheet."),
-    class_idx: Optional[int] = typer.Option(None, "--class", help=CLASS_HELP),
+    class_idx: Optional[str] = typer.Option(None, "--class", help=CLASS_HELP),
     prior: Optional[list[str]] = typer.Option(None, "--prior", help=PRIOR_HELP),
     prior_index: Optional[int] = typer.Option(None, "--prior-index", help=PRIOR_INDEX_HELP),
 ) -> None:
@@ -319,7 +364,8 @@ def mix(
     conditions = _disp_conditions(G, path, prior, prior_index, 8, None, torch_device)
     style_layers = parse_styles(styles, G.num_ws)
     sheet = style_mix_sheet(
-        G, row_seeds, col_seeds, style_layers, psi=psi, noise_mode=noise_mode, batch_size=batch, class_idx=class_idx,
+        G, row_seeds, col_seeds, style_layers, psi=psi, noise_mode=noise_mode, batch_size=batch,
+        class_idx=_class_choice(class_idx, G, path)[0],
         conditions=conditions,
     )
     _echo_written(f"{len(row_seeds)}x{len(col_seeds)} style-mixing sheet", save_image(sheet, out))

@@ -26,6 +26,10 @@ TRAIN_EPILOG = """[bold]Examples[/bold]
 
   fewshot train ./data --preset ada --set ada_target=0.7 --set snap=10
 
+  fewshot train ./pets --base cifar10 --labels folders     (class-conditional: one sub-folder per class)
+
+  fewshot train ./cats --base cifar10 --class 3     (every image as class 3 of a conditional base)
+
   torchrun --nproc_per_node 2 -m fewshot train ./data --preset ada   (or: --gpus 2)
 """
 
@@ -61,6 +65,8 @@ def train(
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Image size when training from scratch (default: from the data, the power of two at or below the median short side).", rich_help_panel=_OPT),
     mirror: Optional[bool] = typer.Option(None, "--mirror/--no-mirror", help="Random x-flips of the data.", rich_help_panel=_OPT),
     crop: Optional[str] = typer.Option(None, "--crop", help="center | pad", rich_help_panel=_OPT),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Class labels: auto (the data's dataset.json, if any), folders (one sub-folder per class, sorted names = class indices), none.", rich_help_panel=_OPT),
+    class_index: Optional[int] = typer.Option(None, "--class", help="Train every image as class N of a class-conditional base.", rich_help_panel=_OPT),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Metrics tracked during training, comma-separated: {methods:metric}.", rich_help_panel=_OPT),
     metrics_every: Optional[int] = typer.Option(None, "--metrics-every", help="Ticks between metric evaluations.", rich_help_panel=_OPT),
     snap: Optional[int] = typer.Option(None, "--snap", help="Ticks between snapshots.", rich_help_panel=_OPT),
@@ -86,7 +92,7 @@ def train(
         aug_p=aug_p, transfer=transfer, freeze_d=freeze_d, general=general, specific=specific, r1_fake=r1_fake,
         reg_lambda=reg_lambda, reg_model=reg_model, reg_estimator=reg_estimator, reg_weights=reg_weights,
         resolution=resolution,
-        mirror=mirror, crop=crop, metrics=metrics, metrics_every=metrics_every, snap=snap, tick_kimg=tick_kimg,
+        mirror=mirror, crop=crop, labels=labels, class_index=class_index, metrics=metrics, metrics_every=metrics_every, snap=snap, tick_kimg=tick_kimg,
         seed=seed, outdir=outdir, name=name, device=device, allow_partial=allow_partial, deterministic=deterministic,
     )
     for item in set_values:

@@ -78,10 +78,10 @@ def run(run: Run, max_ticks: int | None = None, progress: bool = True) -> Path |
     with run.stop:
         while state.cur_nimg < total_nimg:
             # ---- One batch: every phase whose interval divides the batch index.
-            real, real_c, phase_z = run.draw(run.data_gen)
-            for phase, z in zip(run.phases, phase_z, strict=True):
+            real, real_c, phase_z, phase_c = run.draw(run.data_gen)
+            for phase, z, gen_c in zip(run.phases, phase_z, phase_c, strict=True):
                 if state.batch_idx % phase.interval == 0 and phase.active:
-                    run.step(phase, real, real_c, z, stats=tick_stats)
+                    run.step(phase, real, real_c, z, stats=tick_stats, gen_c=gen_c)
 
             # ---- G_ema, the counters, ADA's p, AdaFM's start gate.
             run.update_ema()

@@ -36,9 +36,10 @@ def load_training_images(cfg: TrainConfig, resolution: int, progress: bool) -> A
                             progress=progress)
 
 
-def scratch_networks(cfg: TrainConfig, hyper: Hyper, resolution: int) -> dict[str, nn.Module]:
+def scratch_networks(cfg: TrainConfig, hyper: Hyper, resolution: int, c_dim: int = 0) -> dict[str, nn.Module]:
+    """New networks; class-conditional (G's mapping embeds c, D's projects it) when ``c_dim`` > 0."""
     G = Generator(
-        z_dim=cfg.z_dim, c_dim=0, w_dim=cfg.w_dim, img_resolution=resolution, img_channels=3,
+        z_dim=cfg.z_dim, c_dim=c_dim, w_dim=cfg.w_dim, img_resolution=resolution, img_channels=3,
         mapping_kwargs={"num_layers": hyper.map_layers},
         synthesis_kwargs={
             "channel_base": hyper.channel_base, "channel_max": cfg.channel_max,
@@ -46,7 +47,7 @@ def scratch_networks(cfg: TrainConfig, hyper: Hyper, resolution: int) -> dict[st
         },
     )
     D = Discriminator(
-        c_dim=0, img_resolution=resolution, img_channels=3, channel_base=hyper.channel_base,
+        c_dim=c_dim, img_resolution=resolution, img_channels=3, channel_base=hyper.channel_base,
         channel_max=cfg.channel_max, num_fp16_res=cfg.num_fp16_res, conv_clamp=cfg.conv_clamp,
         epilogue_kwargs={"mbstd_group_size": hyper.mbstd_group},
     )

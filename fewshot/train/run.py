@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..config import Hyper, TrainConfig
-from ..data import sample_batch
+from ..data import sample_batch, sample_indexed_batch
 from . import distributed
 from .loss import StyleGAN2Loss
 from .state import capture_rng, flatten, restore_rng, unflatten
@@ -120,27 +120,41 @@ class Run:
         return self.hyper.batch // self.dist.world_size
 
     # -- one batch ------------------------------------------------------------------------------
-    def draw(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]:
-        """One batch: reals (with their DISP priors, else None) from ``gen``, and a z per phase."""
-        if self.disp_bank is None:
-            real, real_c = sample_batch(self.images, self.local_batch, gen).to(self.device), None
-        else:  # each real comes with its own prior; fakes are conditioned on the same priors (DISP)
+    def draw(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...],
+                                                  tuple[torch.Tensor | None, ...]]:
+        """One batch: reals with their conditions (DISP priors, one-hot class labels, else None) from ``gen``, a z
+        per phase, and per phase the fakes' conditions (None: the reals', as DISP pairs them)."""
+        labels = self.images.labels
+        phase_c: tuple[torch.Tensor | None, ...] = (None,) * len(self.phases)
+        if self.disp_bank is not None:  # each real comes with its own prior; fakes are conditioned on the same priors
             real, real_c = self.disp_bank.sample_batch(self.images, self.local_batch, gen)
             real, real_c = real.to(self.device), real_c.to(self.device)
+        elif labels is not None:  # as official: a real's own label for D; fakes' labels from the data's distribution
+            from .labels import draw_gen_labels, draw_labels
+
+            real, indices = sample_indexed_batch(self.images, self.local_batch, gen)
+            real, real_c = real.to(self.device), draw_labels(labels, indices).to(self.device)
+            gen_c = draw_gen_labels(labels, len(self.phases) * self.local_batch, gen).to(self.device)
+            phase_c = gen_c.split(self.local_batch)
+        else:
+            real, real_c = sample_batch(self.images, self.local_batch, gen).to(self.device), None
         all_z = torch.randn([len(self.phases) * self.local_batch, self.G.z_dim], device=self.device)
-        return real, real_c, all_z.split(self.local_batch)
+        return real, real_c, all_z.split(self.local_batch), phase_c
 
     def step(self, phase: Phase, real: torch.Tensor, real_c: torch.Tensor | None, z: torch.Tensor,
-             stats: TickStats | None = None, step: bool = True) -> None:
+             stats: TickStats | None = None, step: bool = True, gen_c: torch.Tensor | None = None) -> None:
         """One phase over the batch, ``batch_gpu`` images at a time (gradient accumulation), then its optimiser
-        step (gradients averaged over processes, non-finite entries replaced, as official)."""
+        step (gradients averaged over processes, non-finite entries replaced, as official). The fakes are
+        conditioned on ``gen_c``, or on the reals' conditions when it is None (DISP)."""
         chunk = self.hyper.batch_gpu
         phase.opt.zero_grad(set_to_none=True)
         for p in phase.params:
             p.requires_grad_(True)
         c_chunks = real_c.split(chunk) if real_c is not None else [None] * math.ceil(real.shape[0] / chunk)
-        for real_chunk, c_chunk, z_chunk in zip(real.split(chunk), c_chunks, z.split(chunk), strict=True):
-            values = self.loss.accumulate_gradients(phase.name, real_chunk, c_chunk, z_chunk, c_chunk,
+        gen_chunks = gen_c.split(chunk) if gen_c is not None else c_chunks
+        for real_chunk, c_chunk, z_chunk, g_chunk in zip(real.split(chunk), c_chunks, z.split(chunk), gen_chunks,
+                                                         strict=True):
+            values = self.loss.accumulate_gradients(phase.name, real_chunk, c_chunk, z_chunk, g_chunk,
                                                     gain=phase.interval)
             if stats is not None:
                 stats.add(values)
@@ -208,7 +222,10 @@ class Run:
         return training, tensors
 
     def add_disp_payload(self, training: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-        """A DISP bundle carries its prior bank, so sampling needs no extractor."""
+        """A DISP bundle carries its prior bank, so sampling needs no extractor; a class-conditional one says its
+        classes (count, source, names from folders), for `info` and `sample --class`."""
+        if self.images.labels is not None:
+            training["labels"] = self.images.labels.record()
         if self.disp_bank is not None:
             from ..disp.bank import BANK_STATE_KEY
 

@@ -1,7 +1,7 @@
 """``setup(config) -> Run``: everything a training run needs, built in the order that keeps runs reproducible.
 
 resume point (the snapshot's config wins) -> torch settings and the seed -> checks of what will be written ->
-base and resolution -> data -> networks (scratch, base, or the snapshot's) -> DISP -> transfer -> augmentation
+base and resolution -> data and its labels -> networks (scratch, base, or the snapshot's) -> DISP -> transfer -> augmentation
 -> regularizers -> optimisers and phases -> (dry run: report and stop) -> metric extractors -> the plan -> the
 run folder. The global RNG is consumed in this order only, so the same config gives the same run.
 """
@@ -83,12 +83,11 @@ def setup(cfg: TrainConfig, request: Request, echo: Any, held: ExitStack) -> Run
     base, resolution = _base_and_resolution(cfg, point, out, dist.rank == 0)
     hyper = derive_hyper(cfg, resolution, bool(cfg.base), dist.world_size)
     images = load_training_images(cfg, resolution, request.progress and dist.rank == 0)
-    if dist.rank == 0:
-        out(images.describe())
-    data_record = {"images": len(images), "sha256": content_hash(images.images)}
+    data_record = _labels(cfg, images, base, point, out, dist.rank == 0)
     if point is not None:
         layout.check_resumed_data(point.bundle.training.get("data"), data_record, cfg.data, point.data_moved, out)
-    nets, cfg, hyper = _networks(cfg, hyper, base, point, resolution, out, dist.world_size)
+    nets, cfg, hyper = _networks(cfg, hyper, base, point, resolution, out, dist.world_size,
+                                 c_dim=images.labels.num_classes if images.labels is not None else 0)
     disp_bank = None
     if cfg.disp:
         disp_bank, nets = _setup_disp(cfg, images, nets, point, device, request, out, dist.rank == 0)
@@ -210,6 +209,35 @@ def _base_and_resolution(cfg: TrainConfig, point: ResumePoint | None, out: RunOu
     return base, resolution
 
 
+def _labels(cfg: TrainConfig, images: Any, base: Bundle | None, point: ResumePoint | None, out: RunOutput,
+            is_main: bool) -> dict[str, Any]:
+    """The data's labels (said with the data), then those the run trains with, set on ``images.labels``; returns
+    the data record a resume checks (with the labels' digest when the run is class-conditional)."""
+    from .labels import base_c_dim, conditioning, data_labels, labels_digest
+
+    images.labels = data_labels(cfg, images)
+    if is_main:
+        out(images.describe())
+    if point is not None:
+        spec: dict[str, Any] | None = point.bundle.specs["G"].init_kwargs
+    else:
+        g_ref = (base.networks.get("G") or base.networks.get("G_ema")) if base else None
+        spec = g_ref.init_kwargs if g_ref is not None else None
+    images.labels = conditioning(cfg, images.labels, len(images), base_c_dim(spec), out if is_main else print_nothing)
+    record: dict[str, Any] = {"images": len(images), "sha256": content_hash(images.images)}
+    if images.labels is not None:
+        record["labels_sha256"] = labels_digest(images.labels)
+        recorded = (point.bundle.training.get("data") or {}) if point is not None else {}
+        if point is not None and recorded.get("labels_sha256") != record["labels_sha256"] and is_main:
+            out("note: the images' labels differ from those this run started with; training goes on with them, "
+                "so it does not continue exactly")
+    return record
+
+
+def print_nothing(_message: str) -> None:
+    return None
+
+
 def base_line(cfg: TrainConfig) -> str:
     """Which base the run starts from, and why (shown before anything is fetched)."""
     if cfg.base and cfg.base_note in ("", "--base"):
@@ -221,12 +249,13 @@ def base_line(cfg: TrainConfig) -> str:
 
 
 def _networks(cfg: TrainConfig, hyper: Hyper, base: Bundle | None, point: ResumePoint | None, resolution: int,
-              out: RunOutput, world_size: int) -> tuple[dict[str, nn.Module], TrainConfig, Hyper]:
-    """G, D, G_ema: as the snapshot stores them, shaped like the base (its weights copied), or from scratch."""
+              out: RunOutput, world_size: int, c_dim: int = 0) -> tuple[dict[str, nn.Module], TrainConfig, Hyper]:
+    """G, D, G_ema: as the snapshot stores them, shaped like the base (its weights copied), or from scratch
+    (class-conditional on ``c_dim`` classes when the data is labelled)."""
     if point is not None:
         return {n: build_like(point.bundle, n) for n in ("G", "D", "G_ema")}, cfg, hyper
     if base is None:
-        return scratch_networks(cfg, hyper, resolution), cfg, hyper
+        return scratch_networks(cfg, hyper, resolution, c_dim=c_dim), cfg, hyper
     nets, skipped = base_networks(cfg, base, hyper)
     if skipped and not cfg.allow_partial:
         listing = "; ".join(skipped[:8]) + (f"; ... ({len(skipped)} in all)" if len(skipped) > 8 else "")
@@ -358,7 +387,8 @@ def _show_plan(run: Run, request: Request, point: ResumePoint | None) -> None:
         # The untimed warm pass runs on one minibatch-stddev group only: it pays the one-time costs (kernel
         # builds, kept weight transforms) at a fraction of a batch.
         warm = min(run.hyper.batch_gpu, max(run.hyper.mbstd_group, 1))
-        estimate = estimate_step(run.phases, run.step, lambda: run.draw(torch.Generator().manual_seed(run.cfg.seed)),
+        estimate = estimate_step(run.phases, run.step,
+                                 lambda: run.draw(torch.Generator().manual_seed(run.cfg.seed))[:3],
                                  [run.G, run.D, run.augment, run.loss], run.hyper.batch, warm, run.device)
     if not run.is_main:
         return
@@ -393,8 +423,7 @@ def _open_run_folder(run: Run, point: ResumePoint | None, held: ExitStack) -> No
         run.run_dir = layout.new_run_dir(cfg.outdir, name)
         held.enter_context(layout.run_lock(run.run_dir))
         atomic_write_bytes(layout.config_path(run.run_dir), cfg.to_toml().encode())
-        save_grid(run.images.images[: cfg.sample_grid[0] * cfg.sample_grid[1]].float() / 127.5 - 1,
-                  layout.reals_path(run.run_dir), cfg.sample_grid)
+        save_grid(_grid_reals(run).float() / 127.5 - 1, layout.reals_path(run.run_dir), cfg.sample_grid)
         if run.disp_bank is not None:
             run.disp_bank.save(layout.prior_bank_path(run.run_dir))
     run.run_dir = distributed.broadcast_path(run.run_dir, run.dist)
@@ -403,6 +432,22 @@ def _open_run_folder(run: Run, point: ResumePoint | None, held: ExitStack) -> No
     if run.disp_bank is not None:  # DISP grids: cell i is conditioned on training image i, as reals.png shows
         index = torch.arange(run.latents.shape[0]) % run.disp_bank.num_images
         run.grid_priors = run.disp_bank.priors[index].to(run.device)
+    if run.images.labels is not None:  # class-conditional grids: one class per row, as reals.png shows
+        from ..labels import one_hot
+        from .labels import grid_cells
+
+        classes, _ = grid_cells(run.images.labels, *cfg.sample_grid)
+        run.grid_priors = one_hot(classes, run.images.labels.num_classes).to(run.device)
     run.out(f"run folder: {run.run_dir}")
     if run.is_main:
         run.out.attach(layout.log_path(run.run_dir))
+
+
+def _grid_reals(run: Run) -> torch.Tensor:
+    """The training images of reals.png: the first ones, or for a class-conditional run each row's class's."""
+    cols, rows = run.cfg.sample_grid
+    if run.images.labels is None:
+        return run.images.images[: cols * rows]
+    from .labels import grid_cells
+
+    return run.images.images[grid_cells(run.images.labels, cols, rows)[1]]
