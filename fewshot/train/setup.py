@@ -390,11 +390,14 @@ def _dry_run_report(cfg: TrainConfig, hyper: Hyper, transfer: Any, nets: dict[st
 
 def _load_metric_extractors(run: Run) -> None:
     """Loaded before the run folder exists: absent weights stop the run here, not at its first evaluation.
-    Loaded once, reused by every evaluation."""
+    Loaded once, reused by every evaluation. Building a network draws its initial weights from the global
+    random stream, and a process that has loaded it before (a test, a notebook) builds nothing: the stream is
+    forked, so the run's draws do not depend on it."""
     if run.cfg.metrics.names and run.is_main:
         from ..metrics import load_metric_extractors
 
-        load_metric_extractors(run.cfg.metrics.names, run.device, into=run.metric_extractors)
+        with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+            load_metric_extractors(run.cfg.metrics.names, run.device, into=run.metric_extractors)
 
 
 def _show_plan(run: Run, request: Request, point: ResumePoint | None) -> None:
