@@ -28,6 +28,15 @@ class TrainingContext:
     adversarial: str = "logistic"
 
 
+def require_unconditional(context: TrainingContext, method: str) -> None:
+    """CDC and EWC render from z alone: a conditioned G (DISP, class labels) is refused with one line."""
+    from ..errors import FewshotError
+
+    if getattr(context.G, "c_dim", 0):
+        raise FewshotError(f"{method} compares generators that render from z alone; this G is conditioned "
+                           f"(c_dim {context.G.c_dim})", hint=f"drop the conditioning (DISP, labels) to use {method}")
+
+
 class GeneratorRegularizer(nn.Module):
     """A term added to G's main loss (the Gmain phase).
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FewshotError
-from ._base import GeneratorRegularizer, TrainingContext
+from ._base import GeneratorRegularizer, TrainingContext, require_unconditional
 
 ANCHOR_SEED = 0xCDC  # the anchors and the head's first weights follow the run's seed, apart from its other draws
 ANCHOR_PHASES = ("Gmain", "Dmain")  # the phases that generate from the anchors on an anchor batch (not Greg)
@@ -111,6 +111,7 @@ class CDC(GeneratorRegularizer):
     def bind(self, context: TrainingContext) -> None:
         from ..nets.layers import Conv2dLayer
 
+        require_unconditional(context, "CDC")
         object.__setattr__(self, "_G", context.G)  # plain attributes: the run owns and saves the networks
         object.__setattr__(self, "_source", context.source()["G"].eval())
         object.__setattr__(self, "_block", patch_block(context.D, self.patch_resolution))

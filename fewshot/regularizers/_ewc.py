@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import FewshotError
-from ._base import GeneratorRegularizer, TrainingContext
+from ._base import GeneratorRegularizer, TrainingContext, require_unconditional
 
 FISHER_SEED = 0xE5C  # the estimate's own random stream, from the run's seed
 
@@ -68,6 +68,7 @@ class EWC(GeneratorRegularizer):
         self._last = 0.0
 
     def bind(self, context: TrainingContext) -> None:
+        require_unconditional(context, "EWC")
         nets = context.source()
         source_G, source_D = nets["G"].eval(), nets["D"]
         group = getattr(getattr(source_D, "b4", None), "mbstd", None)

@@ -183,6 +183,10 @@ def _check_inputs(cfg: TrainConfig, request: Request, point: ResumePoint | None,
         raise FewshotError(f"transfer {cfg.transfer.method!r} keeps layers of a pretrained network frozen: it "
                            "needs a base", hint="e.g. --base ffhq256 (`fewshot download --list`), or --transfer "
                                                 "finetune to train from scratch")
+    needing = source_regularizers(cfg) if point is None and not cfg.base else []
+    if needing:
+        raise FewshotError(f"regularizer {', '.join(needing)} compares G against the network it adapts: it needs a "
+                           "base", hint="--base REF (e.g. ffhq256, `fewshot download --list`), or a run folder")
     return cfg
 
 
@@ -309,13 +313,8 @@ def _source_networks(cfg: TrainConfig, hyper: Hyper, nets: dict[str, nn.Module],
     """``source()``: the frozen G and D the run adapts from, for regularizers that compare against them (CDC,
     EWC; registered with ``source=True``), built on first call. A new run copies its networks before the
     transfer method touches them; a resumed run loads the config's base again (a snapshot does not carry it)."""
-    needing = [name for name, options in cfg.regularizers.items()
-               if regularizer_registry.get(name).extra.get("source") and getattr(options, "weight", 1) != 0]
-    if not needing:
+    if not source_regularizers(cfg):
         return _no_source
-    if not cfg.base:
-        raise FewshotError(f"{', '.join(needing)} adapt a source network and compare against it: it needs a base",
-                           hint="--base REF (e.g. ffhq256, `fewshot download --list`), or a run folder")
     pristine = None if point is not None else {name: copy.deepcopy(nets[name]) for name in ("G", "D")}
     held: dict[str, nn.Module] = {}
 
@@ -327,6 +326,12 @@ def _source_networks(cfg: TrainConfig, hyper: Hyper, nets: dict[str, nn.Module],
         return held
 
     return source
+
+
+def source_regularizers(cfg: TrainConfig) -> list[str]:
+    """The config's regularizers (at a weight other than 0) that compare against the source networks."""
+    return [name for name, options in cfg.regularizers.items()
+            if regularizer_registry.get(name).extra.get("source") and getattr(options, "weight", 1) != 0]
 
 
 def _no_source() -> dict[str, nn.Module]:
