@@ -19,7 +19,9 @@ every ``anchor_interval``-th batch (official ``--subspace_freq``, default 4) G a
 ``z = z_k + anchor_std·ε`` (official ``--subspace_std`` 0.1) and D judges whole images as usual. On the other
 batches D judges patches: an extra 3×3 convolution (with leaky ReLU, as the code's ``Extra`` head) turns D's
 feature map at ``patch_resolution`` (official: the first 512-channel 32×32 map of the 256 px D, ``--highp 1``)
-into one logit per patch, for fakes and reals alike; the head trains with D's optimiser.
+into one logit per patch, for fakes and reals alike; the head trains with D's optimiser. The map is the output
+of the downsampling convolution of D's block (the official ``temp2``, the residual branch before the skip is
+added; this D scales that branch by √½, a constant the head absorbs).
 
 Departures, said where they are made: both generators render with their fixed per-pixel noise (the official code
 draws independent noise in each, so even equal generators differ; here equal generators give exactly zero), and

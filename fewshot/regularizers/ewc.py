@@ -12,8 +12,9 @@ empirical Fisher's per-image squares; a larger batch is faster and averages befo
 smaller). The estimate runs once when the run starts (again on resume, from the config's base, with its own
 seeded random stream: the same F bit for bit, so a snapshot need not carry it).
 
-λ = 5·10⁸ is the value the paper reports using for its experiments; with ``fisher_batch`` 1 F is the paper's
-per-sample estimate. Only G's trainable tensors that the source has under the same name and shape are held.
+λ = 5·10⁸ is the value the paper is cited for (its implementation details; the number was not re-read from the
+paper's text when this was written, and no official code is public); with ``fisher_batch`` 1 F is the
+per-sample empirical Fisher. Only G's trainable tensors that the source has under the same name and shape are held.
 
 This file is the method's options and registry entry; the torch code is ``_ewc.py``. Importing it imports no
 torch.
