@@ -191,8 +191,8 @@ class Run:
             "data": self.data_record,  # what a resume checks its images against
         }
         self.add_disp_payload(training, tensors)
-        regs = {name: reg.training_state() for name, reg in self.regularizers.items()
-                if getattr(reg, "training_state", None) and reg.training_state()}
+        states = {name: getattr(reg, "training_state", dict)() for name, reg in self.regularizers.items()}
+        regs = {name: state for name, state in states.items() if state}
         if regs:  # anchors, a D head: what a regularizer needs to continue exactly
             training["regularizers"] = flatten(regs, "regularizers", tensors)
         exported = self.exported()
