@@ -60,6 +60,9 @@ class StyleGAN2Loss(nn.Module):
         # One at weight 0 is inactive: it adds nothing, not even a zero to the log.
         object.__setattr__(self, "regularizers", [r for r in regularizers if r is not None
                                                   and getattr(r, "active", True)])
+        # Those that also choose latents or judge with D's features (CDC); see GeneratorRegularizer's hooks.
+        object.__setattr__(self, "hooks", [r for r in self.regularizers if getattr(r, "hooks_training", False)])
+        self.batch_idx = 0  # the loop's batch index (Run.step sets it): hooks may act on some batches only
         self.weights = weights
         self.register_buffer("pl_mean", torch.zeros([]))
 
@@ -78,7 +81,12 @@ class StyleGAN2Loss(nn.Module):
         return img, ws
 
     def run_D(self, img: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-        return self.D(self.augment(img), c)
+        img = self.augment(img)
+        for hook in self.hooks:
+            logits = hook.discriminate(self.D, img, c)
+            if logits is not None:
+                return logits
+        return self.D(img, c)
 
     # -- one phase, one chunk ---------------------------------------------------------------------
     def accumulate_gradients(
@@ -90,6 +98,8 @@ class StyleGAN2Loss(nn.Module):
             raise ValueError(f"unknown phase {phase!r}")
         w = self.weights
         stats: dict[str, torch.Tensor] = {}
+        for hook in self.hooks:
+            gen_z = hook.phase_latents(phase, self.batch_idx, gen_z)
 
         if phase == "Gmain":
             gen_img, _ = self.run_G(gen_z, gen_c)

@@ -147,6 +147,7 @@ class Run:
         step (gradients averaged over processes, non-finite entries replaced, as official). The fakes are
         conditioned on ``gen_c``, or on the reals' conditions when it is None (DISP)."""
         chunk = self.hyper.batch_gpu
+        self.loss.batch_idx = self.progress.batch_idx
         phase.opt.zero_grad(set_to_none=True)
         for p in phase.params:
             p.requires_grad_(True)
@@ -204,6 +205,10 @@ class Run:
             "data": self.data_record,  # what a resume checks its images against
         }
         self.add_disp_payload(training, tensors)
+        states = {name: getattr(reg, "training_state", dict)() for name, reg in self.regularizers.items()}
+        regs = {name: state for name, state in states.items() if state}
+        if regs:  # anchors, a D head: what a regularizer needs to continue exactly
+            training["regularizers"] = flatten(regs, "regularizers", tensors)
         exported = self.exported()
         for name, net in self.nets.items():
             if exported[name] is not net:  # adapted nets (AdaFM) keep their raw state for resume
@@ -241,6 +246,8 @@ class Run:
         self.augment.load_state_dict(unflatten(training["augment"], tensors))
         self.loss.load_state_dict(unflatten(training["loss"], tensors))
         restore_rng(unflatten(training["rng"], tensors), self.data_gen)
+        for name, state in unflatten(training.get("regularizers", {}), tensors).items():
+            self.regularizers[name].load_training_state(state)
         for key, value in training["progress"].items():
             setattr(self.progress, key, value)
 

@@ -8,6 +8,7 @@ run folder. The global RNG is consumed in this order only, so the same config gi
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from contextlib import ExitStack
@@ -88,6 +89,7 @@ def setup(cfg: TrainConfig, request: Request, echo: Any, held: ExitStack) -> Run
         layout.check_resumed_data(point.bundle.training.get("data"), data_record, cfg.data, point.data_moved, out)
     nets, cfg, hyper = _networks(cfg, hyper, base, point, resolution, out, dist.world_size,
                                  c_dim=images.labels.num_classes if images.labels is not None else 0)
+    source = _source_networks(cfg, hyper, nets, point, device)
     disp_bank = None
     if cfg.disp:
         disp_bank, nets = _setup_disp(cfg, images, nets, point, device, request, out, dist.rank == 0)
@@ -99,6 +101,7 @@ def setup(cfg: TrainConfig, request: Request, echo: Any, held: ExitStack) -> Run
     if request.aug_preview is not None:
         return _preview(cfg, augment, images, request.aug_preview, out)
     regs = {} if request.dry_run else build_regularizers(cfg, images, device)
+    _bind_regularizers(regs, cfg, nets, transfer, source, device, len(images))
     opt_G, opt_D, phases, loss = _optimisation(cfg, hyper, nets, transfer, augment, regs, device)
     if request.dry_run:
         _dry_run_report(cfg, hyper, transfer, nets, phases, out)
@@ -179,6 +182,10 @@ def _check_inputs(cfg: TrainConfig, request: Request, point: ResumePoint | None,
         raise FewshotError(f"transfer {cfg.transfer.method!r} keeps layers of a pretrained network frozen: it "
                            "needs a base", hint="e.g. --base ffhq256 (`fewshot download --list`), or --transfer "
                                                 "finetune to train from scratch")
+    needing = source_regularizers(cfg) if point is None and not cfg.base else []
+    if needing:
+        raise FewshotError(f"regularizer {', '.join(needing)} compares G against the network it adapts: it needs a "
+                           "base", hint="--base REF (e.g. ffhq256, `fewshot download --list`), or a run folder")
     return cfg
 
 
@@ -330,11 +337,57 @@ def build_regularizers(cfg: TrainConfig, images: Any, device: torch.device) -> d
             for name, options in cfg.regularizers.items()}
 
 
+def _source_networks(cfg: TrainConfig, hyper: Hyper, nets: dict[str, nn.Module], point: ResumePoint | None,
+                     device: torch.device) -> Any:
+    """``source()``: the frozen G and D the run adapts from, for regularizers that compare against them (CDC,
+    EWC; registered with ``source=True``), built on first call. A new run copies its networks before the
+    transfer method touches them; a resumed run loads the config's base again (a snapshot does not carry it)."""
+    if not source_regularizers(cfg):
+        return _no_source
+    pristine = None if point is not None else {name: copy.deepcopy(nets[name]) for name in ("G", "D")}
+    held: dict[str, nn.Module] = {}
+
+    def source() -> dict[str, nn.Module]:
+        if not held:
+            built = pristine if pristine is not None else base_networks(cfg, load_base(cfg.base), hyper)[0]
+            for name in ("G", "D"):
+                held[name] = built[name].requires_grad_(False).to(device)
+        return held
+
+    return source
+
+
+def source_regularizers(cfg: TrainConfig) -> list[str]:
+    """The config's regularizers (at a weight other than 0) that compare against the source networks."""
+    return [name for name, options in cfg.regularizers.items()
+            if regularizer_registry.get(name).extra.get("source") and getattr(options, "weight", 1) != 0]
+
+
+def _no_source() -> dict[str, nn.Module]:
+    raise FewshotError("no source networks were kept for this run's regularizers")
+
+
+def _bind_regularizers(regs: dict[str, nn.Module], cfg: TrainConfig, nets: dict[str, nn.Module], transfer: Any,
+                       source: Any, device: torch.device, num_images: int) -> None:
+    """Give each regularizer that hooks into training (``hooks_training``) the run's and the source networks."""
+    from ..regularizers._base import TrainingContext
+
+    hooked = [reg for reg in regs.values() if getattr(reg, "hooks_training", False)]
+    if hooked:
+        context = TrainingContext(G=nets["G"], D=nets["D"], g_parameters=transfer.trainable_parameters(nets["G"]),
+                                  source=source, device=device, seed=cfg.seed, num_images=num_images,
+                                  adversarial=cfg.loss)
+        for reg in hooked:
+            reg.bind(context)
+
+
 def _optimisation(cfg: TrainConfig, hyper: Hyper, nets: dict[str, nn.Module], transfer: Any, augment: nn.Module,
                   regs: dict[str, nn.Module], device: torch.device) -> tuple[Any, Any, list[Phase], StyleGAN2Loss]:
     """One Adam per network (lr and betas scaled for lazy regularisation), the four phases, the loss."""
     G, D = nets["G"], nets["D"]
     g_params, d_params = transfer.trainable_parameters(G), transfer.trainable_parameters(D)
+    for reg in regs.values():  # a regularizer's own D-side tensors (CDC's patch head) train with D
+        d_params = d_params + list(getattr(reg, "discriminator_parameters", list)())
     opt_G = torch.optim.Adam(g_params, **lazy_opt_kwargs(hyper.lr_g, cfg.pl_interval))
     opt_D = torch.optim.Adam(d_params, **lazy_opt_kwargs(hyper.lr_d, cfg.r1_interval))
     phases = [
@@ -371,11 +424,14 @@ def _dry_run_report(cfg: TrainConfig, hyper: Hyper, transfer: Any, nets: dict[st
 
 def _load_metric_extractors(run: Run) -> None:
     """Loaded before the run folder exists: absent weights stop the run here, not at its first evaluation.
-    Loaded once, reused by every evaluation."""
+    Loaded once, reused by every evaluation. Building a network draws its initial weights from the global
+    random stream, and a process that has loaded it before (a test, a notebook) builds nothing: the stream is
+    forked, so the run's draws do not depend on it."""
     if run.cfg.metrics.names and run.is_main:
         from ..metrics import load_metric_extractors
 
-        load_metric_extractors(run.cfg.metrics.names, run.device, into=run.metric_extractors)
+        with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+            load_metric_extractors(run.cfg.metrics.names, run.device, into=run.metric_extractors)
 
 
 def _show_plan(run: Run, request: Request, point: ResumePoint | None) -> None:
