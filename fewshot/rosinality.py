@@ -250,9 +250,12 @@ def networks_from_rosinality(data: dict[str, Any], source: str) -> tuple[dict[st
         net = _load_into("Generator", _generator_kwargs(state, args), state, where)
         # latent_avg is g_ema's; fewshot's exports add g's own as latent_avg_g, so that a round trip is exact.
         latent_avg = data.get("latent_avg_g") if name == "G" and "latent_avg_g" in data else data.get("latent_avg")
-        if isinstance(latent_avg, torch.Tensor) and latent_avg.numel() == net.w_dim:
-            net.mapping.w_avg.copy_(latent_avg.reshape(-1).float())
+        if isinstance(latent_avg, torch.Tensor) and latent_avg.numel() and latent_avg.numel() % net.w_dim == 0:
+            rows = latent_avg.detach().float().reshape(-1, net.w_dim)  # [w_dim], [1, w_dim] or one row per layer
+            net.mapping.w_avg.copy_(rows[0])
             truncation = "w_avg = the checkpoint's latent_avg (as e4e/pSp use it)"
+            if len(rows) > 1 and not torch.equal(rows, rows[:1].expand_as(rows)):
+                truncation += f"; its first of {len(rows)} per-layer rows"
         else:
             net.mapping.w_avg.copy_(mean_latent(net))
             truncation = (f"w_avg = mean of {MEAN_LATENT_SAMPLES} mapped z (seed {MEAN_LATENT_SEED}), as rosinality's "

@@ -87,6 +87,10 @@ def test_latent_avg_becomes_w_avg(tmp_path, imported):
     bundle, _ = bundle_from_foreign(path)
     assert torch.equal(bundle.networks["G_ema"].mapping.w_avg, data["latent_avg"])
     assert "latent_avg" in bundle.provenance["truncation"]
+    data["latent_avg"] = data["latent_avg"][None].repeat(6, 1)  # one row per layer (e4e's ckpts hold [n_latent, w])
+    torch.save(data, path)
+    bundle, _ = bundle_from_foreign(path)
+    assert torch.equal(bundle.networks["G_ema"].mapping.w_avg, torch.arange(16, dtype=torch.float32))
     # Without latent_avg: rosinality's mean_latent, from a fixed seed (the same every time).
     again, _ = bundle_from_foreign(CKPT)
     assert torch.equal(again.networks["G_ema"].mapping.w_avg, imported[0].networks["G_ema"].mapping.w_avg)
