@@ -348,9 +348,41 @@ def bundle_from_pickle(path: str | Path) -> tuple[Bundle, dict[str, Any]]:
     return Bundle(networks, specs, provenance, training or None), training
 
 
+# torch.save's legacy (pre-1.6, non-zip) format starts with this number pickled at protocol 2.
+TORCH_LEGACY_HEAD = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+FOREIGN_KINDS = ("pickle", "torch-zip")  # detect_format kinds that are imported rather than opened
+
+
+def bundle_from_foreign(path: str | Path, kind: str | None = None) -> tuple[Bundle, dict[str, Any]]:
+    """Import a checkpoint of another tool: an official pickle, or a rosinality ``.pt`` (zip or legacy
+    torch.save); nothing from the file runs."""
+    kind = kind or detect_format(path)
+    if kind == "pickle":
+        with open(path, "rb") as fh:
+            legacy = fh.read(len(TORCH_LEGACY_HEAD)) == TORCH_LEGACY_HEAD
+        if not legacy:
+            return bundle_from_pickle(path)
+    elif kind != "torch-zip":
+        raise not_a_checkpoint(path, kind)
+    from .rosinality import import_rosinality
+
+    networks, provenance, training = import_rosinality(path)
+    specs = {name: network_spec(net) for name, net in networks.items()}
+    return Bundle(networks, specs, provenance, training or None), training
+
+
+def export_rosinality(src: str | Path, dst: str | Path) -> list[str]:
+    """Write a checkpoint's networks as a rosinality/stylegan2-pytorch ``.pt`` (atomically); returns notes."""
+    from .rosinality import rosinality_file_bytes
+
+    data, notes = rosinality_file_bytes(load_checkpoint(src).networks)
+    atomic_write_bytes(dst, data)
+    return notes
+
+
 def convert_pickle(src: str | Path, dst: str | Path) -> Path:
-    """Official pickle -> safetensors bundle (atomic). The pickle is read without running its code."""
-    bundle, training = bundle_from_pickle(src)
+    """Official pickle or rosinality ``.pt`` -> safetensors bundle (atomic); the file's code never runs."""
+    bundle, training = bundle_from_foreign(src)
     return save_bundle(dst, bundle.networks, provenance=bundle.provenance, training=training or None)
 
 
@@ -364,12 +396,12 @@ def load_checkpoint(path: str | Path, names: tuple[str, ...] | None = None, devi
     kind = detect_format(path)
     if kind == "safetensors":
         return load_bundle(path, names=names, device=device)
-    if kind == "pickle":
-        bundle, _ = bundle_from_pickle(path)
+    if kind in FOREIGN_KINDS:
+        bundle, _ = bundle_from_foreign(path, kind)
         if names:
             missing = [n for n in names if n not in bundle.networks]
             if missing:
-                raise FewshotError(f"{path}: no network {missing[0]!r} in this pickle")
+                raise FewshotError(f"{path}: no network {missing[0]!r} in this checkpoint")
             bundle.networks = {n: bundle.networks[n] for n in names}
             bundle.specs = {n: bundle.specs[n] for n in names}
         for net in bundle.networks.values():
@@ -380,7 +412,5 @@ def load_checkpoint(path: str | Path, names: tuple[str, ...] | None = None, devi
 
 def not_a_checkpoint(path: str | Path, kind: str | None) -> FewshotError:
     """The error for a file that is neither a fewshot bundle nor an official pickle (``kind``: detect_format's)."""
-    if kind == "torch-zip":
-        return FewshotError(f"{path} is a torch.save archive, not a StyleGAN2-ADA pickle or fewshot bundle",
-                            hint="rosinality-format .pt files are not supported")
-    return FewshotError(f"{path} is not a checkpoint (neither a fewshot safetensors bundle nor an official pickle)")
+    return FewshotError(f"{path} is not a checkpoint (neither a fewshot safetensors bundle, an official pickle "
+                        "nor a rosinality .pt)")

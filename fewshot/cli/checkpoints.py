@@ -1,4 +1,4 @@
-"""Checkpoint commands: convert official pickles to bundles, inspect a checkpoint."""
+"""Checkpoint commands: convert official pickles and rosinality .pt files to bundles (and back), inspect one."""
 
 from __future__ import annotations
 
@@ -9,24 +9,42 @@ import typer
 
 from .app import PANEL_CHECKPOINTS, app
 
+CONVERT_TARGETS = ("fewshot", "rosinality")
+
 
 @app.command(
     rich_help_panel=PANEL_CHECKPOINTS,
-    epilog="[bold]Example[/bold]: fewshot convert network-snapshot-000100.pkl snapshot.safetensors",
+    epilog="[bold]Examples[/bold]:\n\n"
+    "  fewshot convert network-snapshot-000100.pkl snapshot.safetensors\n\n"
+    "  fewshot convert 550000.pt base.safetensors        [dim]# a rosinality/stylegan2-pytorch checkpoint[/dim]\n\n"
+    "  fewshot convert runs/00000-obama/final.safetensors obama.pt --to rosinality   [dim]# for e4e, pSp, CDC[/dim]",
 )
 def convert(
     src: str = typer.Argument(
-        ..., help="An official stylegan2-ada-pytorch .pkl, or a name / hf://... / URL (fetched and converted)."
+        ..., help="An official stylegan2-ada-pytorch .pkl, a rosinality .pt, a fewshot bundle (with --to rosinality), "
+        "or a name / hf://... / URL (fetched and converted)."
     ),
-    dst: Path = typer.Argument(..., help="Where to write the safetensors bundle."),
+    dst: Path = typer.Argument(..., help="Where to write the safetensors bundle (or the .pt, with --to rosinality)."),
+    to: str = typer.Option("fewshot", "--to", help="Output format: fewshot (a safetensors bundle) or rosinality "
+                           "(a .pt dict of g_ema, g, d, latent_avg, args, as rosinality/stylegan2-pytorch saves)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it exists."),
 ) -> None:
-    """Convert an official pickle to a safetensors bundle, without running code from the pickle."""
-    from ..checkpoint import convert_pickle, detect_format
+    """Convert an official pickle or a rosinality .pt to a safetensors bundle (no code from the file runs),
+    or a fewshot checkpoint back to rosinality's format."""
+    from ..checkpoint import FOREIGN_KINDS, convert_pickle, detect_format, export_rosinality
     from ..errors import FewshotError
 
+    if to not in CONVERT_TARGETS:
+        raise FewshotError(f"unknown --to {to!r}; choose {' or '.join(CONVERT_TARGETS)}")
     if dst.exists() and not overwrite:
         raise FewshotError(f"{dst} exists", hint="pass --overwrite to replace it")
+    if to == "rosinality":
+        from ..loading import resolve_reference
+
+        for note in export_rosinality(resolve_reference(src), dst):
+            typer.echo(note, err=True)
+        typer.echo(f"wrote {dst} (rosinality/stylegan2-pytorch format: torch.load(path)['g_ema'])")
+        return
     if not Path(src).exists():  # a name, hf:// reference or URL: the hub resolves and converts it
         import shutil
 
@@ -36,8 +54,9 @@ def convert(
         typer.echo(f"wrote {dst}")
         return
     src = Path(src)
-    if detect_format(src) != "pickle":
-        raise FewshotError(f"{src} is not a pickle (fewshot convert reads official .pkl files)")
+    if detect_format(src) not in FOREIGN_KINDS:
+        raise FewshotError(f"{src} is neither an official pickle nor a rosinality .pt "
+                           "(fewshot convert reads those; bundles convert with --to rosinality)")
     convert_pickle(src, dst)
     typer.echo(f"wrote {dst}")
 
@@ -149,10 +168,10 @@ def info(
             "written_by": f"fewshot {header.fewshot_version}", "networks": nets,
             "provenance": header.provenance, "training": header.training or {},
         }
-    elif kind == "pickle":
-        from ..checkpoint import bundle_from_pickle
+    elif kind in ("pickle", "torch-zip"):
+        from ..checkpoint import bundle_from_foreign
 
-        bundle, training = bundle_from_pickle(ckpt)
+        bundle, training = bundle_from_foreign(ckpt, kind)
         nets = {
             name: {
                 "class": spec.class_name, "init_kwargs": spec.init_kwargs,
@@ -161,11 +180,11 @@ def info(
             for name, spec in bundle.specs.items()
         }
         result = {
-            "path": str(ckpt), "format": "stylegan2-ada-pytorch pickle (read safely)", "networks": nets,
+            "path": str(ckpt), "format": f"{bundle.provenance['source_format']} (read safely)", "networks": nets,
             "provenance": bundle.provenance, "training": training,
         }
     else:
-        raise FewshotError(f"{ckpt} is not a checkpoint (neither a fewshot bundle nor an official pickle)")
+        raise FewshotError(f"{ckpt} is not a checkpoint (neither a fewshot bundle, an official pickle nor a rosinality .pt)")
 
     if run is not None:
         result["run"] = run
@@ -185,8 +204,13 @@ def info(
         typer.echo(f"  {name:6s} {net['class']:13s} {res}x{res}x{kw.get('img_channels')}  "
                    f"{_format_count(net['params'])} tensor values")
         typer.echo(f"         {_describe_spec(net['class'], kw)}")
-    if result["provenance"]:
-        typer.echo("  provenance: " + ", ".join(f"{k}={v}" for k, v in result["provenance"].items()))
+    provenance = {k: v for k, v in result["provenance"].items() if k != "truncation"}
+    if provenance:
+        typer.echo("  provenance: " + ", ".join(f"{k}={v}" for k, v in provenance.items()))
+    if any(net["class"] == "Generator" for net in result["networks"].values()):
+        # The centre --trunc pulls w towards; rosinality checkpoints say which one they were given.
+        typer.echo("  truncation: " + result["provenance"].get(
+            "truncation", "w_avg = mapping.w_avg, the running mean of w kept during training (official convention)"))
     training = result.get("training") or {}
     if "augment_p" in training:
         typer.echo(f"  augment p: {training['augment_p']:.4f}")

@@ -113,13 +113,13 @@ def converted_path(source_sha256: str) -> Path:
 
 def ensure_bundle(source: Path, sha256: str | None = None) -> Path:
     """A fewshot bundle for ``source``: itself when it is one, else its converted copy (made once)."""
-    from ..checkpoint import convert_pickle, detect_format, not_a_checkpoint, read_header
+    from ..checkpoint import FOREIGN_KINDS, convert_pickle, detect_format, not_a_checkpoint, read_header
 
     kind = detect_format(source)
     if kind == "safetensors":
         read_header(source)  # refuses safetensors files that are not fewshot bundles
         return source
-    if kind == "pickle":
+    if kind in FOREIGN_KINDS:  # an official pickle or a rosinality .pt
         digest = sha256 or cached_sha256(source)
         target = converted_path(digest)
         if target.exists():
