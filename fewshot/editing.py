@@ -77,7 +77,7 @@ def sefa_directions(G: Generator, layers: Sequence[int] | None = None, k: int = 
 def save_directions(path: str | Path, directions: Directions) -> Path:
     import io
 
-    from .checkpoint import atomic_write_bytes
+    from .image_output import write_file as atomic_write_bytes
 
     buffer = io.BytesIO()
     np.savez(buffer, directions=directions.vectors.numpy(), eigenvalues=directions.eigenvalues.numpy(),
@@ -97,7 +97,8 @@ def load_directions(path: str | Path, w_dim: int) -> Directions:
     except KeyError:
         raise FewshotError(f"{path} has no array 'directions'", hint="write one with fewshot directions") from None
     except (OSError, ValueError, EOFError) as exc:
-        raise FewshotError(f"cannot read {path} as directions: {exc}") from None
+        reason = "not an .npz of arrays" if "pickle" in str(exc) else exc
+        raise FewshotError(f"cannot read {path} as directions: {reason}") from None
     if vectors.ndim != 2 or vectors.shape[1] != w_dim:
         raise FewshotError(f"{path}: directions of shape {tuple(vectors.shape)}; this generator's w has {w_dim} values")
     return Directions(vectors=vectors, eigenvalues=values, layers=layers)

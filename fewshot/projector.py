@@ -96,17 +96,21 @@ class Projection:
 @torch.no_grad()
 def w_stats(G: Generator, samples: int = 10000, class_idx: int | None = None,
             batch: int = 1000) -> tuple[torch.Tensor, float]:
-    """``(w_avg [1, 1, w_dim], w_std)`` of ``samples`` mapped latents ``RandomState(123).randn``."""
+    """``(w_avg [1, 1, w_dim], w_std)`` of ``samples`` mapped latents ``RandomState(123).randn``.
+
+    Summed as the official code sums them (numpy, float32): Adam's first steps move each component by about
+    the learning rate whatever its gradient's size, so a start that differs in the last bits takes another path.
+    """
     device = next(G.parameters()).device
     z_all = np.random.RandomState(W_STATS_SEED).randn(samples, G.z_dim)
     ws = []
     for start in range(0, samples, batch):  # a batch of [B, num_ws, w_dim] outputs at a time bounds memory
         z = torch.from_numpy(z_all[start:start + batch]).to(device=device, dtype=torch.float32)
-        ws.append(G.mapping(z, class_labels(G, len(z), class_idx, device))[:, :1, :].float().cpu())
-    w = torch.cat(ws).double()  # [N, 1, C]
-    w_avg = w.mean(dim=0, keepdim=True)
-    w_std = float(((w - w_avg).square().sum() / samples).sqrt())
-    return w_avg.float(), w_std
+        ws.append(G.mapping(z, class_labels(G, len(z), class_idx, device))[:, :1, :].cpu().numpy().astype(np.float32))
+    w = np.concatenate(ws)  # [N, 1, C]
+    w_avg = np.mean(w, axis=0, keepdims=True)
+    w_std = float((np.sum((w - w_avg) ** 2) / samples) ** 0.5)
+    return torch.from_numpy(w_avg), w_std
 
 
 def noise_buffers(G: Generator) -> dict[str, torch.Tensor]:
@@ -241,7 +245,7 @@ def save_projected_w(path: str | Path, w: torch.Tensor, noise: dict[str, torch.T
     """The official ``projected_w.npz`` (key ``w``, float32 ``[1, num_ws, w_dim]``), plus the noise maps."""
     import io
 
-    from .checkpoint import atomic_write_bytes
+    from .image_output import write_file as atomic_write_bytes
 
     arrays = {"w": w.detach().cpu().float().numpy()}
     arrays.update({NOISE_KEY + name: buf.cpu().float().numpy() for name, buf in (noise or {}).items()})
@@ -263,7 +267,8 @@ def load_projected_w(path: str | Path, G: Generator) -> tuple[torch.Tensor, dict
             noise = {k[len(NOISE_KEY):]: torch.from_numpy(np.asarray(npz[k], dtype=np.float32))
                      for k in npz.files if k.startswith(NOISE_KEY)}
     except (OSError, ValueError, EOFError) as exc:
-        raise FewshotError(f"cannot read {path} as an .npz of ws: {exc}") from None
+        reason = "not an .npz of arrays" if "pickle" in str(exc) else exc
+        raise FewshotError(f"cannot read {path} as an .npz of ws: {reason}") from None
     ws = torch.from_numpy(w)
     if ws.ndim == 1:
         ws = ws[None, None]

@@ -64,17 +64,25 @@ def _write_video(G, projection, target, path: Path) -> None:  # type: ignore[no-
     write_mp4(frames(), path, fps=10)
 
 
-def project_one(G, lpips, image: Path, folder: Path, settings, *, seed: int, crop: str,  # type: ignore[no-untyped-def]
-                class_idx: Optional[int], other=None, video: bool = False) -> list[Path]:
-    """Project one image and write its outputs into ``folder``; returns the files written."""
+def load_target(G, image: Path, crop: str):  # type: ignore[no-untyped-def]
+    """The photo as G's training images were made: uint8 [C, R, R]."""
     import torch
 
     from ..data import load_image
+    from ..projector import target_tensor
+
+    return target_tensor(torch.from_numpy(load_image(image, G.img_resolution, crop)).permute(2, 0, 1), G)
+
+
+def project_one(G, lpips, target, folder: Path, settings, *, seed: int,  # type: ignore[no-untyped-def]
+                class_idx: Optional[int], other=None, video: bool = False) -> list[Path]:
+    """Project one target and write its outputs into ``folder``; returns the files written."""
+    import torch
+
     from ..image_output import ensure_writable_dir, save_image
-    from ..projector import project, render_ws, save_projected_w, target_tensor
+    from ..projector import project, render_ws, save_projected_w
     from ..synthesis import make_grid
 
-    target = target_tensor(torch.from_numpy(load_image(image, G.img_resolution, crop)).permute(2, 0, 1), G)
     projection = project(G, target, lpips, settings, seed=seed, class_idx=class_idx, progress=True)
     ensure_writable_dir(folder)
     proj = render_ws(G, projection.w, projection.noise)[0]
@@ -148,8 +156,9 @@ def project_command(
     torch_device = prepare_device(resolve_device(device))
     G = load_generator(ckpt, torch_device)
     other = load_render_with(render_with, G, torch_device) if render_with is not None else None
+    targets = [load_target(G, image, crop) for image in images]  # a bad file fails before any work
     lpips = load_lpips(lpips_weights, device=torch_device, flag="--lpips-weights FILE")
-    for image, folder in zip(images, folders, strict=True):
-        written = project_one(G, lpips, image, folder, settings, seed=seed, crop=crop, class_idx=class_idx,
-                              other=other, video=video)
+    for image, target, folder in zip(images, targets, folders, strict=True):
+        written = project_one(G, lpips, target, folder, settings, seed=seed, class_idx=class_idx, other=other,
+                              video=video)
         typer.echo(f"{image}: wrote {', '.join(p.name for p in written)} to {folder}")
