@@ -131,19 +131,27 @@ def main() -> None:
                           for n in (2, args.steps)]
                 print(row(f"official projector.py, {resolution} px", *theirs, args.steps), flush=True)
                 agreement.append((resolution, same_path(G, off_G, off_project, target, lpips, args.steps)))
-    for resolution, (w_diff, w_moved) in agreement:
+    for resolution, (w_diff, w_moved, loop_only) in agreement:
         print(f"{resolution} px, {args.steps} steps from the same seed: max |w_fewshot - w_official| = {w_diff:.2e} "
-              f"(w moved {w_moved:.2e} from its start)")
+              f"(w moved {w_moved:.2e} from its start); the loops alone, on one network and synthesis: {loop_only:.2e}")
 
 
-def same_path(G, off_G, off_project, target, lpips, steps: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def same_path(G, off_G, off_project, target, lpips, steps: int) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
     """Both loops from seed 303: the official one draws its noise maps and w noise from torch's global generator
     seeded so (as its command does), fewshot from a generator of its own, in the same order, so the two
-    optimise along the same path and differ only by float32 rounding (other conv kernels, other sums)."""
+    optimise along the same path and differ only by float32 rounding (other conv kernels, other sums).
+    The third figure: the official loop on fewshot's network, and fewshot's loop through the same (fused)
+    synthesis the official loop calls: the loops alone."""
+    import fewshot.projector
+
     ours = project(G, target, lpips, ProjectSettings(steps=steps), seed=303).w_steps
     torch.manual_seed(303)
     theirs = off_project(off_G, target, num_steps=steps, device=torch.device("cpu"))
-    return float((ours - theirs).abs().max()), float((ours[-1] - ours[0]).abs().max())
+    with mock.patch.object(fewshot.projector, "inference_kwargs", lambda device: {}):
+        fused = project(G, target, lpips, ProjectSettings(steps=steps), seed=303).w_steps
+    torch.manual_seed(303)
+    loop_only = float((fused - off_project(G, target, num_steps=steps, device=torch.device("cpu"))).abs().max())
+    return float((ours - theirs).abs().max()), float((ours[-1] - ours[0]).abs().max()), loop_only
 
 
 if __name__ == "__main__":

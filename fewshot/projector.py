@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -75,8 +75,9 @@ class ProjectSettings:
         return self.initial_learning_rate * ramp
 
     def w_noise_scale(self, step: int, w_std: float) -> float:
+        """In float32 (numpy's scalar arithmetic) as the official code computes it: see :func:`w_stats`."""
         t = step / self.steps
-        return w_std * self.initial_noise_factor * max(0.0, 1.0 - t / self.noise_ramp_length) ** 2
+        return np.float32(w_std) * self.initial_noise_factor * max(0.0, 1.0 - t / self.noise_ramp_length) ** 2
 
 
 @dataclass
@@ -95,11 +96,14 @@ class Projection:
 
 @torch.no_grad()
 def w_stats(G: Generator, samples: int = 10000, class_idx: int | None = None,
-            batch: int = 1000) -> tuple[torch.Tensor, float]:
+            batch: int = 10000) -> tuple[torch.Tensor, float]:
     """``(w_avg [1, 1, w_dim], w_std)`` of ``samples`` mapped latents ``RandomState(123).randn``.
 
-    Summed as the official code sums them (numpy, float32): Adam's first steps move each component by about
-    the learning rate whatever its gradient's size, so a start that differs in the last bits takes another path.
+    Computed as the official code computes them (the mapping on all samples in one batch by default, numpy
+    float32 sums): Adam moves each component by about the learning rate whatever its gradient's size, so a
+    start (or a w noise scale) that differs in the last bits takes another path; so reproduced, this loop
+    follows the official one bit for bit on the same network (benchmarks/project.py). ``batch`` bounds the
+    memory of the mapped ws ([batch, num_ws, w_dim] float32: 370 MB at 1024 px) at the price of that parity.
     """
     device = next(G.parameters()).device
     z_all = np.random.RandomState(W_STATS_SEED).randn(samples, G.z_dim)
@@ -118,7 +122,7 @@ def noise_buffers(G: Generator) -> dict[str, torch.Tensor]:
     return {name: buf for name, buf in G.synthesis.named_buffers() if name.endswith("noise_const")}
 
 
-def noise_regularization(buffers: Iterator[torch.Tensor] | list[torch.Tensor]) -> torch.Tensor | float:
+def noise_regularization(buffers: Iterable[torch.Tensor]) -> torch.Tensor | float:
     """Sum over maps and scales (down to 8x8) of the squared mean products with the map rolled by one pixel."""
     total: torch.Tensor | float = 0.0
     for buf in buffers:
@@ -132,13 +136,15 @@ def noise_regularization(buffers: Iterator[torch.Tensor] | list[torch.Tensor]) -
     return total
 
 
-def distance_images(images: torch.Tensor) -> torch.Tensor:
-    """Float images in [-1, 1] as LPIPS takes them: 3 channels, area-downsampled to 256 px when larger."""
-    if images.shape[1] == 1:
-        images = images.expand(-1, 3, -1, -1)
-    if images.shape[2] > DISTANCE_RESOLUTION:
-        images = F.interpolate(images, size=(DISTANCE_RESOLUTION, DISTANCE_RESOLUTION), mode="area")
-    return images
+def distance_images(images_255: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 255] as LPIPS takes them: area-downsampled to 256 px when larger, then [-1, 1], 3
+    channels. The official loop hands [0, 255] images to its VGG, which rescales them; taking the same round
+    trip (rather than the generator's [-1, 1] output as it is) keeps this loop bit for bit on the official one's
+    path: Adam's steps are near the learning rate whatever a gradient's size, so its last bits steer it."""
+    if images_255.shape[2] > DISTANCE_RESOLUTION:
+        images_255 = F.interpolate(images_255, size=(DISTANCE_RESOLUTION, DISTANCE_RESOLUTION), mode="area")
+    images = images_255 / 127.5 - 1
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
 def target_tensor(target: np.ndarray | torch.Tensor, G: Generator) -> torch.Tensor:
@@ -170,7 +176,7 @@ def project(G: Generator, target: np.ndarray | torch.Tensor, lpips: LPIPS, setti
     buffers = noise_buffers(G)
     rng = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
-        target_features = lpips.embed(distance_images(target[None].to(device).float() / 127.5 - 1))
+        target_features = lpips.embed(distance_images(target[None].to(device).float()))
         for buf in buffers.values():
             buf.copy_(torch.randn(buf.shape, generator=rng, device=device))
     for buf in buffers.values():
@@ -194,7 +200,7 @@ def project(G: Generator, target: np.ndarray | torch.Tensor, lpips: LPIPS, setti
             w_noise = torch.randn(w_opt.shape, generator=rng, device=device) * scale
             ws = (w_opt + w_noise).expand(1, G.num_ws, G.w_dim)
             synth = G.synthesis(ws, noise_mode="const", **kwargs)
-            dist = (target_features - lpips.embed(distance_images(synth))).square().sum()
+            dist = (target_features - lpips.embed(distance_images((synth + 1) * (255 / 2)))).square().sum()
             loss = dist + noise_regularization(buffers.values()) * settings.regularize_noise_weight
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -99,6 +99,7 @@ def test_learning_rate_ramp_and_noise_regulariser_are_the_official_ones():
     assert s.learning_rate(500) == pytest.approx(0.1)
     assert s.learning_rate(875) == pytest.approx(0.05)  # halfway down the cosine rampdown
     assert s.w_noise_scale(0, 2.0) == pytest.approx(0.1) and s.w_noise_scale(750, 2.0) == 0.0
+    assert isinstance(s.w_noise_scale(10, 2.0), np.float32)  # the official float32 arithmetic, to the last bit
     flat = torch.ones(16, 16)  # perfectly correlated: (1)^2 twice at 16, 8
     assert float(noise_regularization([flat])) == pytest.approx(4.0)
 

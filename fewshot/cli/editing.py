@@ -12,6 +12,7 @@ from .app import PANEL_GENERATE, app
 from .generate import CKPT_HELP, DEVICE_HELP, NOISE_HELP, _refuse_existing
 
 LAYERS_HELP = "The ws the directions read and the edit moves, e.g. 0-3 (coarse) or 4-7 (default: all)."
+SHEET_TILE = 256  # the directions sheet's tiles are downsampled to this when larger
 EDIT_PSI_HELP = "Truncation psi of the seeds' ws around the average w (SeFa's sheets use 0.7)."
 
 
@@ -97,6 +98,10 @@ def directions(
     ws = seeds_to_ws(G, seed_list, psi)
     cells = _edit_grid(G, ws, None, found.vectors, strengths, found.layers, noise_mode)  # [D, S, N, ...]
     rows = cells.permute(0, 2, 1, 3, 4, 5).flatten(0, 2)  # a row per direction and seed, strengths across
+    if rows.shape[-1] > SHEET_TILE:  # 210 tiles of 1024 px would be a 0.7 GB sheet
+        import torch.nn.functional as F
+
+        rows = F.interpolate(rows.float(), size=(SHEET_TILE, SHEET_TILE), mode="area").round().to(rows.dtype)
     save_image(make_grid(rows, (len(strengths), k * len(seed_list))), sheet)
     values = ", ".join(f"{v:.3g}" for v in found.eigenvalues[:5].tolist())
     typer.echo(f"wrote {k} directions of ws {found.layers[0]}-{found.layers[-1]} to {out} (eigenvalues {values}"
@@ -137,7 +142,7 @@ def edit(
     from ..image_output import animation_kind, ensure_writable_dir, save_image, write_gif, write_mp4
     from ..loading import load_generator, prepare_device, resolve_device
     from ..projector import load_projected_w, truncate_ws
-    from ..synthesis import NOISE_MODES, check_choice, check_psi, make_grid, seeds_to_ws
+    from ..synthesis import NOISE_MODES, check_choice, check_psi, check_truncation, make_grid, seeds_to_ws
     from .parsing import parse_seeds
 
     if (w is None) == (seeds is None):
@@ -157,6 +162,7 @@ def edit(
     found = load_directions(directions_file, G.w_dim) if directions_file else sefa_directions(G, None, direction + 1)
     if direction >= len(found.vectors):
         raise FewshotError(f"--direction {direction} is out of range ({len(found.vectors)} directions)")
+    check_truncation(G, psi, None)
     if seed_list is not None:
         ws, noise = seeds_to_ws(G, seed_list, psi), None
     else:
