@@ -164,9 +164,10 @@ def test_cli_project_renders_through_a_fine_tune_and_sample_w_renders_it_again(t
     Image.fromarray(known[1].permute(1, 2, 0).numpy()).resize((48, 40)).save(photo)  # not square: cropped
     out = tmp_path / "out"
     code, stdout, err = run_cli(["project", str(photo), "--ckpt", str(base), "--render-with", str(run),
-                                 "--steps", "8", "--outdir", str(out), "--device", "cpu"], capsys)
+                                 "--steps", "8", "--outdir", str(out), "--device", "cpu", "--video"], capsys)
     assert code == 0, err
-    assert {p.name for p in out.iterdir()} == {"target.png", "proj.png", "projected_w.npz", "rendered.png", "sheet.png"}
+    assert {p.name for p in out.iterdir()} == {"target.png", "proj.png", "projected_w.npz", "rendered.png", "sheet.png",
+                                               "proj.mp4"}
     assert Image.open(out / "sheet.png").size == (3 * 32, 32)
     w, noise = load_projected_w(out / "projected_w.npz", G)
     rendered = np.asarray(Image.open(out / "rendered.png")).transpose(2, 0, 1)
