@@ -407,6 +407,22 @@ def infer_resolution(source: str | Path, crop: str = "center", sample: int = 256
     return resolution, f"resolution {resolution} from the data (median {side} side {median} px over {len(sides)} images)"
 
 
+def load_image(path: str | Path, resolution: int, crop: str = "center") -> np.ndarray:
+    """One image file as a training image of ``resolution`` is made (same conversion, crop and resize):
+    uint8 ``[R, R, 3]``. A file that cannot be read or decoded is one error with the reason."""
+    _check_arguments(path, resolution, crop)
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FewshotError(f"{path} is not a file")
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ValueError(f"larger than {MAX_FILE_BYTES >> 20} MiB")
+        array, _, _ = _decode(path.read_bytes(), resolution, crop, {})
+    except Exception as exc:  # noqa: BLE001 - every decoder failure is the file's, said in one line
+        raise FewshotError(f"cannot read {path}: {_reason(exc)}") from None
+    return array
+
+
 # ---------------------------------------------------------------------------------------------
 # Hashing, sampling, the built-in demo set
 

@@ -82,6 +82,33 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
         raise FewshotError(f"{path} exists", hint="pass --overwrite to replace it")
 
 
+def _sample_projected(ckpt: str, w_file: Path, outdir: Path, *, psi: float, trunc_cutoff: Optional[int],
+                      noise_mode: str, batch: int, device: str, fmt: str, overwrite: bool) -> None:
+    """``sample --w``: proj00.png, proj01.png, ... (the official generate.py's names) of the file's ws."""
+    from ..errors import FewshotError
+    from ..image_output import output_folder, save_image
+    from ..loading import load_generator, prepare_device, resolve_device
+    from ..projector import load_projected_w, render_ws, truncate_ws
+    from ..synthesis import check_truncation
+
+    if not w_file.is_file():
+        raise FewshotError(f"--w {w_file} is not a file")
+    if batch < 1:
+        raise FewshotError(f"--batch must be at least 1, got {batch}")
+    torch_device = prepare_device(resolve_device(device))
+    with output_folder(outdir):
+        G = load_generator(ckpt, torch_device)
+        check_truncation(G, psi, trunc_cutoff)
+        ws, noise = load_projected_w(w_file, G)
+        paths = [outdir / f"proj{i:02d}.{fmt}" for i in range(ws.shape[0])]
+        if not overwrite and any(p.exists() for p in paths):
+            raise FewshotError(f"{next(p for p in paths if p.exists())} exists", hint="pass --overwrite to replace it")
+        ws = truncate_ws(G, ws.to(torch_device), psi, trunc_cutoff)
+        for image, path in zip(render_ws(G, ws, noise, noise_mode, batch), paths, strict=True):
+            save_image(image, path)
+    typer.echo(f"wrote {len(paths)} image{'' if len(paths) == 1 else 's'} of {w_file} to {outdir}")
+
+
 @app.command(
     rich_help_panel=PANEL_GENERATE,
     epilog=(
@@ -91,7 +118,8 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
         "  fewshot sample ffhq256.pkl --grid 4x8 --grid-only --outdir sheet\n\n"
         "  fewshot sample cifar10 --class all --seeds 0-7 --grid-only     (one row per class)\n\n"
         "  fewshot sample runs/00001-disp/final.safetensors --prior gmm --gmm-components 8\n\n"
-        "  fewshot sample runs/00001-disp/final.safetensors --prior my_sketch.png --seeds 0-7"
+        "  fewshot sample runs/00001-disp/final.safetensors --prior my_sketch.png --seeds 0-7\n\n"
+        "  fewshot sample runs/00003-vangogh --w projection/projected_w.npz --outdir me-vangogh"
     ),
 )
 def sample(
@@ -120,6 +148,9 @@ def sample(
     prior_index: Optional[int] = typer.Option(None, "--prior-index", help=PRIOR_INDEX_HELP),
     gmm_components: int = typer.Option(8, "--gmm-components", help=GMM_HELP),
     prior_weights: Optional[Path] = typer.Option(None, "--prior-weights", help=PRIOR_WEIGHTS_HELP),
+    w: Optional[Path] = typer.Option(
+        None, "--w", help="Render the ws of a projected_w.npz (fewshot project's or the official projector's) instead "
+        "of seeds: proj00.png, ... (--psi pulls them towards CKPT's average w)."),
 ) -> None:
     """Images for seeds, exactly as the official generate.py draws them (same seed, same picture)."""
     from ..errors import FewshotError
@@ -131,6 +162,12 @@ def sample(
     image_format = check_choice(image_format.lower().replace("jpeg", "jpg"), IMAGE_FORMATS, "image format")
     check_choice(noise_mode, NOISE_MODES, "noise mode")
     check_psi(psi)
+    if w is not None:
+        if seeds is not None or n is not None or grid is not None or prior or trunc_z is not None:
+            raise FewshotError("--w renders the file's ws: it takes no --seeds, --n, --grid, --prior or --trunc-z")
+        _sample_projected(ckpt, w, outdir, psi=psi, trunc_cutoff=trunc_cutoff, noise_mode=noise_mode, batch=batch,
+                          device=device, fmt=image_format, overwrite=overwrite)
+        return
     grid_shape = parse_grid(grid) if grid is not None else None
     every_class = class_idx is not None and class_idx.strip().lower() == "all"
     if grid_only and grid_shape is None and not every_class:

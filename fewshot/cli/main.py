@@ -24,9 +24,11 @@ def register_commands() -> None:
     from . import (
         checkpoints,  # noqa: F401
         doctor,  # noqa: F401
+        editing,  # noqa: F401
         generate,  # noqa: F401
         hub,  # noqa: F401
         metrics,  # noqa: F401
+        project,  # noqa: F401
         train,  # noqa: F401
     )
 
