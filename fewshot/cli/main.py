@@ -28,6 +28,7 @@ def register_commands() -> None:
         hub,  # noqa: F401
         metrics,  # noqa: F401
         train,  # noqa: F401
+        watch,  # noqa: F401
     )
 
     use_fewshot_commands(app)
