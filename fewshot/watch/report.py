@@ -145,9 +145,23 @@ def plots(ticks: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> list[st
     return out
 
 
+_URI_CACHE: dict[tuple[str, int, int, int], tuple[str, int]] = {}  # a training process refreshes the page at
+_URI_CACHE_SIZE = 64  # each snapshot: the older grids are decoded and scaled once, not at every refresh
+
+
 def _data_uri(path: Path, width: int) -> tuple[str, int]:
     """A PNG as a data URI, scaled down to ``width`` px when wider (large grids would make a huge page); and its
     width."""
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size, width)
+    if key not in _URI_CACHE:
+        if len(_URI_CACHE) >= _URI_CACHE_SIZE:
+            _URI_CACHE.pop(next(iter(_URI_CACHE)))
+        _URI_CACHE[key] = _encode_uri(path, width)
+    return _URI_CACHE[key]
+
+
+def _encode_uri(path: Path, width: int) -> tuple[str, int]:
     from PIL import Image
 
     with Image.open(path) as picture:

@@ -15,6 +15,7 @@ from typing import Any
 TENSORBOARD_INSTALL = "pip install 'fewshot[tensorboard]'"
 # Tick-record keys that are not curves: the tick index and its position are the step, time is the wall time.
 _NOT_SCALARS = {"tick", "kimg", "time"}
+IMAGE_WIDTH = 1024  # px: wider grids go to TensorBoard scaled down (its image tab shows them smaller anyway)
 _GROUPS = (("loss_", "Loss"), ("D_", "D"), ("aug_", "Augment"), ("lr_", "Progress"), ("sec_", "Timing"),
            ("eta_", "Timing"), ("mem_", "Resources"), ("r1_", "Reg"), ("pl_", "Reg"))
 
@@ -69,13 +70,27 @@ class EventWriter:
         self._writer.flush()
 
     def image(self, path: Path, step: int, tag: str = "Samples/fakes") -> None:
-        """A PNG the run wrote (the grid), as it is on disk: no second rendering."""
-        import numpy as np
+        """A PNG the run wrote (the grid): its bytes as they are on disk when at most ``IMAGE_WIDTH`` px wide,
+        else scaled down to that. (tensorboard's record checksum is pure Python without TensorFlow, ~3 MB/s: a
+        6 MB 2048-px grid took 2 s to write, its 1024-px copy a quarter of that.)"""
+        import io
+
         from PIL import Image
 
-        with Image.open(path) as picture:
-            array = np.asarray(picture.convert("RGB"))
-        self._writer.add_image(tag, array, global_step=step, dataformats="HWC")
+        with Image.open(path) as picture:  # the header only, unless the image must be scaled
+            width, height, channels = picture.width, picture.height, len(picture.getbands())
+            if width > IMAGE_WIDTH:
+                height = max(1, round(height * IMAGE_WIDTH / width))
+                width = IMAGE_WIDTH
+                buffer = io.BytesIO()
+                picture.resize((width, height), Image.Resampling.BILINEAR).save(buffer, format="PNG", compress_level=1)
+                data = buffer.getvalue()
+            else:
+                data = path.read_bytes()
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=data)
+        self._writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
         self._writer.flush()
 
     def close(self) -> None:
