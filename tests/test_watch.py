@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_train import tiny_cfg
+from test_train import _train_command, _wait_for_first_tick, tiny_cfg
 
 from fewshot.cli.main import main
 from fewshot.errors import FewshotError
@@ -74,6 +74,33 @@ def test_a_run_writes_tfevents_that_tensorboard_reads_back_with_scalars_and_imag
     with Image.open(grids[-1][1]) as grid:
         assert (images[-1].width, images[-1].height) == grid.size
     assert len(events.Images("Samples/reals")) == 1
+
+
+def test_a_resume_drops_the_events_past_its_snapshot_and_keeps_the_snapshot_tick(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from types import SimpleNamespace
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from fewshot.watch.hooks import on_tick, watching
+
+    run_folder = tmp_path / "00000-r"
+    run_folder.mkdir()
+    layout.transfer_table_path(run_folder).write_text("table\n")
+    said: list[str] = []
+    run = SimpleNamespace(is_main=True, run_dir=run_folder, progress=SimpleNamespace(cur_nimg=0), out=said.append)
+    with watching(run):  # the first session: ticks at 8, 16, 24 images
+        for nimg in (8, 16, 24):
+            run.progress.cur_nimg = nimg
+            on_tick(run, {"tick": 0, "kimg": nimg / 1000, "loss_G": float(nimg)})
+    run.progress.cur_nimg = 16  # resumed from the snapshot at 16 images: 24 comes again
+    with watching(run):
+        run.progress.cur_nimg = 24
+        on_tick(run, {"tick": 2, "kimg": 0.024, "loss_G": -1.0})
+    assert not said
+    events = EventAccumulator(str(run_folder))
+    events.Reload()
+    assert [(s.step, s.value) for s in events.Scalars("Loss/loss_G")] == [(8, 8.0), (16, 16.0), (24, -1.0)]
 
 
 def test_metrics_go_to_tensorboard_by_their_paths_nested_ones_included() -> None:
@@ -265,6 +292,32 @@ def test_runs_lists_a_training_a_stopped_and_a_finished_run(finished_run: Path, 
         holder.wait()
     time.sleep(0.1)
     assert run_state(training)["state"] == "stopped"  # the lock went with the process
+
+
+def test_a_real_run_is_listed_as_training_while_it_trains_then_stopped_with_its_report_saying_why(
+        tmp_path: Path) -> None:
+    import os
+    import signal
+
+    out = tmp_path / "runs"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(_train_command(out).split(), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        run = _wait_for_first_tick(out, proc)
+        (row,) = list_runs(out)
+        assert (row["state"], row["pid"]) == ("training", proc.pid)
+        assert row["done_kimg"] > 0 and row["target_kimg"] == 1000 and row["eta_sec"] > 0
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=240) == 130, proc.stderr.read()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    (row,) = list_runs(out)
+    assert (row["state"], row["cause"]) == ("stopped", "SIGINT")
+    page = layout.report_path(run).read_text()  # written by the run on its way out
+    assert "stopped: SIGINT" in page and "training (pid" not in page
 
 
 def test_runs_of_a_missing_folder_is_one_line(tmp_path: Path, capsys) -> None:

@@ -201,6 +201,7 @@ def stopped(run: Run, bar: Any) -> TrainingInterrupted:
         kimg = run.progress.cur_nimg / 1000
         run.out.record({"event": "stop", "cause": signal_name(interrupted.signum), "kimg": round(kimg, 3),
                         "snapshot": str(snap_path), "exit_code": interrupted.exit_code})
+        on_finish(run)  # the report says stopped, and why
         run.out.err(f"stopped by {signal_name(interrupted.signum)} at {kimg:g} kimg; wrote {snap_path}; continue "
                     f"with `fewshot train --resume {run.run_dir}` (or --resume latest)")
     return interrupted

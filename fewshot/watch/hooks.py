@@ -41,7 +41,8 @@ def watching(run: Any) -> Iterator[None]:
         if missing:
             run.out(missing)
         else:
-            purge = run.progress.cur_nimg if run.progress.cur_nimg > 0 else None  # a resume: drop the fork
+            # A resume drops the events logged after its snapshot (TensorBoard purges steps >= purge_step).
+            purge = run.progress.cur_nimg + 1 if run.progress.cur_nimg > 0 else None
             run.watch = _warn_on_error(run, "TensorBoard events",
                                        lambda: EventWriter(layout.tfevents_dir(run.run_dir), purge_step=purge))
             reals = layout.reals_path(run.run_dir)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import io
 import math
+import os
+import time
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -235,6 +237,8 @@ def render_report(run_dir: Path) -> str:
     facts = [("state", state_text({**row, **run_state(run_dir)})), ("preset", row["preset"] or "-"),
              ("base", row["base"] or "from scratch"),
              ("kimg", f"{row['done_kimg']:g} of {target:g}" if isinstance(target, (int, float)) else f"{row['done_kimg']:g}")]
+    facts.append(("written", time.strftime("%Y-%m-%d %H:%M:%S") + (" by the training process" if
+                  row["state"] == "training" and row["pid"] == os.getpid() else "")))
     if row["best"]:
         facts.append(("best", f"{row['best']['metric']} {row['best']['value']:.4g} at {row['best']['kimg']} kimg"))
     sections = [

@@ -11,6 +11,7 @@ A run's state comes from its folder alone:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,6 @@ def run_state(run_dir: Path, described: dict[str, Any] | None = None) -> dict[st
     if layout.FINAL_NAME in described["exports"] and reached:  # (a resume that raised --kimg is not finished)
         return {"state": "finished", "pid": None, "cause": None}
     pid = described["training_now"]
-    if pid is not None:
-        return {"state": "training", "pid": pid if pid > 0 else None, "cause": None}
     cause = None
     for record in reversed(layout.read_records(layout.log_path(run_dir))):
         if "tick" in record:
@@ -35,6 +34,10 @@ def run_state(run_dir: Path, described: dict[str, Any] | None = None) -> dict[st
         if record.get("event") == "stop":
             cause = str(record.get("cause") or "a stop request")
             break
+    # A stop recorded by this very process (its report, written on the way out, while it still holds the lock)
+    # is a stop; another process holding the lock after a stop line is a resume that has not ticked yet.
+    if pid is not None and not (cause and pid == os.getpid()):
+        return {"state": "training", "pid": pid if pid > 0 else None, "cause": None}
     return {"state": "stopped", "pid": None, "cause": cause or "no stop recorded (killed or crashed)"}
 
 
