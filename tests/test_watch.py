@@ -180,7 +180,7 @@ def test_the_report_renders_in_headless_chromium_with_plots_images_and_no_errors
     assert done.returncode == 0, done.stderr[-2000:]
     status = _page_status(done.stdout)
     assert status["ready"] == "ok", (status, re.search(r'<ol id="page-errors">(.*?)</ol>', done.stdout).group(1))
-    assert int(status["plots"]) == 7 == int(status["drawn"])  # 5 tick plots + fid + is, each with a drawn line
+    assert int(status["plots"]) == 8 == int(status["drawn"])  # 6 tick plots + fid + is, each with a drawn line
     assert int(status["images"]) == TICKS + 2 == int(status["decoded"])  # the strip, the newest grid, the reals
     assert status["errors"] == "0"
     shot = tmp_path / "report.png"

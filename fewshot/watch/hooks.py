@@ -7,20 +7,13 @@ network, so a watched run trains exactly as an unwatched one (tests/test_tick_pa
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .. import settings
 from ..train import run_dir as layout
-
-# FEWSHOT_TENSORBOARD=0 turns the events off (the benchmark's baseline; a disk that should not get them).
-_ENV = "FEWSHOT_TENSORBOARD"
-
-
-def _events_enabled() -> bool:
-    return (os.environ.get(_ENV) or "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 @contextmanager
@@ -34,7 +27,7 @@ def watching(run: Any) -> Iterator[None]:
     table = layout.transfer_table_path(run.run_dir)
     if not table.exists():
         _warn_on_error(run, "the transfer table", lambda: table.write_text(run.transfer.describe(run.G, run.D) + "\n"))
-    if _events_enabled():
+    if settings.tensorboard_events():  # FEWSHOT_TENSORBOARD=0: off (the benchmark's baseline)
         from .tfevents import EventWriter, tensorboard_missing
 
         missing = tensorboard_missing()

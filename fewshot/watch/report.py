@@ -30,7 +30,9 @@ LATEST_WIDTH = 1024
 TICK_PLOTS = (
     ("Losses", ("loss_G", "loss_D")),
     ("D outputs (mean logits)", ("D_real", "D_fake")),
-    ("Regularization", ("r1_penalty", "pl_penalty", "loss_reg", "r1_fake_penalty")),
+    ("R1 penalty", ("r1_penalty", "r1_fake_penalty")),  # apart: their scales differ by orders of magnitude
+    ("Path-length penalty", ("pl_penalty",)),
+    ("Reg-DGM term", ("loss_reg",)),
     ("Augmentation p", ("aug_p",)),
     ("Seconds per kimg", ("sec_per_kimg",)),
 )
