@@ -68,6 +68,13 @@ def keep_freed_memory() -> bool:
     return value is None or value.strip() == "" or _truthy(value)
 
 
+def tensorboard_events() -> bool:
+    """``FEWSHOT_TENSORBOARD`` (default on): runs write TensorBoard events when the package is installed
+    (fewshot.watch.hooks); ``0`` turns them off."""
+    value = os.environ.get("FEWSHOT_TENSORBOARD")
+    return value is None or value.strip() == "" or _truthy(value)
+
+
 # --- Hub and frozen-network weights (fewshot.hub, fewshot.weights) ---------------------------------
 
 

@@ -78,8 +78,10 @@ def doctor(
         "Reg-DGM --reg-model facenet"))
     line("lpips", optional_module_state("lpips", "lpips", "pip install 'fewshot[lpips]'",
                                         "LPIPS: fewshot project, the intra-lpips and copies metrics"))
+    line("tensorboard", optional_module_state("tensorboard", "tensorboard", "pip install 'fewshot[tensorboard]'",
+                                              "TensorBoard events of every run (tensorboard --logdir runs)"))
     line("mp4 output", optional_module_state("imageio_ffmpeg", "imageio-ffmpeg", "pip install 'fewshot[video]'",
-                                             "interpolate --out walk.mp4"))
+                                             "interpolate --out walk.mp4, timelapse --out progress.mp4"))
 
 
 def optional_module_state(module: str, distribution: str, install: str, purpose: str) -> str:

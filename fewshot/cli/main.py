@@ -30,6 +30,7 @@ def register_commands() -> None:
         metrics,  # noqa: F401
         project,  # noqa: F401
         train,  # noqa: F401
+        watch,  # noqa: F401
     )
 
     use_fewshot_commands(app)

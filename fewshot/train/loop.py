@@ -28,6 +28,7 @@ import torch
 from ..checkpoint import save_bundle
 from ..config import TrainConfig
 from ..errors import FewshotError
+from ..watch.hooks import on_finish, on_snapshot, on_tick, watching
 from . import distributed
 from . import run_dir as layout
 from .networks import lazy_opt_kwargs, render_fakes, save_grid
@@ -75,7 +76,7 @@ def run(run: Run, max_ticks: int | None = None, progress: bool = True) -> Path |
     clock = TickClock(start_elapsed=state.elapsed_sec)
     tick_stats = TickStats()
     bar = _progress_bar(total_nimg, state.cur_nimg, progress and run.is_main)
-    with run.stop:
+    with run.stop, watching(run):
         while state.cur_nimg < total_nimg:
             # ---- One batch: every phase whose interval divides the batch index.
             real, real_c, phase_z, phase_c = run.draw(run.data_gen)
@@ -117,6 +118,7 @@ def run(run: Run, max_ticks: int | None = None, progress: bool = True) -> Path |
         with _writing(layout.FINAL_NAME, run.run_dir):
             final = _write_export(run, layout.final_path(run.run_dir))
         run.out(f"done: {state.cur_nimg / 1000:g} kimg; wrote {final}")
+        on_finish(run)
     distributed.barrier(run.dist)
     return run.run_dir
 
@@ -158,6 +160,7 @@ def end_tick(run: Run, stats: TickStats, clock: TickClock, bar: Any, total_nimg:
     if run.is_main:
         with layout.log_path(run.run_dir).open("a") as fh:
             fh.write(json.dumps(record) + "\n")
+        on_tick(run, record)
         bar = _report(bar, run.out, record)
         if bar is not None:
             bar = _bar_call(bar, run.out, "set_postfix", G=f"{means.get('loss_G', 0):.3f}",
@@ -171,9 +174,10 @@ def end_tick(run: Run, stats: TickStats, clock: TickClock, bar: Any, total_nimg:
 def snapshot_tick(run: Run, done: bool) -> None:
     """The sample grid, the metrics when due, the snapshot (also when an evaluation fails), the best export."""
     state, run_dir = run.progress, run.run_dir
+    grid = layout.fakes_path(run_dir, state.cur_nimg)
     with _writing(f"the sample grid at {state.cur_nimg / 1000:g} kimg", run_dir):
-        save_grid(render_fakes(run.G_ema, run.latents, run.hyper.batch_gpu, run.grid_priors),
-                  layout.fakes_path(run_dir, state.cur_nimg), run.cfg.sample_grid)
+        save_grid(render_fakes(run.G_ema, run.latents, run.hyper.batch_gpu, run.grid_priors), grid,
+                  run.cfg.sample_grid)
     try:
         metrics = _maybe_metrics(run, done)
     except BaseException:  # a failed evaluation does not cost the training since the last snapshot
@@ -184,6 +188,7 @@ def snapshot_tick(run: Run, done: bool) -> None:
     layout.prune_snapshots(run_dir, run.cfg.keep)
     if metrics is not None:
         _maybe_best(run, metrics)
+    on_snapshot(run, grid, metrics)
 
 
 def stopped(run: Run, bar: Any) -> TrainingInterrupted:
@@ -196,6 +201,7 @@ def stopped(run: Run, bar: Any) -> TrainingInterrupted:
         kimg = run.progress.cur_nimg / 1000
         run.out.record({"event": "stop", "cause": signal_name(interrupted.signum), "kimg": round(kimg, 3),
                         "snapshot": str(snap_path), "exit_code": interrupted.exit_code})
+        on_finish(run)  # the report says stopped, and why
         run.out.err(f"stopped by {signal_name(interrupted.signum)} at {kimg:g} kimg; wrote {snap_path}; continue "
                     f"with `fewshot train --resume {run.run_dir}` (or --resume latest)")
     return interrupted

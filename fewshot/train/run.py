@@ -98,6 +98,7 @@ class Run:
     data_gen: torch.Generator | None = None
     latents: torch.Tensor | None = None
     grid_priors: torch.Tensor | None = None
+    watch: Any = None  # the TensorBoard writer while the loop runs (fewshot.watch.hooks)
 
     @property
     def G(self) -> nn.Module:

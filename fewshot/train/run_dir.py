@@ -10,6 +10,9 @@ runs/00003-flowers100-ada/
   checkpoints/snapshot-<nimg>.safetensors   full training state (resumable)
   final.safetensors      exported networks at the end
   best.safetensors       exported networks at the best metric (when enabled)
+  report.html            the run on one page (`fewshot report`; refreshed at each snapshot)
+  transfer.txt           what is frozen, modulated and trained (the table a dry run prints)
+  events.out.tfevents.*  TensorBoard's events (when the tensorboard package is installed)
 ```
 """
 
@@ -40,6 +43,9 @@ FINAL_NAME = "final.safetensors"
 BEST_NAME = "best.safetensors"
 EXPORT_NAMES = (BEST_NAME, FINAL_NAME)  # what a run folder stands for, in order of preference
 PRIOR_BANK_NAME = "prior_bank.safetensors"  # DISP's priors of the training images
+REPORT_NAME = "report.html"
+TRANSFER_TABLE_NAME = "transfer.txt"
+FAKES_PATTERN = re.compile(r"^fakes_(\d+)_(\d{3})\.png$")  # fakes_path's names, read back
 
 
 def config_path(run_dir: Path) -> Path:
@@ -61,6 +67,28 @@ def reals_path(run_dir: Path) -> Path:
 def fakes_path(run_dir: Path, cur_nimg: int) -> Path:
     tag = f"{cur_nimg / 1000:08.3f}".replace(".", "_")
     return run_dir / SAMPLES_DIR / f"fakes_{tag}.png"
+
+
+def list_fakes(run_dir: Path) -> list[tuple[float, Path]]:
+    """The fixed-latent grids of a run as (kimg, path), oldest first."""
+    found = []
+    for path in (run_dir / SAMPLES_DIR).glob("fakes_*.png"):
+        if match := FAKES_PATTERN.match(path.name):
+            found.append((int(match.group(1)) + int(match.group(2)) / 1000, path))
+    return sorted(found)
+
+
+def report_path(run_dir: Path) -> Path:
+    return run_dir / REPORT_NAME
+
+
+def transfer_table_path(run_dir: Path) -> Path:
+    return run_dir / TRANSFER_TABLE_NAME
+
+
+def tfevents_dir(run_dir: Path) -> Path:
+    """TensorBoard's event files go in the run folder itself: `tensorboard --logdir runs` names each run by it."""
+    return run_dir
 
 
 def final_path(run_dir: Path) -> Path:
@@ -231,11 +259,26 @@ def prune_snapshots(run_dir: Path, keep: int) -> None:
             pass
 
 
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a .jsonl file (log.jsonl, metrics.jsonl); none when it is missing."""
+    import json
+
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut short by a crash
+    return [r for r in out if isinstance(r, dict)]
+
+
 def describe_run(run_dir: Path) -> dict[str, Any]:
     """What a run folder holds, read from its files without loading a tensor: recipe, progress (from the newest
     readable snapshot's header, else config.toml), the last tick line, the best metric and the files."""
-    import json
-
     from ..checkpoint import read_header
     from ..config import tomllib  # tomli on Python 3.10
 
@@ -256,17 +299,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
             pass
 
     def records(name: str) -> list[dict[str, Any]]:
-        try:
-            lines = (run_dir / name).read_text().splitlines()
-        except OSError:
-            return []
-        out = []
-        for line in lines:
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut short by a crash
-        return [r for r in out if isinstance(r, dict)]
+        return read_records(run_dir / name)
 
     ticks = [r for r in records(LOG_NAME) if "tick" in r]  # besides ticks: stop events, messages
     sections = config.get("metrics")  # a [metrics] table, or (runs of earlier versions) flat keys
