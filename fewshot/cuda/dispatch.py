@@ -7,11 +7,13 @@ otherwise. The build happens on first use and is tried once per process (see :mo
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 
 import torch
 
 from .bias_act_ref import bias_act_ref
+from .filtered_lrelu_ref import filtered_lrelu_ref
 from .upfirdn2d_ref import Padding, Scale, upfirdn2d_ref
 
 # The CPU kernels are compiled for float32/float64 only (half precision on the CPU is rare and
@@ -66,3 +68,21 @@ def upfirdn2d(
     from .upfirdn2d_compiled import upfirdn2d_compiled
 
     return upfirdn2d_compiled(module, x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+
+
+def filtered_lrelu(
+    x: torch.Tensor,
+    fu: torch.Tensor | None = None,
+    fd: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding: Padding = 0,
+    gain: float = math.sqrt(2),
+    slope: float = 0.2,
+    clamp: float | None = None,
+    flip_filter: bool = False,
+) -> torch.Tensor:
+    """StyleGAN3's bias + upsample + leaky ReLU + clamp + downsample; see :func:`filtered_lrelu_ref`."""
+    return filtered_lrelu_ref(x, fu, fd, b, up=up, down=down, padding=padding, gain=gain, slope=slope,
+                              clamp=clamp, flip_filter=flip_filter)
