@@ -78,19 +78,7 @@ def run(run: Run, max_ticks: int | None = None, progress: bool = True) -> Path |
     bar = _progress_bar(total_nimg, state.cur_nimg, progress and run.is_main)
     with run.stop, watching(run):
         while state.cur_nimg < total_nimg:
-            # ---- One batch: every phase whose interval divides the batch index.
-            real, real_c, phase_z, phase_c = run.draw(run.data_gen)
-            for phase, z, gen_c in zip(run.phases, phase_z, phase_c, strict=True):
-                if state.batch_idx % phase.interval == 0 and phase.active:
-                    run.step(phase, real, real_c, z, stats=tick_stats, gen_c=gen_c)
-
-            # ---- G_ema, the counters, ADA's p, AdaFM's start gate.
-            run.update_ema()
-            state.cur_nimg += hyper.batch
-            state.batch_idx += 1
-            distributed.sync_augment_stats(run.augment, run.dist)
-            run.augment.update(hyper.batch)
-            run.transfer.on_kimg(state.cur_nimg / 1000)
+            train_batch(run, tick_stats)
             if bar is not None:
                 bar = _bar_call(bar, run.out, "update", hyper.batch)
             if run.is_main:
@@ -121,6 +109,22 @@ def run(run: Run, max_ticks: int | None = None, progress: bool = True) -> Path |
         on_finish(run)
     distributed.barrier(run.dist)
     return run.run_dir
+
+
+def train_batch(run: Run, tick_stats: TickStats) -> None:
+    """One batch: every phase whose interval divides the batch index, then G_ema, the counters, ADA's p and
+    AdaFM's start gate."""
+    state = run.progress
+    real, real_c, phase_z, phase_c = run.draw(run.data_gen)
+    for phase, z, gen_c in zip(run.phases, phase_z, phase_c, strict=True):
+        if state.batch_idx % phase.interval == 0 and phase.active:
+            run.step(phase, real, real_c, z, stats=tick_stats, gen_c=gen_c)
+    run.update_ema()
+    state.cur_nimg += run.hyper.batch
+    state.batch_idx += 1
+    distributed.sync_augment_stats(run.augment, run.dist)
+    run.augment.update(run.hyper.batch)
+    run.transfer.on_kimg(state.cur_nimg / 1000)
 
 
 # ---------------------------------------------------------------------------------------------
