@@ -12,7 +12,10 @@
 //   weight     w [O, C, 3, 3]          -> U [36, O, C]         (G g G^T per filter)
 //   weight_t   U [36, O, C]            -> w [O, C, 3, 3]       (adjoint)
 // TH = ceil(H / 4), TW = ceil(W / 4). Each (batch, channel) plane belongs to one thread, so the
-// adjoint's overlapping tiles accumulate without atomics. The matrices are compile-time constants;
+// adjoint's overlapping tiles accumulate without atomics. The planes are visited channel by channel,
+// images innermost (kChannelMajor): plane (n, c)'s 36 runs in V / M sit right after those of
+// (n - 1, c), so the 36 streams each advance contiguously instead of jumping a channel's worth of
+// tiles (a new page per run) at every plane. The matrices are compile-time constants;
 // the fully unrolled products below drop their zero terms. Float32 has its own kernels that work on
 // four tiles (or filters) per step in 4-lane vectors; the generic ones serve float64.
 #include <ATen/Dispatch.h>
@@ -105,8 +108,8 @@ void input_kernel(const scalar_t* x, scalar_t* v, const Tiles& t) {
   at::parallel_for(0, t.n * t.c, 1, [&](int64_t begin, int64_t end) {
     Scratch<scalar_t> s(t);
     for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t n = plane / t.c, ch = plane % t.c;
-      const scalar_t* xp = x + plane * t.h * t.w;
+      const int64_t ch = plane / t.n, n = plane % t.n;  // images innermost (kChannelMajor, above)
+      const scalar_t* xp = x + (n * t.c + ch) * t.h * t.w;
       scalar_t* out = v + ch * t.count() + n * t.per_image();
       for (int64_t ty = 0; ty < t.th; ++ty) {
         // a[j][i'] = (d B)[j][i'] for the 6 input rows j of this row of tiles.
@@ -139,7 +142,7 @@ void input_t_kernel(const scalar_t* v, scalar_t* x, const Tiles& t) {
     // The padded plane the overlapping tiles accumulate into: acc[q][p] = x[q - 1][p - 1].
     std::vector<scalar_t> acc((kOut * t.th + 2) * padded_w);
     for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t n = plane / t.c, ch = plane % t.c;
+      const int64_t ch = plane / t.n, n = plane % t.n;  // images innermost (kChannelMajor, above)
       const scalar_t* in = v + ch * t.count() + n * t.per_image();
       std::fill(acc.begin(), acc.end(), scalar_t(0));
       for (int64_t ty = 0; ty < t.th; ++ty) {
@@ -157,7 +160,7 @@ void input_t_kernel(const scalar_t* v, scalar_t* x, const Tiles& t) {
           }
         }
       }
-      scalar_t* xp = x + plane * t.h * t.w;
+      scalar_t* xp = x + (n * t.c + ch) * t.h * t.w;
       for (int64_t iy = 0; iy < t.h; ++iy) {
         const scalar_t* row = acc.data() + (iy + 1) * padded_w + 1;
         std::copy(row, row + t.w, xp + iy * t.w);
@@ -173,8 +176,8 @@ void output_kernel(const scalar_t* m, scalar_t* y, const Tiles& t) {
   at::parallel_for(0, t.n * t.c, 1, [&](int64_t begin, int64_t end) {
     Scratch<scalar_t> s(t);
     for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t n = plane / t.c, ch = plane % t.c;
-      scalar_t* yp = y + plane * t.h * t.w;
+      const int64_t ch = plane / t.n, n = plane % t.n;  // images innermost (kChannelMajor, above)
+      scalar_t* yp = y + (n * t.c + ch) * t.h * t.w;
       const scalar_t* in = m + ch * t.count() + n * t.per_image();
       for (int64_t ty = 0; ty < t.th; ++ty) {
         // a[j][i'] = sum_j' AT[j][j'] M[j'][i'] (4 x 6 runs), then b[j][i] = sum_i' a[j][i'] AT[i][i'].
@@ -205,8 +208,8 @@ void output_t_kernel(const scalar_t* y, scalar_t* m, const Tiles& t) {
   at::parallel_for(0, t.n * t.c, 1, [&](int64_t begin, int64_t end) {
     Scratch<scalar_t> s(t);
     for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t n = plane / t.c, ch = plane % t.c;
-      const scalar_t* yp = y + plane * t.h * t.w;
+      const int64_t ch = plane / t.n, n = plane % t.n;  // images innermost (kChannelMajor, above)
+      const scalar_t* yp = y + (n * t.c + ch) * t.h * t.w;
       scalar_t* out = m + ch * t.count() + n * t.per_image();
       for (int64_t ty = 0; ty < t.th; ++ty) {
         // g[j][i][tx] = y[4 ty + j][4 tx + i] (zero outside), then a[j][i'] = sum_i g[j][i] AT[i][i'].
@@ -315,8 +318,8 @@ void input_kernel(const float* x, float* v, const Tiles& t) {
     std::vector<float> rows(kIn * row_len, 0.f), edge(kIn * t.w), stage(kTaps * t.per_image());
     const int64_t ps = t.per_image();
     for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t n = plane / t.c, ch = plane % t.c;
-      const float* xp = x + plane * t.h * t.w;
+      const int64_t ch = plane / t.n, n = plane % t.n;  // images innermost (kChannelMajor, above)
+      const float* xp = x + (n * t.c + ch) * t.h * t.w;
       float* out = stage.data();
       for (int64_t ty = 0; ty < t.th; ++ty) {
         // Rows of B^T d: rows[j'][p] = sum_j BT[j'][j] x[4 ty - 1 + j][p - 1], on whole image rows.
@@ -363,8 +366,8 @@ void output_kernel(const float* m, float* y, const Tiles& t) {
     std::vector<float> a(kOut * kIn * tw4, 0.f), row(kOut * tw4), stage(kTaps * t.per_image());
     const int64_t ps = t.per_image();
     for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t n = plane / t.c, ch = plane % t.c;
-      float* yp = y + plane * t.h * t.w;
+      const int64_t ch = plane / t.n, n = plane % t.n;  // images innermost (kChannelMajor, above)
+      float* yp = y + (n * t.c + ch) * t.h * t.w;
       const float* in = stage.data();
       stage_in(m + ch * t.count() + n * ps, stage.data(), ps, stride_k);
       for (int64_t ty = 0; ty < t.th; ++ty) {
@@ -400,8 +403,8 @@ void output_t_kernel(const float* y, float* m, const Tiles& t) {
     std::vector<float> a(kOut * kIn * tw4, 0.f), row(kOut * tw4, 0.f), stage(kTaps * t.per_image());
     const int64_t ps = t.per_image();
     for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t n = plane / t.c, ch = plane % t.c;
-      const float* yp = y + plane * t.h * t.w;
+      const int64_t ch = plane / t.n, n = plane % t.n;  // images innermost (kChannelMajor, above)
+      const float* yp = y + (n * t.c + ch) * t.h * t.w;
       float* out = stage.data();
       for (int64_t ty = 0; ty < t.th; ++ty) {
         const int64_t oy = kOut * ty;
@@ -443,7 +446,7 @@ void input_t_kernel(const float* v, float* x, const Tiles& t) {
     std::vector<float> a(kIn * kIn * tw4, 0.f), acc((kOut * t.th + 2) * padded_w), stage(kTaps * t.per_image());
     const int64_t ps = t.per_image();
     for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t n = plane / t.c, ch = plane % t.c;
+      const int64_t ch = plane / t.n, n = plane % t.n;  // images innermost (kChannelMajor, above)
       const float* in = stage.data();
       stage_in(v + ch * t.count() + n * ps, stage.data(), ps, stride_k);
       std::fill(acc.begin(), acc.end(), 0.f);
@@ -470,7 +473,7 @@ void input_t_kernel(const float* v, float* x, const Tiles& t) {
           }
         }
       }
-      float* xp = x + plane * t.h * t.w;
+      float* xp = x + (n * t.c + ch) * t.h * t.w;
       for (int64_t iy = 0; iy < t.h; ++iy) {
         const float* row = acc.data() + (iy + 1) * padded_w + 1;
         std::copy(row, row + t.w, xp + iy * t.w);

@@ -1,0 +1,316 @@
+"""fewshot against NVIDIA's stylegan2-ada-pytorch on the same machine: a training iteration, and sampling.
+
+Training: one iteration of each training loop at equal config, from scratch (random weights), ADA ``bgc``
+starting at p = 0.2 with target 0.6, adjusted every 4 batches, style mixing 0.9, path length 2, R1 γ of
+train.py's ``--cfg auto`` (0.0002 · res² / batch), Adam as the official lazy regularisation scales it, z/w
+512, 2 mapping layers, no fp16 and no clamp (the official code runs fp32 on the CPU), minibatch-stddev
+groups of 4, G_ema updated every batch.
+
+- *official*: the loop body of ``training/training_loop.py`` driving the official ``Generator``,
+  ``Discriminator``, ``AugmentPipe`` and ``StyleGAN2Loss``; its reals are drawn from uint8 images held in
+  memory (its DataLoader's worker processes would compete for the same cores). On the CPU its CUDA plugins
+  are not used: bias_act, upfirdn2d and conv2d_gradfix run their plain-PyTorch reference code, which is what
+  the official code runs on a CPU. On CUDA its plugins build and run.
+- *fewshot*: :func:`fewshot.train.loop.train_batch`, the loop's own batch, on a Run that
+  :func:`fewshot.train.setup.setup` builds from the ``scratch`` preset on 64 noise images written as PNG files,
+  with everything ``fewshot train`` turns on by default (compiled ops, Winograd convolutions, kept memory).
+
+An iteration is amortised over the lazy schedule: every batch runs Gmain and Dmain, every 4th adds Greg and
+every 16th adds Dreg, so each child times a batch of each kind (after an untimed warm-up batch that runs all
+four phases) and reports ``(12 · plain + 3 · with Greg + 1 · with Greg and Dreg) / 16``.
+
+Sampling: the official ``generate.py`` loop (one seed per forward, ``RandomState(seed)`` latents, ψ 0.7,
+``noise_mode='const'``, images to uint8 on the host) against ``fewshot.synthesis.generate_images`` (batches
+of 16); PNG writing is left out on both sides.
+
+Each measurement runs in a fresh child process; the implementations alternate within each round (which goes
+first alternates too), and each reports its best round.
+
+    .venv/bin/python benchmarks/official_side_by_side.py [--official /tmp/upstream/sg2ada] [--rounds 3]
+        [--only 32px] [--device cpu|cuda] [--skip-sampling]
+
+The official checkout is fetched with the project's fetch tool (NVlabs/stylegan2-ada-pytorch) into an ignored
+folder; without one the script says so and exits 0 (``make bench`` on a machine without it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OFFICIAL = Path(os.environ.get("FEWSHOT_OFFICIAL_SG2ADA", "/tmp/upstream/sg2ada"))
+
+CONFIGS = {  # label -> resolution, channel_base, channel_max, batch
+    "64px small (cb 8192, cm 256, batch 8)": dict(res=64, channel_base=8192, channel_max=256, batch=8),
+    "32px (cb 2048, cm 128, batch 16)": dict(res=32, channel_base=2048, channel_max=128, batch=16),
+}
+GPU_CONFIGS = {
+    "256px paper256 (cb 16384, cm 512, batch 32)": dict(res=256, channel_base=16384, channel_max=512, batch=32,
+                                                        map=8, gamma=1.0, fp16=4, clamp=256),
+    "1024px (cb 32768, cm 512, batch 8)": dict(res=1024, channel_base=32768, channel_max=512, batch=8,
+                                               map=8, gamma=10.0, fp16=4, clamp=256),
+}
+
+# The lazy schedule's three kinds of batch: (batch index, phases that run).
+KINDS = {"plain": 1, "greg": 4, "all": 16}
+WEIGHTS = {"plain": 12 / 16, "greg": 3 / 16, "all": 1 / 16}
+
+COMMON = r"""
+import json, sys, time, torch
+cfg = json.loads(sys.argv[1])
+device = torch.device(cfg["device"])
+res, batch = cfg["res"], cfg["batch"]
+gamma = cfg.get("gamma", 0.0002 * res * res / batch)
+def sync():
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+def timed(fn):
+    sync(); t0 = time.perf_counter(); fn(); sync(); return time.perf_counter() - t0
+"""
+
+OFFICIAL_TRAIN = COMMON + r"""
+import copy, types
+sys.path.insert(0, cfg["official"])
+for unused in ("requests", "imageio"):  # imported at the top of dnnlib; the loop needs neither
+    sys.modules.setdefault(unused, types.ModuleType(unused))
+from torch_utils import training_stats
+from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
+from training.networks import Generator, Discriminator
+from training.augment import AugmentPipe
+from training.loss import StyleGAN2Loss
+torch.manual_seed(0)
+torch.backends.cudnn.benchmark = True
+torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # as training_loop.py
+conv2d_gradfix.enabled = grid_sample_gradfix.enabled = True
+training_stats.init_multiprocessing(rank=0, sync_device=None)
+syn = dict(channel_base=cfg["channel_base"], channel_max=cfg["channel_max"], num_fp16_res=cfg.get("fp16", 0),
+           conv_clamp=cfg.get("clamp"))
+G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=res, img_channels=3,
+              mapping_kwargs=dict(num_layers=cfg.get("map", 2)), synthesis_kwargs=syn).train().requires_grad_(False).to(device)
+D = Discriminator(c_dim=0, img_resolution=res, img_channels=3, epilogue_kwargs=dict(mbstd_group_size=4),
+                  **syn).train().requires_grad_(False).to(device)
+G_ema = copy.deepcopy(G).eval()
+bgc = dict(xflip=1, rotate90=1, xint=1, scale=1, rotate=1, aniso=1, xfrac=1, brightness=1, contrast=1,
+           lumaflip=1, hue=1, saturation=1)
+augment_pipe = AugmentPipe(**bgc).train().requires_grad_(False).to(device)
+augment_pipe.p.copy_(torch.as_tensor(0.2))
+ada_stats = training_stats.Collector(regex="Loss/signs/real")
+loss = StyleGAN2Loss(device=device, G_mapping=G.mapping, G_synthesis=G.synthesis, D=D, augment_pipe=augment_pipe,
+                     style_mixing_prob=0.9, r1_gamma=gamma, pl_weight=2)
+phases = []
+for name, module, interval in (("G", G, 4), ("D", D, 16)):
+    ratio = interval / (interval + 1)
+    opt = torch.optim.Adam(module.parameters(), lr=0.0025 * ratio, betas=(0.0, 0.99 ** ratio), eps=1e-8)
+    phases += [types.SimpleNamespace(name=name + "main", module=module, opt=opt, interval=1),
+               types.SimpleNamespace(name=name + "reg", module=module, opt=opt, interval=interval)]
+reals = torch.randint(0, 256, [64, 3, res, res], dtype=torch.uint8)
+ema_kimg, ema_rampup = batch * 10 / 32, 0.05
+state = dict(cur_nimg=0, batch_idx=0)
+
+def iteration():
+    # The body of training_loop.py's `while True`, one GPU, batch_gpu = batch.
+    idx = torch.randint(0, len(reals), [batch])
+    real_img = (reals[idx].to(device).to(torch.float32) / 127.5 - 1).split(batch)
+    real_c = torch.zeros([batch, 0], device=device).split(batch)
+    all_gen_z = torch.randn([len(phases) * batch, G.z_dim], device=device).split(batch)
+    all_gen_c = torch.zeros([len(phases) * batch, 0], device=device).split(batch)
+    for phase, gen_z, gen_c in zip(phases, all_gen_z, all_gen_c):
+        if state["batch_idx"] % phase.interval != 0:
+            continue
+        phase.opt.zero_grad(set_to_none=True)
+        phase.module.requires_grad_(True)
+        loss.accumulate_gradients(phase=phase.name, real_img=real_img[0], real_c=real_c[0], gen_z=gen_z,
+                                  gen_c=gen_c, sync=True, gain=phase.interval)
+        phase.module.requires_grad_(False)
+        for param in phase.module.parameters():
+            if param.grad is not None:
+                torch.nan_to_num(param.grad, nan=0, posinf=1e5, neginf=-1e5, out=param.grad)
+        phase.opt.step()
+    with torch.no_grad():
+        ema_nimg = min(ema_kimg * 1000, state["cur_nimg"] * ema_rampup)
+        ema_beta = 0.5 ** (batch / max(ema_nimg, 1e-8))
+        for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+            p_ema.copy_(p.lerp(p_ema, ema_beta))
+        for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+            b_ema.copy_(b)
+    state["cur_nimg"] += batch
+    state["batch_idx"] += 1
+    if state["batch_idx"] % 4 == 0:  # ada_interval
+        ada_stats.update()
+        adjust = (ada_stats["Loss/signs/real"] - 0.6) > 0
+        adjust = (1 if adjust else -1) * (batch * 4) / (500 * 1000)
+        augment_pipe.p.copy_((augment_pipe.p + adjust).max(torch.zeros([], device=device)))
+
+def at(index):
+    state["batch_idx"] = index
+    return timed(iteration)
+
+at(0)  # warm-up: every phase once
+times = {"plain": min(at(1), at(2)), "greg": at(4), "all": at(16)}
+print(json.dumps(times))
+"""
+
+FEWSHOT_TRAIN = COMMON + r"""
+from contextlib import ExitStack
+from fewshot.config import resolve_config
+from fewshot.train.loop import _process_torch_settings, train_batch
+from fewshot.train.run import TickStats
+from fewshot.train.setup import Request, setup
+overrides = dict(data=cfg["data"], outdir=cfg["outdir"], resolution=res, z_dim=512, w_dim=512,
+                 map_layers=cfg.get("map", 2), channel_base=cfg["channel_base"], channel_max=cfg["channel_max"],
+                 num_fp16_res=cfg.get("fp16", 0), conv_clamp=cfg.get("clamp"), batch=batch, mbstd_group=4,
+                 gamma=gamma, aug_p=0.2, kimg=10000, tick_kimg=10000, snap=0, device=cfg["device"], seed=0,
+                 metrics=[])
+with ExitStack() as held:
+    held.enter_context(_process_torch_settings())
+    run = setup(resolve_config("scratch", overrides), Request(progress=False, plan=False), lambda m: None, held)
+    stats = TickStats()
+    def at(index):
+        run.progress.batch_idx = index
+        return timed(lambda: train_batch(run, stats))
+    at(0)  # warm-up: every phase once
+    times = {"plain": min(at(1), at(2)), "greg": at(4), "all": at(16)}
+print(json.dumps(times))
+"""
+
+OFFICIAL_SAMPLE = COMMON + r"""
+import types
+import numpy as np
+sys.path.insert(0, cfg["official"])
+for unused in ("requests", "imageio"):
+    sys.modules.setdefault(unused, types.ModuleType(unused))
+from training.networks import Generator
+torch.manual_seed(0)
+syn = dict(channel_base=cfg["channel_base"], channel_max=cfg["channel_max"], num_fp16_res=cfg.get("fp16", 0),
+           conv_clamp=cfg.get("clamp"))
+G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=res, img_channels=3,
+              mapping_kwargs=dict(num_layers=cfg.get("map", 2)), synthesis_kwargs=syn).eval().requires_grad_(False).to(device)
+label = torch.zeros([1, 0], device=device)
+def loop(seeds):
+    # generate.py: one seed per forward, then to uint8 on the host
+    for seed in seeds:
+        z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).to(device)
+        img = G(z, label, truncation_psi=0.7, noise_mode="const")
+        (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)[0].cpu().numpy()
+with torch.no_grad():
+    loop(range(2))  # warm-up
+    n = cfg["images"]
+    print(json.dumps({"sec": timed(lambda: loop(range(n))), "images": n}))
+"""
+
+FEWSHOT_SAMPLE = COMMON + r"""
+from fewshot.loading import prepare_device
+from fewshot.nets import Generator
+from fewshot.synthesis import generate_images
+prepare_device(device)
+torch.manual_seed(0)
+syn = dict(channel_base=cfg["channel_base"], channel_max=cfg["channel_max"], num_fp16_res=cfg.get("fp16", 0),
+           conv_clamp=cfg.get("clamp"))
+G = Generator(512, 0, 512, res, 3, mapping_kwargs={"num_layers": cfg.get("map", 2)},
+              synthesis_kwargs=syn).eval().requires_grad_(False).to(device)
+generate_images(G, list(range(16)), psi=0.7, batch_size=16)  # warm-up
+n = cfg["images"]
+print(json.dumps({"sec": timed(lambda: generate_images(G, list(range(n)), psi=0.7, batch_size=16)), "images": n}))
+"""
+
+
+def child(code: str, cfg: dict, env: dict[str, str] | None = None) -> dict:
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], capture_output=True, text=True,
+                         env=dict(os.environ, **(env or {})), cwd=ROOT)
+    if out.returncode != 0:
+        raise SystemExit(f"a benchmark child failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def amortised(times: dict[str, float]) -> float:
+    return sum(WEIGHTS[kind] * times[kind] for kind in WEIGHTS)
+
+
+def noise_images(folder: Path, res: int, count: int = 64) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (res, res, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    return folder
+
+
+def interleaved(rounds: int, runs: dict[str, callable]) -> dict[str, list]:
+    """Each round runs every implementation once; the first of a round alternates."""
+    results: dict[str, list] = {name: [] for name in runs}
+    names = list(runs)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            results[name].append(runs[name]())
+    return results
+
+
+def train_rows(label: str, cfg: dict, rounds: int, tmp: Path) -> None:
+    cfg = dict(cfg, data=str(noise_images(tmp / f"data{cfg['res']}", cfg["res"])), outdir=str(tmp / "runs"))
+    results = interleaved(rounds, {"official": lambda: child(OFFICIAL_TRAIN, cfg),
+                                   "fewshot": lambda: child(FEWSHOT_TRAIN, cfg)})
+    best = {name: min(amortised(t) for t in runs) for name, runs in results.items()}
+    for name, runs in results.items():
+        rounds_s = ", ".join(f"{amortised(t):.3f}" for t in runs)
+        kinds = " / ".join(f"{min(t[k] for t in runs):.3f}" for k in KINDS)
+        print(f"| {label} | {name} | **{best[name]:.3f}** | {rounds_s} | {kinds} |", flush=True)
+    print(f"| {label} | ratio official / fewshot | **{best['official'] / best['fewshot']:.2f}x** | | |", flush=True)
+
+
+def sample_rows(label: str, cfg: dict, rounds: int) -> None:
+    results = interleaved(rounds, {"official": lambda: child(OFFICIAL_SAMPLE, cfg),
+                                   "fewshot": lambda: child(FEWSHOT_SAMPLE, cfg)})
+    best = {name: min(r["sec"] / r["images"] for r in runs) for name, runs in results.items()}
+    for name in results:
+        print(f"| {label} | {name} | {1 / best[name]:.1f} img/s | {best[name] * 1000:.1f} ms/img |", flush=True)
+    print(f"| {label} | ratio fewshot / official | **{best['official'] / best['fewshot']:.2f}x** | |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--official", type=Path, default=DEFAULT_OFFICIAL, help="a stylegan2-ada-pytorch checkout")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default="", help="run only the configs whose label contains this text")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--skip-sampling", action="store_true")
+    parser.add_argument("--skip-training", action="store_true")
+    args = parser.parse_args()
+    if not (args.official / "training" / "networks.py").is_file():
+        print(f"official_side_by_side: no stylegan2-ada-pytorch checkout at {args.official} (fetch "
+              "NVlabs/stylegan2-ada-pytorch there, or pass --official DIR); skipped")
+        return
+    import torch
+
+    commit = subprocess.run(["git", "-C", str(args.official), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "?"
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "native")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"{platform.processor() or platform.machine()}, ONEDNN_MAX_CPU_ISA={isa}, official commit {commit}")
+    configs = GPU_CONFIGS if args.device == "cuda" else CONFIGS
+    base = {"device": args.device, "official": str(args.official), "images": 64 if args.device == "cpu" else 256}
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.skip_training:
+            print("\n| config | code | s/iteration (best) | rounds | plain / +Greg / +Greg+Dreg batch (best) |")
+            print("|---|---|---:|---|---|")
+            for label, cfg in configs.items():
+                if args.only in label:
+                    train_rows(label, dict(base, **cfg), args.rounds, Path(tmp))
+        if not args.skip_sampling:
+            print("\n| sampling, ψ 0.7 | code | throughput | per image |")
+            print("|---|---|---:|---:|")
+            for label, cfg in configs.items():
+                if args.only in label:
+                    sample_rows(label, dict(base, **cfg), args.rounds)
+
+
+if __name__ == "__main__":
+    main()
