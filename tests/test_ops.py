@@ -366,6 +366,7 @@ def test_use_winograd_routes_a_resnets_3x3_convolutions_without_changing_it(cpu_
 
     monkeypatch.setattr(winograd, "MIN_CHANNEL_PRODUCT", 1)
     monkeypatch.setattr(winograd, "MIN_TILES", 1)
+    monkeypatch.setattr(winograd, "SMALL_MAP_PIXELS", 0)
     calls = []
     real = winograd.conv3x3_winograd_compiled
     monkeypatch.setattr(winograd, "conv3x3_winograd_compiled", lambda *a: calls.append(1) or real(*a))
@@ -396,6 +397,7 @@ def test_routed_conv_with_bias_matches_conv2d(cpu_ops, monkeypatch, winograd_pat
     if winograd_path:
         monkeypatch.setattr(winograd, "MIN_CHANNEL_PRODUCT", 1)
         monkeypatch.setattr(winograd, "MIN_TILES", 1)
+        monkeypatch.setattr(winograd, "SMALL_MAP_PIXELS", 0)
     torch.manual_seed(0)
     conv = nn.Conv2d(6, 5, 3, padding=1).double()
     weight, bias = conv.weight.detach().clone(), conv.bias.detach().clone().requires_grad_(True)
@@ -491,6 +493,7 @@ def test_conv3x3_dispatch(cpu_ops, monkeypatch):
     monkeypatch.setattr(winograd, "conv3x3_winograd_compiled", lambda *a: calls.append(1) or real(*a))
     monkeypatch.setattr(winograd, "MIN_CHANNEL_PRODUCT", 16 * 16)
     monkeypatch.setattr(winograd, "MIN_TILES", 8)
+    monkeypatch.setattr(winograd, "SMALL_MAP_PIXELS", 0)
     x, w = torch.randn(2, 16, 8, 8), torch.randn(16, 16, 3, 3) / 12
     monkeypatch.setenv("FEWSHOT_OPS", "auto")
     want = torch.nn.functional.conv2d(x.double(), w.double(), padding=1)
@@ -516,6 +519,7 @@ def test_discriminator_r1_with_winograd_matches_direct(cpu_ops, monkeypatch):
 
     monkeypatch.setattr(winograd, "MIN_CHANNEL_PRODUCT", 64 * 64)  # a small D still takes the path
     monkeypatch.setattr(winograd, "MIN_TILES", 8)
+    monkeypatch.setattr(winograd, "SMALL_MAP_PIXELS", 0)
     calls = []
     real = winograd.conv3x3_winograd_compiled
     monkeypatch.setattr(winograd, "conv3x3_winograd_compiled", lambda *a: calls.append(1) or real(*a))
@@ -628,3 +632,18 @@ def test_sampling_is_never_stale_after_the_weights_change():
     after = synthesize(G, ws)
     fresh = synthesize(copy.deepcopy(G), ws)  # new parameters: nothing kept for them
     assert not torch.equal(after, before) and torch.equal(after, fresh)
+
+
+def test_winograd_leaves_small_maps_with_few_channels_to_the_direct_convolution(cpu_ops, monkeypatch):
+    # Below 12x12 the transforms fill half of each 4-tile step; only wide layers still gain (SMALL_MAP_*).
+    from fewshot.cuda import winograd
+
+    monkeypatch.delenv("FEWSHOT_WINOGRAD", raising=False)
+    monkeypatch.delenv("FEWSHOT_OPS", raising=False)
+
+    def routed(channels: int, size: int) -> bool:
+        x = torch.zeros(16, channels, size, size)
+        return winograd.winograd_module(x, torch.zeros(channels, channels, 3, 3)) is not None
+
+    assert routed(128, 16) and not routed(128, 8)
+    assert routed(256, 8)
