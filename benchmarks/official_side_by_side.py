@@ -27,7 +27,7 @@ Each measurement runs in a fresh child process; the implementations alternate wi
 first alternates too), and each reports its best round.
 
     .venv/bin/python benchmarks/official_side_by_side.py [--official /tmp/upstream/sg2ada] [--rounds 3]
-        [--only 32px] [--device cpu|cuda] [--skip-sampling]
+        [--only 32px] [--device cpu|cuda] [--skip-sampling] [--with-default]
 
 The official checkout is fetched with the project's fetch tool (NVlabs/stylegan2-ada-pytorch) into an ignored
 folder; without one the script says so and exits 0 (``make bench`` on a machine without it).
@@ -51,6 +51,10 @@ CONFIGS = {  # label -> resolution, channel_base, channel_max, batch
     "64px small (cb 8192, cm 256, batch 8)": dict(res=64, channel_base=8192, channel_max=256, batch=8),
     "32px (cb 2048, cm 128, batch 16)": dict(res=32, channel_base=2048, channel_max=128, batch=16),
 }
+# The constructor-default network (8 mapping layers, all 512 channels) at 64 px, batch 4: the setting of the
+# earlier "official 23.7 s per step" figure in BENCHMARKS.md; with --with-default (slow: ~25 s per official batch).
+DEFAULT_CONFIG = {"64px constructor default (cb 32768, cm 512, map 8, batch 4)":
+                  dict(res=64, channel_base=32768, channel_max=512, batch=4, map=8)}
 GPU_CONFIGS = {
     "256px paper256 (cb 16384, cm 512, batch 32)": dict(res=256, channel_base=16384, channel_max=512, batch=32,
                                                         map=8, gamma=1.0, fp16=4, clamp=256),
@@ -283,6 +287,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--skip-sampling", action="store_true")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--with-default", action="store_true", help="also the 64 px constructor-default network")
     args = parser.parse_args()
     if not (args.official / "training" / "networks.py").is_file():
         print(f"official_side_by_side: no stylegan2-ada-pytorch checkout at {args.official} (fetch "
@@ -291,11 +296,11 @@ def main() -> None:
     import torch
 
     commit = subprocess.run(["git", "-C", str(args.official), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip() or "?"
+                            text=True).stdout.strip() or "unknown"
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "native")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"{platform.processor() or platform.machine()}, ONEDNN_MAX_CPU_ISA={isa}, official commit {commit}")
-    configs = GPU_CONFIGS if args.device == "cuda" else CONFIGS
+    configs = GPU_CONFIGS if args.device == "cuda" else dict(CONFIGS, **(DEFAULT_CONFIG if args.with_default else {}))
     base = {"device": args.device, "official": str(args.official), "images": 64 if args.device == "cpu" else 256}
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_training:
