@@ -20,7 +20,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from .errors import FewshotError
-from .registry import build_options, losses, option, options_dict
+from .registry import architectures, build_options, losses, option, options_dict
 from .sections import (
     FLAT_KEYS,
     SECTION_NAMES,
@@ -106,6 +106,8 @@ class TrainConfig:
                                      **_at_least(0))
 
     # Network shape for training from scratch (a base checkpoint overrides all of these).
+    arch: str | None = option(None, "Network family from scratch (a base's generator decides it): "
+                              "stylegan2 (the default), stylegan3-t, stylegan3-r.", choices=lambda: architectures.names())
     cfg: str = option("auto", choices=lambda: ("auto", *ARCH_SPECS))
     z_dim: int = option(512, **_at_least(1))
     w_dim: int = option(512, **_at_least(1))
@@ -115,6 +117,8 @@ class TrainConfig:
     num_fp16_res: int = option(4, **_NON_NEGATIVE)
     conv_clamp: float | None = option(256, check=lambda v: v > 0, wanted="> 0 (or unset)")
     mbstd_group: int | None = option(None, **_at_least(1))
+    synthesis_layers: int | None = option(None, "StyleGAN3: synthesis layers before ToRGB (official 14).",
+                                          **_at_least(3))
 
     # Optimisation (official semantics; None = from cfg).
     kimg: float = option(200.0, "Train until this many thousand images.", **_POSITIVE)
@@ -122,11 +126,17 @@ class TrainConfig:
     batch_gpu: int | None = option(None, **_at_least(1))
     gamma: float | None = option(None, "R1 weight.", **_NON_NEGATIVE)
     r1_interval: int = option(16, **_at_least(1))
-    pl_weight: float = option(2.0, "Path-length regularisation weight (0 disables).", **_NON_NEGATIVE)
+    pl_weight: float | None = option(None, "Path-length regularisation weight (0 disables; unset: the family's, "
+                                     "2 for StyleGAN2, 0 for StyleGAN3).", **_NON_NEGATIVE)
     pl_interval: int = option(4, **_at_least(1))
     pl_batch_shrink: int = option(2, **_at_least(1))
     pl_decay: float = option(0.01, **_UNIT)
-    style_mixing: float = option(0.9, **_UNIT)
+    style_mixing: float | None = option(None, "Style-mixing probability (unset: 0.9 for StyleGAN2, 0 for StyleGAN3).",
+                                        **_UNIT)
+    blur_init_sigma: float | None = option(None, "Blur of D's inputs (sigma, px) at the start, fading out linearly "
+                                           "(unset: 10 for StyleGAN3-R from scratch, else 0 = off).", **_NON_NEGATIVE)
+    blur_fade_kimg: float | None = option(None, "kimg over which the blur of D's inputs fades out (unset: "
+                                          "batch * 200 / 32 where the blur is on).", **_NON_NEGATIVE)
     lr: float | None = option(None, "Learning rate of G and D.", **_POSITIVE)
     lr_g: float | None = option(None, **_POSITIVE)
     lr_d: float | None = option(None, **_POSITIVE)
@@ -458,7 +468,7 @@ def validate(cfg: TrainConfig) -> None:
 
 @dataclass(frozen=True)
 class Hyper:
-    """Hyper-parameters after the cfg family and the resolution are known."""
+    """Hyper-parameters after the network family, the cfg and the resolution are known."""
 
     batch: int
     batch_gpu: int
@@ -472,43 +482,52 @@ class Hyper:
     mbstd_group: int
     ada_kimg: float
     extras: dict[str, Any] = field(default_factory=dict)
+    pl_weight: float = 2.0
+    style_mixing: float = 0.9
+    blur_init_sigma: float = 0.0  # D's inputs blurred at the start (0: never)
+    blur_fade_kimg: float = 0.0
+    g_reg_interval: int | None = 4  # None: no lazy G phase, G's optimiser not rescaled
 
 
 def derive_hyper(cfg: TrainConfig, resolution: int, fine_tuning: bool, world_size: int = 1) -> Hyper:
-    """Fill every ``None`` of ``cfg`` from its cfg family, as the official train.py does."""
-    if cfg.cfg == "auto":
-        # train.py's 'auto': the total batch is capped at 64 (and at least one per process), lr 0.002 from
-        # 1024 px, and the mbstd group follows the auto batch even when --batch overrides it.
-        auto_batch = max(min(world_size * min(4096 // resolution, 32), 64), world_size)
-        batch = cfg.batch or auto_batch
-        spec = dict(
-            gamma=0.0002 * resolution**2 / batch, lr=0.002 if resolution >= 1024 else 0.0025,
-            ema_kimg=batch * 10 / 32, map_layers=2, ema_rampup=0.05,
-            channel_base=16384 if resolution < 512 else 32768, mbstd_group=min(auto_batch // world_size, 4),
-        )
-    else:
-        spec = dict(ARCH_SPECS[cfg.cfg])
-        batch = cfg.batch or spec.pop("batch")
+    """Fill every ``None`` of ``cfg`` from its network family (and, for StyleGAN2, its cfg), as the official
+    train.py does (:mod:`fewshot.archs`)."""
+    from .archs import architecture
+
+    arch = architecture(cfg.arch)
+    batch, spec = arch.hyper_spec(cfg, resolution, world_size)
     batch_gpu = cfg.batch_gpu or max(batch // world_size, 1)
     if batch % (batch_gpu * world_size):
         raise FewshotError(f"batch {batch} is not a multiple of batch_gpu {batch_gpu} x {world_size} processes")
-    lr = cfg.lr if cfg.lr is not None else spec["lr"]
     # The official train.py turns the G_ema ramp-up off when it starts from a network (--resume): the ramp-up
     # exists to forget a random initialisation quickly, and a pretrained base has none to forget.
     if cfg.ema_rampup == -1.0:
         rampup = None if fine_tuning else spec["ema_rampup"]
     else:
         rampup = cfg.ema_rampup or None
+    family = arch.training_defaults(cfg, batch, fine_tuning)
+    blur_sigma = _first_set(cfg.blur_init_sigma, family.blur_init_sigma)
+    # A blur the config turns on fades as StyleGAN3-R's does unless the config says over how long.
+    blur_fade = _first_set(cfg.blur_fade_kimg, family.blur_fade_kimg or (batch * 200 / 32 if blur_sigma else 0.0))
     return Hyper(
         batch=batch,
         batch_gpu=batch_gpu,
         gamma=cfg.gamma if cfg.gamma is not None else spec["gamma"],
-        lr_g=cfg.lr_g if cfg.lr_g is not None else lr,
-        lr_d=cfg.lr_d if cfg.lr_d is not None else lr,
+        lr_g=_first_set(cfg.lr_g, cfg.lr, spec["lr_g"]),
+        lr_d=_first_set(cfg.lr_d, cfg.lr, spec["lr_d"]),
         ema_kimg=cfg.ema_kimg if cfg.ema_kimg is not None else spec["ema_kimg"],
         ema_rampup=rampup,
         map_layers=cfg.map_layers or spec["map_layers"],
         channel_base=cfg.channel_base or spec["channel_base"],
         mbstd_group=cfg.mbstd_group or spec["mbstd_group"],  # D takes min(group, its batch) as official
         ada_kimg=cfg.augment.ada_kimg if cfg.augment.ada_kimg is not None else (100.0 if fine_tuning else 500.0),
+        pl_weight=_first_set(cfg.pl_weight, family.pl_weight),
+        style_mixing=_first_set(cfg.style_mixing, family.style_mixing),
+        blur_init_sigma=blur_sigma,
+        blur_fade_kimg=blur_fade,
+        g_reg_interval=family.g_reg_interval,
     )
+
+
+def _first_set(*values: Any) -> Any:
+    return next(v for v in values if v is not None)

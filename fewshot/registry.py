@@ -355,6 +355,7 @@ metrics = Registry("metric", ("fewshot.metrics",), what="metric")
 extractors = Registry("extractor", ("fewshot.extractors",), what="feature extractor")
 losses = Registry("loss", ("fewshot.train.losses",), what="adversarial loss", plural="adversarial losses")
 networks = Registry("network", ("fewshot.nets", "fewshot.disp.nets"), what="network class", plural="network classes")
+architectures = Registry("arch", ("fewshot.archs",), what="network family", plural="network families")
 
 FAMILIES: dict[str, Registry] = {r.family: r for r in (augmentations, transfers, regularizers, metrics, extractors,
-                                                         losses, networks)}
+                                                         losses, networks, architectures)}

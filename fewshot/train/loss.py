@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,6 +34,28 @@ class LossWeights:
     style_mixing: float = 0.9
     r1_fake: bool = False
     adversarial: str = "logistic"  # logistic | hinge
+    blur_init_sigma: float = 0.0  # D's inputs blurred (Gaussian, sigma in px), fading linearly ...
+    blur_fade_kimg: float = 0.0  # ... to none over this many kimg (StyleGAN3-R from scratch)
+
+
+def blur_sigma(weights: LossWeights, cur_nimg: int) -> float:
+    """The blur of D's inputs after ``cur_nimg`` images: ``blur_init_sigma`` fading linearly to 0 over
+    ``blur_fade_kimg``, as the official StyleGAN3 loss (0 when no fade is set)."""
+    if weights.blur_fade_kimg <= 0:
+        return 0.0
+    return max(1 - cur_nimg / (weights.blur_fade_kimg * 1e3), 0) * weights.blur_init_sigma
+
+
+def blur_images(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A Gaussian of ``sigma`` px, taps out to 3 sigma, normalised, zero padded to keep the size (the official
+    ``upfirdn2d.filter2d`` of a separable ``exp2(-(x/sigma)^2)``); the images themselves when under a tap."""
+    size = math.floor(sigma * 3)
+    if size <= 0:
+        return images
+    from ..cuda.resample import filter2d
+
+    taps = torch.arange(-size, size + 1, device=images.device, dtype=torch.float32).div(sigma).square().neg().exp2()
+    return filter2d(images, taps / taps.sum())
 
 
 def generator_adv_loss(gen_logits: torch.Tensor, kind: str) -> torch.Tensor:
@@ -50,8 +73,12 @@ class StyleGAN2Loss(nn.Module):
     """Holds the nets it differentiates through and the path-length running mean (resumable buffer)."""
 
     def __init__(self, G: nn.Module, D: nn.Module, augment: nn.Module, weights: LossWeights,
-                 regularizer: nn.Module | list[nn.Module] | None = None) -> None:
+                 regularizer: nn.Module | list[nn.Module] | None = None, arch: Any = None) -> None:
         super().__init__()
+        from ..archs import architecture
+
+        # How this network family's generator is called (which passes update its running averages).
+        object.__setattr__(self, "arch", arch if arch is not None else architecture(None))
         # Plain attributes (not submodules): the loss must not own or save the networks.
         object.__setattr__(self, "G", G)
         object.__setattr__(self, "D", D)
@@ -63,25 +90,30 @@ class StyleGAN2Loss(nn.Module):
         # Those that also choose latents or judge with D's features (CDC); see GeneratorRegularizer's hooks.
         object.__setattr__(self, "hooks", [r for r in self.regularizers if getattr(r, "hooks_training", False)])
         self.batch_idx = 0  # the loop's batch index (Run.step sets it): hooks may act on some batches only
+        self.cur_nimg = 0  # images shown so far (Run.step sets it): the blur of D's inputs fades with it
         self.weights = weights
         self.register_buffer("pl_mean", torch.zeros([]))
 
     # -- network passes ---------------------------------------------------------------------------
-    def run_G(self, z: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        ws = self.G.mapping(z, c)
+    def run_G(self, z: torch.Tensor, c: torch.Tensor | None,
+              update_emas: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``update_emas``: the pass whose statistics the official StyleGAN3 code tracks (Dmain's fakes);
+        StyleGAN2 tracks w_avg in every pass (:meth:`fewshot.archs.Architecture.mapping`)."""
+        ws = self.arch.mapping(self.G, z, c, update_emas=update_emas)
         if self.weights.style_mixing > 0:
             # With probability style_mixing, ws after a random cutoff come from a second latent.
             cutoff = torch.empty([], dtype=torch.int64, device=ws.device).random_(1, ws.shape[1])
             mix = torch.rand([], device=ws.device) < self.weights.style_mixing
             cutoff = torch.where(mix, cutoff, torch.full_like(cutoff, ws.shape[1]))
-            ws2 = self.G.mapping(torch.randn_like(z), c, skip_w_avg_update=True)
+            ws2 = self.arch.mapping(self.G, torch.randn_like(z), c, update_emas=False, second=True)
             keep = torch.arange(ws.shape[1], device=ws.device) < cutoff
             ws = torch.where(keep[None, :, None], ws, ws2)
-        img = self.G.synthesis(ws)
+        img = self.arch.synthesis(self.G, ws, update_emas=update_emas)
         return img, ws
 
     def run_D(self, img: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-        img = self.augment(img)
+        # Reals and fakes alike: blurred (while the blur lasts), then augmented, then judged.
+        img = self.augment(blur_images(img, blur_sigma(self.weights, self.cur_nimg)))
         for hook in self.hooks:
             logits = hook.discriminate(self.D, img, c)
             if logits is not None:
@@ -131,7 +163,7 @@ class StyleGAN2Loss(nn.Module):
 
         elif phase == "Dmain":
             with torch.no_grad():
-                gen_img, _ = self.run_G(gen_z, gen_c)
+                gen_img, _ = self.run_G(gen_z, gen_c, update_emas=True)
             self.augment.remember_fakes(gen_img)
             gen_logits = self.run_D(gen_img, gen_c)
             loss_gen, _ = discriminator_adv_losses(gen_logits, None, w.adversarial)

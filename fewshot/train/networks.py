@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..archs import architecture, architecture_of
 from ..checkpoint import Bundle, load_checkpoint
 from ..config import Hyper, TrainConfig
 from ..errors import FewshotError
-from ..nets import Discriminator, Generator
+from ..nets import Discriminator
 
 
 def pick_device(choice: str, local_rank: int = 0) -> torch.device:
@@ -37,21 +39,30 @@ def load_training_images(cfg: TrainConfig, resolution: int, progress: bool) -> A
 
 
 def scratch_networks(cfg: TrainConfig, hyper: Hyper, resolution: int, c_dim: int = 0) -> dict[str, nn.Module]:
-    """New networks; class-conditional (G's mapping embeds c, D's projects it) when ``c_dim`` > 0."""
-    G = Generator(
-        z_dim=cfg.z_dim, c_dim=c_dim, w_dim=cfg.w_dim, img_resolution=resolution, img_channels=3,
-        mapping_kwargs={"num_layers": hyper.map_layers},
-        synthesis_kwargs={
-            "channel_base": hyper.channel_base, "channel_max": cfg.channel_max,
-            "num_fp16_res": cfg.num_fp16_res, "conv_clamp": cfg.conv_clamp,
-        },
-    )
+    """New networks of the config's family; class-conditional (G's mapping embeds c, D's projects it) when
+    ``c_dim`` > 0. D is StyleGAN2's for every family."""
+    arch = architecture(cfg.arch)
+    G = arch.scratch_generator(cfg, hyper, resolution, c_dim)
+    channel_base, channel_max = arch.discriminator_channels(cfg, hyper)
     D = Discriminator(
-        c_dim=c_dim, img_resolution=resolution, img_channels=3, channel_base=hyper.channel_base,
-        channel_max=cfg.channel_max, num_fp16_res=cfg.num_fp16_res, conv_clamp=cfg.conv_clamp,
+        c_dim=c_dim, img_resolution=resolution, img_channels=3, channel_base=channel_base,
+        channel_max=channel_max, num_fp16_res=cfg.num_fp16_res, conv_clamp=cfg.conv_clamp,
         epilogue_kwargs={"mbstd_group_size": hyper.mbstd_group},
     )
     return {"G": G, "D": D, "G_ema": copy.deepcopy(G).eval()}
+
+
+def base_family(cfg: TrainConfig, base: Bundle) -> TrainConfig:
+    """The config with the base generator's family as ``arch``: a base decides it; an ``arch`` that names
+    another family is refused in one line."""
+    g_src = base.networks.get("G") or base.networks.get("G_ema")
+    if g_src is None:
+        raise FewshotError("the base checkpoint holds no generator")
+    family = architecture_of(g_src).name
+    if cfg.arch is not None and cfg.arch != family:
+        raise FewshotError(f"arch {cfg.arch} does not match the base, a {family} generator",
+                           hint="a base decides the network family; drop --arch (it picks one from scratch)")
+    return replace(cfg, arch=family)
 
 
 def base_networks(cfg: TrainConfig, base: Bundle, hyper: Hyper) -> tuple[dict[str, nn.Module], list[str]]:
@@ -63,18 +74,16 @@ def base_networks(cfg: TrainConfig, base: Bundle, hyper: Hyper) -> tuple[dict[st
     g_src = base.networks.get("G") or base.networks.get("G_ema")
     if g_src is None:
         raise FewshotError("the base checkpoint holds no generator")
-    g_kwargs = copy.deepcopy(g_src.init_kwargs)
-    if cfg.map_layers is not None:
-        g_kwargs.setdefault("mapping_kwargs", {})["num_layers"] = cfg.map_layers
-    G = Generator(**g_kwargs)
+    arch = architecture_of(g_src)
+    G = type(g_src)(**arch.base_generator_kwargs(copy.deepcopy(g_src.init_kwargs), cfg, hyper))
     res = G.img_resolution
     if "D" in base.networks:
         d_kwargs = copy.deepcopy(base.networks["D"].init_kwargs)
         d_kwargs.setdefault("epilogue_kwargs", {})["mbstd_group_size"] = hyper.mbstd_group
         D = type(base.networks["D"])(**d_kwargs)  # a DISP base keeps its ProjectionDiscriminator
     else:
-        D = Discriminator(c_dim=g_kwargs.get("c_dim", 0), img_resolution=res, img_channels=G.img_channels,
-                          channel_base=g_kwargs.get("synthesis_kwargs", {}).get("channel_base", 32768),
+        D = Discriminator(c_dim=G.init_kwargs.get("c_dim", 0), img_resolution=res, img_channels=G.img_channels,
+                          channel_base=arch.architecture_keys(G)["channel_base"],
                           epilogue_kwargs={"mbstd_group_size": hyper.mbstd_group})
     nets = {"G": G, "D": D, "G_ema": copy.deepcopy(G)}
     skipped: list[str] = []
@@ -98,13 +107,9 @@ def base_networks(cfg: TrainConfig, base: Bundle, hyper: Hyper) -> tuple[dict[st
     return nets, skipped
 
 
-def architecture_of(G: nn.Module) -> dict[str, Any]:
+def architecture_keys(G: nn.Module) -> dict[str, Any]:
     """The config's architecture keys as a built generator has them (a base's, whatever the preset said)."""
-    kwargs = G.init_kwargs
-    synthesis, mapping = kwargs.get("synthesis_kwargs", {}), kwargs.get("mapping_kwargs", {})
-    return dict(resolution=G.img_resolution, z_dim=G.z_dim, w_dim=G.w_dim, map_layers=mapping.get("num_layers", 8),
-                channel_base=synthesis.get("channel_base", 32768), channel_max=synthesis.get("channel_max", 512),
-                num_fp16_res=synthesis.get("num_fp16_res", 0), conv_clamp=synthesis.get("conv_clamp"))
+    return architecture_of(G).architecture_keys(G)
 
 
 def lazy_opt_kwargs(lr: float, interval: int | None) -> dict[str, Any]:

@@ -149,6 +149,7 @@ class Run:
         conditioned on ``gen_c``, or on the reals' conditions when it is None (DISP)."""
         chunk = self.hyper.batch_gpu
         self.loss.batch_idx = self.progress.batch_idx
+        self.loss.cur_nimg = self.progress.cur_nimg
         phase.opt.zero_grad(set_to_none=True)
         for p in phase.params:
             p.requires_grad_(True)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..archs import architecture
 from ..checkpoint import Bundle, atomic_write_bytes, load_state_strict
 from ..config import Hyper, TrainConfig, derive_hyper, resumed_config
 from ..data import content_hash, is_builtin_source
@@ -29,7 +30,8 @@ from . import distributed
 from . import run_dir as layout
 from .loss import LossWeights, StyleGAN2Loss
 from .networks import (
-    architecture_of,
+    architecture_keys,
+    base_family,
     base_networks,
     build_like,
     fixed_latents,
@@ -82,6 +84,8 @@ def setup(cfg: TrainConfig, request: Request, echo: Any, held: ExitStack) -> Run
     _torch_settings(cfg, device, dist)
     cfg = _check_inputs(cfg, request, point, dist.rank == 0)
     base, resolution = _base_and_resolution(cfg, point, out, dist.rank == 0)
+    if base is not None:
+        cfg = base_family(cfg, base)  # the base decides the network family, and with it the defaults below
     hyper = derive_hyper(cfg, resolution, bool(cfg.base), dist.world_size)
     images = load_training_images(cfg, resolution, request.progress and dist.rank == 0)
     data_record = _labels(cfg, images, base, point, out, dist.rank == 0)
@@ -271,7 +275,7 @@ def _networks(cfg: TrainConfig, hyper: Hyper, base: Bundle | None, point: Resume
     for line in skipped:
         out(f"note: not loaded from base: {line}")
     # The config says what is built: the base's architecture, not the preset's scratch defaults.
-    cfg = replace(cfg, **architecture_of(nets["G"]))
+    cfg = replace(cfg, **architecture_keys(nets["G"]))
     return nets, cfg, derive_hyper(cfg, resolution, True, world_size)
 
 
@@ -388,18 +392,23 @@ def _optimisation(cfg: TrainConfig, hyper: Hyper, nets: dict[str, nn.Module], tr
     g_params, d_params = transfer.trainable_parameters(G), transfer.trainable_parameters(D)
     for reg in regs.values():  # a regularizer's own D-side tensors (CDC's patch head) train with D
         d_params = d_params + list(getattr(reg, "discriminator_parameters", list)())
-    opt_G = torch.optim.Adam(g_params, **lazy_opt_kwargs(hyper.lr_g, cfg.pl_interval))
+    opt_G = torch.optim.Adam(g_params, **lazy_opt_kwargs(hyper.lr_g, hyper.g_reg_interval))
     opt_D = torch.optim.Adam(d_params, **lazy_opt_kwargs(hyper.lr_d, cfg.r1_interval))
+    # A family without G's lazy phase (StyleGAN3) has three phases, as the official code: each draws its z.
+    g_reg = [Phase("Greg", G, opt_G, g_params, hyper.g_reg_interval, active=hyper.pl_weight != 0)] \
+        if hyper.g_reg_interval else []
     phases = [
         Phase("Gmain", G, opt_G, g_params, 1),
-        Phase("Greg", G, opt_G, g_params, cfg.pl_interval, active=cfg.pl_weight != 0),
+        *g_reg,
         Phase("Dmain", D, opt_D, d_params, 1),
         Phase("Dreg", D, opt_D, d_params, cfg.r1_interval, active=hyper.gamma != 0),
     ]
-    weights = LossWeights(r1_gamma=hyper.gamma, pl_weight=cfg.pl_weight, pl_batch_shrink=cfg.pl_batch_shrink,
-                          pl_decay=cfg.pl_decay, style_mixing=cfg.style_mixing, r1_fake=transfer.r1_fake,
-                          adversarial=cfg.loss)
-    loss = StyleGAN2Loss(G, D, augment, weights, regularizer=list(regs.values()) or None).to(device)
+    weights = LossWeights(r1_gamma=hyper.gamma, pl_weight=hyper.pl_weight, pl_batch_shrink=cfg.pl_batch_shrink,
+                          pl_decay=cfg.pl_decay, style_mixing=hyper.style_mixing, r1_fake=transfer.r1_fake,
+                          adversarial=cfg.loss, blur_init_sigma=hyper.blur_init_sigma,
+                          blur_fade_kimg=hyper.blur_fade_kimg)
+    loss = StyleGAN2Loss(G, D, augment, weights, regularizer=list(regs.values()) or None,
+                         arch=architecture(cfg.arch)).to(device)
     return opt_G, opt_D, phases, loss
 
 
@@ -410,9 +419,9 @@ def _dry_run_report(cfg: TrainConfig, hyper: Hyper, transfer: Any, nets: dict[st
     out(cfg.to_toml().rstrip())
     out(f"# derived: {json.dumps(hyper.__dict__)}")
     out(transfer.describe(G, D))
-    out(f"G trainable {sum(p.numel() for p in phases[0].params):,} / "
+    out(f"G trainable {sum(p.numel() for p in phase_params(phases, 'Gmain')):,} / "
         f"{sum(p.numel() for p in G.state_dict().values()):,}; "
-        f"D trainable {sum(p.numel() for p in phases[2].params):,} / "
+        f"D trainable {sum(p.numel() for p in phase_params(phases, 'Dmain')):,} / "
         f"{sum(p.numel() for p in D.state_dict().values()):,}")
     for name, options in cfg.regularizers.items():
         plan = regularizer_registry.get(name).extra.get("plan")
@@ -420,6 +429,11 @@ def _dry_run_report(cfg: TrainConfig, hyper: Hyper, transfer: Any, nets: dict[st
             line = plan(options)
             if line:
                 out(line)
+
+
+def phase_params(phases: list[Phase], name: str) -> list[nn.Parameter]:
+    """The tensors phase ``name`` trains."""
+    return next(phase.params for phase in phases if phase.name == name)
 
 
 def _load_metric_extractors(run: Run) -> None:
@@ -449,7 +463,7 @@ def _show_plan(run: Run, request: Request, point: ResumePoint | None) -> None:
     if not run.is_main:
         return
     done_nimg = int(point.bundle.training["progress"].get("cur_nimg", 0)) if point is not None else 0
-    trainable = run.phases[0].params + run.phases[2].params
+    trainable = phase_params(run.phases, "Gmain") + phase_params(run.phases, "Dmain")
     lines = plan_lines(images=len(run.images), resolution=run.resolution,
                        kimg_left=max(run.cfg.kimg - done_nimg / 1000, 0), batch=run.hyper.batch, estimate=estimate,
                        snapshot_size=snapshot_bytes(run.nets, trainable),
