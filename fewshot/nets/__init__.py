@@ -14,6 +14,7 @@ from torch.overrides import TorchFunctionMode
 from ..registry import networks
 from .discriminator import Discriminator
 from .generator import Generator, MappingNetwork, SynthesisNetwork
+from .stylegan3 import StyleGAN3Generator
 
 # Class name -> class, for rebuilding a network from a bundle: read from the network registry, where each family
 # (StyleGAN2 here; DISP's projection discriminator in fewshot.disp.nets) registers its classes.
@@ -89,4 +90,4 @@ def named_init_kwargs(class_name: str, init_args: Sequence[Any], init_kwargs: di
     return dict(bound.arguments)
 
 
-__all__ = ["Discriminator", "Generator", "MappingNetwork", "SynthesisNetwork", "build_network", "named_init_kwargs", "NETWORK_CLASSES"]
+__all__ = ["Discriminator", "Generator", "StyleGAN3Generator", "MappingNetwork", "SynthesisNetwork", "build_network", "named_init_kwargs", "NETWORK_CLASSES"]

@@ -1,0 +1,197 @@
+"""StyleGAN3 generator (fewshot.nets.stylegan3): official layout, filter design, numerics, transforms.
+
+The layout facts below were read off NVIDIA's training/networks_stylegan3.py (a 1024 px stylegan3-t
+and stylegan3-r generator as train.py configures them); the networks are built here in code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tests.float32_bounds import assert_network_close, fan_ins
+
+TINY_T = dict(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=3, mapping_kwargs={"num_layers": 2},
+              channel_base=256, channel_max=32)
+TINY_R = dict(TINY_T, channel_base=512, channel_max=64, conv_kernel=1, use_radial_filters=True)
+
+# train.py's configs at 1024 px (z_dim = w_dim = 512, 2 mapping layers): R doubles channel_base and channel_max.
+CONFIG_T_1024 = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=1024, img_channels=3,
+                     mapping_kwargs={"num_layers": 2}, channel_base=32768, channel_max=512)
+CONFIG_R_1024 = dict(CONFIG_T_1024, channel_base=65536, channel_max=1024, conv_kernel=1, use_radial_filters=True)
+
+# Facts of the official networks (keys, parameters, layer names: f"L{idx}_{out_size}_{out_channels}").
+OFFICIAL_T_1024_LAYERS = ["L0_36_512", "L1_36_512", "L2_52_512", "L3_52_512", "L4_84_512", "L5_148_512", "L6_148_512",
+                          "L7_276_323", "L8_276_203", "L9_532_128", "L10_1044_81", "L11_1044_51", "L12_1044_32",
+                          "L13_1024_32", "L14_1024_3"]
+OFFICIAL_R_1024_LAYERS = ["L0_36_1024", "L1_36_1024", "L2_52_1024", "L3_52_1024", "L4_84_1024", "L5_148_1024",
+                          "L6_148_1024", "L7_276_645", "L8_276_406", "L9_532_256", "L10_1044_161", "L11_1044_102",
+                          "L12_1044_64", "L13_1024_64", "L14_1024_3"]
+OFFICIAL_FIRST_KEYS = ["synthesis.input.weight", "synthesis.input.transform", "synthesis.input.freqs",
+                       "synthesis.input.phases", "synthesis.input.affine.weight", "synthesis.input.affine.bias"]
+OFFICIAL_LAYER_KEYS = ["weight", "bias", "magnitude_ema", "up_filter", "down_filter", "affine.weight", "affine.bias"]
+OFFICIAL_MAPPING_KEYS = ["mapping.w_avg", "mapping.fc0.weight", "mapping.fc0.bias", "mapping.fc1.weight",
+                         "mapping.fc1.bias"]
+OFFICIAL_UP_TAPS_T_1024 = [12, 12, 24, 12, 24, 24, 12, 24, 12, 24, 24, 12, 12, 12]  # L0..L13 (ToRGB has none)
+OFFICIAL_PADDING_T_1024 = {"L0_36_512": [9, 8, 9, 8], "L2_52_512": [-6, -9, -6, -9], "L13_1024_32": [-11, -12, -11, -12],
+                           "L14_1024_3": [0, 0, 0, 0]}
+
+
+def make_tiny(kwargs: dict = TINY_T, seed: int = 0, perturb: float = 0.1):
+    """A seeded tiny generator whose weights, biases and EMAs are moved off their initial values (filters,
+    frequencies and the transform stay as designed), so every term of the forward pass matters."""
+    from fewshot.nets.stylegan3 import StyleGAN3Generator
+
+    torch.manual_seed(seed)
+    G = StyleGAN3Generator(**kwargs).eval()
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, t in G.state_dict().items():
+            if name.endswith(("filter", "transform", "freqs", "phases")):
+                continue
+            t.add_(torch.randn(t.shape, generator=gen) * perturb)
+            if name.endswith("magnitude_ema"):
+                t.abs_().add_(0.5)
+    return G
+
+
+@pytest.mark.parametrize("config, layers, params", [
+    (CONFIG_T_1024, OFFICIAL_T_1024_LAYERS, 22_313_167),
+    (CONFIG_R_1024, OFFICIAL_R_1024_LAYERS, 15_093_151),
+])
+def test_official_1024_layout(config, layers, params):
+    from fewshot.nets.stylegan3 import StyleGAN3Generator
+
+    G = StyleGAN3Generator(**config)
+    sd = G.state_dict()
+    assert G.synthesis.layer_names == layers
+    assert G.num_ws == 16 and G.synthesis.num_ws == 16 and G.mapping.num_ws == 16
+    assert sum(p.numel() for p in G.parameters()) == params
+    expected = list(OFFICIAL_FIRST_KEYS)
+    for name in layers:
+        is_torgb = name.startswith("L14")
+        expected += [f"synthesis.{name}.{k}" for k in OFFICIAL_LAYER_KEYS if not (is_torgb and "filter" in k)]
+    assert list(sd) == expected + OFFICIAL_MAPPING_KEYS  # 114 keys, in the official order
+    radial = "use_radial_filters" in config
+    width = 1024 if radial else 512
+    assert sd["synthesis.input.weight"].shape == (width, width)
+    assert sd["synthesis.input.freqs"].shape == (width, 2) and sd["synthesis.input.phases"].shape == (width,)
+    assert sd["synthesis.input.affine.weight"].shape == (4, 512)
+    assert sd["synthesis.input.transform"].equal(torch.eye(3))
+    kernel = 1 if radial else 3
+    assert sd[f"synthesis.{layers[0]}.weight"].shape == (width, width, kernel, kernel)
+    assert sd[f"synthesis.{layers[-1]}.weight"].shape == (3, 64 if radial else 32, 1, 1)  # ToRGB: 1x1
+    assert [sd[f"synthesis.{n}.up_filter"].shape[0] for n in layers[:-1]] == OFFICIAL_UP_TAPS_T_1024
+    # R's downsampling filters are 2-D (radial) except in the critically sampled last layers L12, L13.
+    down_dims = [sd[f"synthesis.{n}.down_filter"].ndim for n in layers[:-1]]
+    assert down_dims == ([2] * 12 + [1, 1] if radial else [1] * 14)
+    if not radial:
+        assert {n: getattr(G.synthesis, n).padding for n in OFFICIAL_PADDING_T_1024} == OFFICIAL_PADDING_T_1024
+
+
+def test_registered_and_rebuilt_from_init_kwargs():
+    from fewshot.nets import build_network
+    from fewshot.registry import networks
+
+    assert "StyleGAN3Generator" in networks
+    G = make_tiny(TINY_R)
+    assert G.init_kwargs == dict(TINY_R)  # flat, as the official _init_kwargs: synthesis kwargs at the top level
+    rebuilt = build_network("StyleGAN3Generator", G.init_kwargs)
+    assert [(k, v.shape) for k, v in rebuilt.state_dict().items()] == [(k, v.shape) for k, v in G.state_dict().items()]
+
+
+@pytest.mark.parametrize("radial", [False, True])
+def test_filter_design_matches_scipy(radial):
+    """The Kaiser design of scipy.signal.firwin (and the jinc of scipy.special.j1) in numpy: agreement to float64
+    rounding of the window (np.kaiser and scipy's kaiser evaluate I0 by different series)."""
+    scipy_signal = pytest.importorskip("scipy.signal")
+    scipy_special = pytest.importorskip("scipy.special")
+    from fewshot.nets.stylegan3_filters import jinc_lowpass, kaiser_lowpass
+
+    for numtaps, cutoff, width, fs in [(12, 2.0, 4.5, 32), (24, 5.04, 3.2, 64), (12, 16.0, 5.8, 64)]:
+        if not radial:
+            want = scipy_signal.firwin(numtaps=numtaps, cutoff=cutoff, width=width, fs=fs)
+            np.testing.assert_allclose(kaiser_lowpass(numtaps, cutoff, width, fs), want, rtol=0, atol=1e-12)
+            continue
+        x = (np.arange(numtaps) - (numtaps - 1) / 2) / fs
+        r = np.hypot(*np.meshgrid(x, x))
+        f = scipy_special.j1(2 * cutoff * (np.pi * r)) / (np.pi * r)
+        beta = scipy_signal.kaiser_beta(scipy_signal.kaiser_atten(numtaps, width / (fs / 2)))
+        f *= np.outer(np.kaiser(numtaps, beta), np.kaiser(numtaps, beta))
+        np.testing.assert_allclose(jinc_lowpass(numtaps, cutoff, width, fs), f / f.sum(), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("kwargs", [TINY_T, TINY_R], ids=["T", "R"])
+def test_fused_and_shared_weight_modconv_agree(kwargs):
+    """CPU inference runs the shared-weight conv (fused_modconv=False); it is the official grouped conv's function."""
+    G = make_tiny(kwargs)
+    z = torch.from_numpy(np.random.RandomState(0).randn(3, G.z_dim)).float()
+    with torch.no_grad():
+        fused = G(z, None)
+        shared = G(z, None, fused_modconv=False)
+    assert fused.shape == (3, 3, 32, 32)
+    assert fused.abs().max() > 0.05  # a real image, not zeros
+    ks = fan_ins(G) + [layer.weight[0].numel() for layer in G.synthesis.layers()]  # + each demodulation's sum
+    ks += [12] * 2 * (len(G.synthesis.layer_names) - 1)  # the two filter passes of each resampling layer
+    assert_network_close(shared, fused, ks, what="shared-weight vs grouped modconv")
+
+
+def test_truncation_and_w_avg_update():
+    G = make_tiny()
+    z = torch.randn(4, G.z_dim)
+    ws = G.mapping(z, None)
+    assert ws.shape == (4, G.num_ws, G.w_dim) and G.num_ws == G.synthesis.num_layers + 2
+    half = G.mapping(z, None, truncation_psi=0.5, truncation_cutoff=3)
+    torch.testing.assert_close(half[:, :3], G.mapping.w_avg.lerp(ws[:, :3], 0.5))
+    torch.testing.assert_close(half[:, 3:], ws[:, 3:])
+    before = G.mapping.w_avg.clone()
+    G.mapping(z, None)  # no update unless asked, in any mode (the official flag, not training mode)
+    assert G.mapping.w_avg.equal(before)
+    G.mapping(z, None, update_emas=True)
+    torch.testing.assert_close(G.mapping.w_avg, ws[:, 0].mean(0).lerp(before, G.mapping.w_avg_beta))
+
+
+def test_magnitude_ema_tracks_input_rms_when_asked():
+    G = make_tiny()
+    layer = G.synthesis.layers()[0]
+    x = torch.randn(2, layer.in_channels, int(layer.in_size[1]), int(layer.in_size[0])) * 3
+    w = torch.randn(2, G.w_dim)
+    before = layer.magnitude_ema.clone()
+    layer(x, w)
+    assert layer.magnitude_ema.equal(before)
+    layer(x, w, update_emas=True)
+    torch.testing.assert_close(layer.magnitude_ema, x.square().mean().lerp(before, layer.magnitude_ema_beta))
+
+
+def test_input_transform_is_the_inverse_of_gen_images_matrix():
+    from fewshot.nets.stylegan3 import input_transform
+
+    m = input_transform((0.25, -0.5), 30.0)
+    angle = math.radians(30.0)
+    forward = torch.tensor([[math.cos(angle), math.sin(angle), 0.25], [-math.sin(angle), math.cos(angle), -0.5],
+                            [0, 0, 1]], dtype=torch.float64)
+    torch.testing.assert_close(m.double() @ forward, torch.eye(3, dtype=torch.float64), atol=1e-7, rtol=0)
+    assert input_transform().equal(torch.eye(3))
+
+
+def test_integer_translation_shifts_the_fourier_features():
+    """With w's own transform the identity, a user translation by whole samples of the input grid moves the Fourier
+    features by exactly those samples, to +x for a positive x (the phases move; the frequencies do not)."""
+    from fewshot.nets.stylegan3 import input_transform
+
+    G = make_tiny()
+    inp = G.synthesis.input
+    w = torch.randn(2, G.w_dim)
+    pixels = 4
+    with torch.no_grad():
+        inp.affine.weight.zero_()
+        inp.affine.bias.copy_(torch.tensor([1.0, 0, 0, 0]))  # t = (cos, sin, tx, ty) = (1, 0, 0, 0)
+        base = inp(w)
+        inp.transform.copy_(input_transform((pixels / inp.sampling_rate, 0.0), 0.0))
+        moved = inp(w)
+    # sin of arguments |2 pi (<p, f> + phase)| < 2 pi (2 + 1): float32 rounding of ~1e-6, through the channel mix.
+    torch.testing.assert_close(moved[..., pixels:], base[..., :-pixels], atol=2e-5, rtol=0)
+    assert (moved - base).abs().max() > 0.1
