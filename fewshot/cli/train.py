@@ -62,6 +62,7 @@ def train(
     reg_model: Optional[str] = typer.Option(None, "--reg-model", help="Reg-DGM extractor: {option:regularizer:reg-dgm:model}", rich_help_panel=_OPT),
     reg_estimator: Optional[str] = typer.Option(None, "--reg-estimator", help="{option:regularizer:reg-dgm:estimator}", rich_help_panel=_OPT),
     reg_weights: Optional[str] = typer.Option(None, "--reg-weights", help="Weights file for the Reg-DGM extractor, in its upstream format (default: the weights registry).", rich_help_panel=_OPT),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Network family from scratch: {methods:arch} (a base decides it).", rich_help_panel=_OPT),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Image size when training from scratch (default: from the data, the power of two at or below the median short side).", rich_help_panel=_OPT),
     mirror: Optional[bool] = typer.Option(None, "--mirror/--no-mirror", help="Random x-flips of the data.", rich_help_panel=_OPT),
     crop: Optional[str] = typer.Option(None, "--crop", help="center | pad", rich_help_panel=_OPT),
@@ -91,7 +92,7 @@ def train(
         data=data, base=base, kimg=kimg, batch=batch, batch_gpu=batch_gpu, gamma=gamma, lr=lr, aug=aug,
         aug_p=aug_p, transfer=transfer, freeze_d=freeze_d, general=general, specific=specific, r1_fake=r1_fake,
         reg_lambda=reg_lambda, reg_model=reg_model, reg_estimator=reg_estimator, reg_weights=reg_weights,
-        resolution=resolution,
+        resolution=resolution, arch=arch,
         mirror=mirror, crop=crop, labels=labels, class_index=class_index, metrics=metrics, metrics_every=metrics_every, snap=snap, tick_kimg=tick_kimg,
         seed=seed, outdir=outdir, name=name, device=device, allow_partial=allow_partial, deterministic=deterministic,
     )

@@ -19,6 +19,11 @@ ANCHOR_PHASES = ("Gmain", "Dmain")  # the phases that generate from the anchors 
 def synthesis_layers(G: nn.Module) -> list[nn.Module]:
     """G's modulated convolutions in order (4×4 conv1, then conv0, conv1 of every block): the feature maps the
     official code returns with ``return_feats=True``."""
+    if not hasattr(G.synthesis, "blocks"):  # StyleGAN3: layers, no blocks, and no official CDC to follow
+        from ..errors import FewshotError
+
+        raise FewshotError(f"cdc compares the features of StyleGAN2 synthesis blocks; a {type(G).__name__} has none",
+                           hint="fine-tune a StyleGAN3 base with another regularizer (reg-dgm, ewc)")
     layers: list[nn.Module] = []
     for block in G.synthesis.blocks():
         layers += [block.conv0] if hasattr(block, "conv0") else []

@@ -22,6 +22,9 @@ def estimate_fisher(G: nn.Module, D: nn.Module, params: Sequence[nn.Parameter], 
     G's w average is not updated."""
     from ..train.loss import generator_adv_loss
 
+    from ..archs import architecture_of
+
+    arch = architecture_of(G)
     device = params[0].device
     fisher = [torch.zeros_like(p) for p in params]
     steps = -(-samples // batch)
@@ -34,7 +37,9 @@ def estimate_fisher(G: nn.Module, D: nn.Module, params: Sequence[nn.Parameter], 
             for _ in range(steps):
                 z = torch.randn([batch, G.z_dim], device=device)
                 with torch.enable_grad():
-                    images = G.synthesis(G.mapping(z, None, skip_w_avg_update=True))
+                    # The family's passes, leaving G's running averages alone (no training step of G).
+                    ws = arch.mapping(G, z, None, update_emas=False, second=True)
+                    images = arch.synthesis(G, ws, update_emas=False)
                     loss = generator_adv_loss(D(images, None), adversarial)
                     grads = torch.autograd.grad(loss, list(params), allow_unused=True)
                 for total, grad in zip(fisher, grads, strict=True):

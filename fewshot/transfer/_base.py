@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from ..archs import SynthesisUnit
+
     from ..nets import Discriminator, Generator
 
 # Attribute names stored on an adapted network (plain Python attributes: deepcopy carries them).
@@ -51,11 +53,21 @@ class BlockRow:
 
 
 def check_generator(G: nn.Module) -> Generator:
-    from ..nets import Generator
+    """``G`` when it is a generator of a registered network family (StyleGAN2, StyleGAN3)."""
+    from ..archs import architecture_of
 
-    if not isinstance(G, Generator):
-        raise FewshotError(f"transfer methods adapt a fewshot Generator, got {type(G).__name__}")
+    try:
+        architecture_of(G)
+    except FewshotError:
+        raise FewshotError(f"transfer methods adapt a fewshot Generator, got {type(G).__name__}") from None
     return G
+
+
+def generator_units(G: nn.Module) -> list[SynthesisUnit]:
+    """G's synthesis units (StyleGAN2 blocks, StyleGAN3 layers) from the input to the image."""
+    from ..archs import architecture_of
+
+    return architecture_of(G).units(G)
 
 
 def check_discriminator(D: nn.Module) -> Discriminator:
@@ -89,6 +101,14 @@ def _within(count: int | None, n_blocks: int, net: str, has: str) -> int:
         raise FewshotError(f"{has.format(n=n_blocks)}, cannot freeze {count}",
                            hint=f"use a {net} count between 0 and {n_blocks}")
     return count
+
+
+def _generator_modules(G: nn.Module) -> list[str]:
+    """G's modules as the transfer methods see them: mapping, the synthesis input (StyleGAN3), the units'."""
+    from ..archs import architecture_of
+
+    units = [name for unit in generator_units(G) for name in unit.modules]
+    return ["mapping", *architecture_of(G).fixed_modules(G), *units]
 
 
 def _plain(value: Any) -> Any:
@@ -158,24 +178,27 @@ class Transfer:
     # ---- the plan, resolved against concrete nets ----
 
     def g_general_count(self, G: Generator) -> int:
-        return _within(self.general_g, len(G.synthesis.block_resolutions), "G",
-                       f"general: the generator has {{n}} synthesis blocks (b4..b{G.img_resolution})")
+        from ..archs import architecture_of
+
+        return _within(self.general_g, len(generator_units(G)), "G", "general: " + architecture_of(G).units_phrase(G))
 
     def d_general_count(self, D: Discriminator) -> int:
         return _within(self.general_d, len(D.block_resolutions), "D",
                        f"the discriminator has {{n}} blocks before its 4x4 epilogue (b{D.img_resolution}..b8)")
 
-    def frozen_g_blocks(self, G: Generator) -> list[str]:
-        """Module names of the frozen (general) synthesis blocks, highest resolution first."""
+    def frozen_g_units(self, G: Generator) -> list[SynthesisUnit]:
+        """The frozen (general) synthesis units (StyleGAN2 blocks, StyleGAN3 layers), nearest the image first."""
         g = self.g_general_count(G)
-        resolutions = G.synthesis.block_resolutions[::-1][:g]
-        return [f"synthesis.b{r}" for r in resolutions]
+        return generator_units(G)[::-1][:g]
+
+    def frozen_g_blocks(self, G: Generator) -> list[str]:
+        """Module names of the frozen (general) synthesis units, nearest the image first."""
+        return [name for unit in self.frozen_g_units(G) for name in unit.modules]
 
     def specific_g_modules(self, G: Generator) -> list[str]:
-        """Module names of G's specific part: the mapping network and the non-frozen synthesis blocks."""
-        frozen = set(self.frozen_g_blocks(G))
-        blocks = [f"synthesis.b{r}" for r in G.synthesis.block_resolutions if f"synthesis.b{r}" not in frozen]
-        return ["mapping", *blocks]
+        """Module names of G's specific part: the mapping network, the synthesis input (StyleGAN3) and the
+        non-frozen synthesis units."""
+        return [name for name in _generator_modules(G) if name not in set(self.frozen_g_blocks(G))]
 
     def frozen_d_blocks(self, D: Discriminator) -> list[str]:
         """Module names of the frozen D blocks, nearest the input first."""
@@ -247,11 +270,9 @@ class Transfer:
         """Copy the specific part from a freshly constructed generator (seeded; global RNG untouched)."""
         import torch
 
-        from ..nets import Generator
-
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            fresh = Generator(**G.init_kwargs)
+            fresh = type(G)(**G.init_kwargs)
         fresh_state = fresh.state_dict()
         own_state = G.state_dict(keep_vars=True)
         prefixes = tuple(name + "." for name in self.specific_g_modules(G))
@@ -269,10 +290,14 @@ class Transfer:
 
     def trainable_parameters(self, net: nn.Module) -> list[nn.Parameter]:
         """What the optimizer gets: every parameter left after freezing (AdaFM gamma/beta included)."""
-        from ..nets import Discriminator, Generator
+        from ..nets import Discriminator
 
-        if not isinstance(net, (Generator, Discriminator)):
-            raise FewshotError(f"trainable_parameters expects a fewshot Generator or Discriminator, got {type(net).__name__}")
+        if not isinstance(net, Discriminator):
+            try:
+                check_generator(net)
+            except FewshotError:
+                raise FewshotError("trainable_parameters expects a fewshot Generator or Discriminator, got "
+                                   f"{type(net).__name__}") from None
         if getattr(net, MARK_ATTR, None) is None:
             raise FewshotError("call transfer.apply(G, D) before asking for the trainable parameters")
         return [p for p in net.parameters()]
@@ -338,7 +363,7 @@ class Transfer:
         frozen = set(self.frozen_g_blocks(G))
         specific_status = "re-initialised, trains" if self.specific == "reinit" else "trains"
         rows = []
-        for module_name in ["mapping"] + [f"synthesis.b{r}" for r in G.synthesis.block_resolutions]:
+        for module_name in _generator_modules(G):
             total = _count(weights, module_name)
             if module_name in frozen:
                 rows.append(self.frozen_block_row(G, module_name, total))

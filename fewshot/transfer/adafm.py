@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 ADAFM_GAMMA = "adafm_gamma"
 ADAFM_BETA = "adafm_beta"
-_LAYER_CLASS_NAMES = ("AdaFMSynthesisLayer", "AdaFMToRGBLayer")
+_LAYER_CLASS_NAMES = ("AdaFMSynthesisLayer", "AdaFMToRGBLayer", "AdaFMStyleGAN3Layer")
 
 
 class AdaFMLayer:
@@ -90,9 +90,11 @@ _layer_classes: dict[type, type] = {}  # plain layer class -> its AdaFM subclass
 
 
 def adafm_layer_classes() -> dict[type, type]:
-    """``{SynthesisLayer: AdaFMSynthesisLayer, ToRGBLayer: AdaFMToRGBLayer}`` (defined on the first call)."""
+    """``{SynthesisLayer: AdaFMSynthesisLayer, ToRGBLayer: AdaFMToRGBLayer, StyleGAN3's SynthesisLayer:
+    AdaFMStyleGAN3Layer}`` (defined on the first call)."""
     if not _layer_classes:
         from ..nets.generator import SynthesisLayer, ToRGBLayer
+        from ..nets.stylegan3 import SynthesisLayer as StyleGAN3Layer
 
         class AdaFMSynthesisLayer(AdaFMLayer, SynthesisLayer):
             """A frozen ``SynthesisLayer`` whose base weight is adapted by AdaFM before (de)modulation."""
@@ -100,10 +102,25 @@ def adafm_layer_classes() -> dict[type, type]:
         class AdaFMToRGBLayer(AdaFMLayer, ToRGBLayer):
             """A frozen ``ToRGBLayer`` whose base weight is adapted by AdaFM before modulation."""
 
-        for cls in (AdaFMSynthesisLayer, AdaFMToRGBLayer):
+        class AdaFMStyleGAN3Layer(AdaFMLayer, StyleGAN3Layer):
+            """A frozen StyleGAN3 layer (ToRGB included) whose base weight is adapted by AdaFM before its
+            normalisation and (de)modulation. The layer reads ``self.weight`` in its forward and has no weight
+            hook, so the forward reads the adapted weight in its place: a frozen weight is a buffer, swapped for
+            the call only (the state_dict between calls is the plain one)."""
+
+            def forward(self, x: torch.Tensor, w: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+                base = self._buffers["weight"]
+                self._buffers["weight"] = modulated_weight(self)
+                try:
+                    return super().forward(x, w, **kwargs)
+                finally:
+                    self._buffers["weight"] = base
+
+        for cls in (AdaFMSynthesisLayer, AdaFMToRGBLayer, AdaFMStyleGAN3Layer):
             cls.__qualname__ = cls.__name__
             globals()[cls.__name__] = cls  # a module attribute, so pickling finds the class by name
-        _layer_classes.update({SynthesisLayer: AdaFMSynthesisLayer, ToRGBLayer: AdaFMToRGBLayer})
+        _layer_classes.update({SynthesisLayer: AdaFMSynthesisLayer, ToRGBLayer: AdaFMToRGBLayer,
+                               StyleGAN3Layer: AdaFMStyleGAN3Layer})
     return _layer_classes
 
 
@@ -112,6 +129,11 @@ def __getattr__(name: str) -> Any:
         adafm_layer_classes()
         return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _is_torgb(layer: nn.Module) -> bool:
+    """A ToRGB layer: StyleGAN2's ToRGBLayer, StyleGAN3's last synthesis layer."""
+    return type(layer).__name__ in ("ToRGBLayer", "AdaFMToRGBLayer") or bool(getattr(layer, "is_torgb", False))
 
 
 @dataclass(frozen=True)
@@ -161,11 +183,10 @@ class AdaFM(GeneralPart):
 
     def modulated_layers(self, G: Generator) -> list[str]:
         names = []
-        for block_name in self.frozen_g_blocks(G):
-            block = G.get_submodule(block_name)
-            for child in ("conv0", "conv1") + (("torgb",) if self.adafm_torgb else ()):
-                if hasattr(block, child):
-                    names.append(f"{block_name}.{child}")
+        for unit in self.frozen_g_units(G):
+            for conv in unit.convs:
+                if self.adafm_torgb or not _is_torgb(G.get_submodule(conv)):
+                    names.append(conv)
         return names
 
     def _adapt_frozen(self, G: Generator) -> None:
@@ -204,8 +225,6 @@ class AdaFM(GeneralPart):
         no ``adafm_*`` keys (``G`` itself when it carries no AdaFM layer)."""
         import torch
 
-        from ..nets import Generator
-
         G = check_generator(G)
         if not any(isinstance(m, AdaFMLayer) for m in G.modules()):
             return G
@@ -220,13 +239,13 @@ class AdaFM(GeneralPart):
                     continue
                 state[key] = value.detach().clone()
         with torch.random.fork_rng(devices=[]):  # construction draws random numbers; keep the trainer's RNG
-            plain = Generator(**copy.deepcopy(G.init_kwargs))
+            plain = type(G)(**copy.deepcopy(G.init_kwargs))
         plain.load_state_dict(state, strict=True)
         device = next(iter(state.values())).device
         return plain.to(device).train(G.training)
 
     def frozen_block_row(self, G: Generator, block: str, weights: int) -> BlockRow:
-        here = [m for m in self.modulated_layers(G) if m.startswith(block + ".")]
+        here = [m for m in self.modulated_layers(G) if m == block or m.startswith(block + ".")]
         if not here:
             return super().frozen_block_row(G, block, weights)
         shapes = [G.get_submodule(m).weight.shape for m in here]

@@ -65,11 +65,19 @@ def parse_general(value: Any) -> tuple[int, int] | None:
     return g, d
 
 
+def default_general_units(sizes: list[int]) -> int:
+    """The default G count for any network family, from its synthesis units' sizes (input to image): every unit
+    working above 16 px is general, at least one. For StyleGAN2's blocks this is :func:`default_general`'s G; for
+    StyleGAN3's layers (sized by their sampling rate) the same rule counts layers."""
+    return min(max(sum(size > 16 for size in sizes), 1), len(sizes))
+
+
 GENERAL_HELP = (
     "General part as 'G,D' (or 'G4D2'): the G highest-resolution synthesis blocks (with ToRGB) and the "
     "D discriminator blocks nearest the input are frozen. Default per resolution: "
     + ", ".join(f"{r}px G{default_general(r)[0]}D{default_general(r)[1]}" for r in _RESOLUTIONS)
-    + "."
+    + ". On a StyleGAN3 generator G counts synthesis layers (the ToRGB layer goes with the last); by default "
+    "those sampling above 16 px."
 )
 
 
@@ -95,18 +103,16 @@ class GeneralPart(Transfer):
         self.general_g, self.general_d = self.settings.general or (None, None)
         self.specific = self.settings.specific
 
-    def _resolve(self, resolution: int) -> None:
-        """The one place the per-resolution default is filled in (when no ``general`` was given): whenever the
-        plan meets a network, so ``general_g`` / ``general_d`` are those of the last network seen."""
-        if self.settings.general is None:
-            self.general_g, self.general_d = default_general(resolution)
-
     def g_general_count(self, G: Generator) -> int:
-        self._resolve(int(G.img_resolution))
+        if self.settings.general is None:
+            from ._base import generator_units
+
+            self.general_g = default_general_units([unit.size for unit in generator_units(G)])
         return super().g_general_count(G)
 
     def d_general_count(self, D: Discriminator) -> int:
-        self._resolve(int(D.img_resolution))
+        if self.settings.general is None:
+            self.general_d = default_general(int(D.img_resolution))[1]
         return super().d_general_count(D)
 
     def header(self) -> str:
