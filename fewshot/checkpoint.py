@@ -328,15 +328,17 @@ def bundle_from_pickle(path: str | Path) -> tuple[Bundle, dict[str, Any]]:
     networks: dict[str, nn.Module] = {}
     specs: dict[str, NetworkSpec] = {}
     for name, record in imported.networks.items():
-        init_kwargs = named_init_kwargs(record.class_name, record.init_args, record.init_kwargs)
-        net = build_network(record.class_name, init_kwargs, max_elements=path.stat().st_size)
+        class_name = record.fewshot_class  # StyleGAN3's generator pickles as "Generator" too
+        init_kwargs = named_init_kwargs(class_name, record.init_args, record.init_kwargs)
+        net = build_network(class_name, init_kwargs, max_elements=path.stat().st_size)
         load_state_strict(net, record.state_dict(), f"{path}:{name}")
         networks[name] = net.eval().requires_grad_(False)
         specs[name] = network_spec(net)
     provenance = {
         "source": path.name,
         "source_sha256": sha256_file(path),
-        "source_format": "stylegan2-ada-pytorch pickle",
+        "source_format": "stylegan3 pickle" if any(r.fewshot_class == "StyleGAN3Generator"
+                                                   for r in imported.networks.values()) else "stylegan2-ada-pytorch pickle",
         "converted_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "converted_by": f"fewshot {__version__}",
     }

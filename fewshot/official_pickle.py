@@ -1,4 +1,4 @@
-"""Import NVIDIA stylegan2-ada-pytorch pickles without executing anything from the file.
+"""Import NVIDIA stylegan2-ada-pytorch and stylegan3 pickles without executing anything from the file.
 
 Official snapshots are ``pickle.dump`` of ``{G, D, G_ema, augment_pipe, training_set_kwargs}``,
 where each network is a "persistent class" object that embeds its module's source code and
@@ -44,6 +44,11 @@ class PersistentRecord:
         """Positional constructor arguments (official training passes none; hand-built networks may)."""
         return _plain(list(self.state.get("_init_args") or ()))
 
+    @property
+    def fewshot_class(self) -> str:
+        """The fewshot network class that rebuilds this record (see :func:`fewshot_class_name`)."""
+        return fewshot_class_name(self)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Parameters and persistent buffers, keyed as ``Module.state_dict`` keys them."""
         out: dict[str, torch.Tensor] = {}
@@ -59,6 +64,24 @@ class ImportedPickle:
     augment_p: float | None = None
     training_set_kwargs: dict[str, Any] | None = None
     other_keys: list[str] = field(default_factory=list)
+
+
+def _submodule(record: Any, name: str) -> Any:
+    state = record.state if isinstance(record, PersistentRecord) else getattr(record, "__dict__", {})
+    modules = state.get("_modules") if isinstance(state, dict) else None
+    return modules.get(name) if isinstance(modules, dict) else None
+
+
+def fewshot_class_name(record: PersistentRecord) -> str:
+    """Which fewshot class a persistent network record stands for.
+
+    StyleGAN3's generator (training/networks_stylegan3.py) is also named ``Generator`` in its pickles; it is the
+    one whose synthesis network starts from a Fourier-feature ``input`` module (StyleGAN2's has blocks ``b4...``).
+    StyleGAN3 pickles hold StyleGAN2's discriminator, so ``Discriminator`` stays as it is.
+    """
+    if record.class_name == "Generator" and _submodule(_submodule(record, "synthesis"), "input") is not None:
+        return "StyleGAN3Generator"
+    return record.class_name
 
 
 def _walk_module(node: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
@@ -85,6 +108,8 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, _NumpyArray) and value.array is not None:
+        return value.array.tolist()
     return value
 
 
@@ -238,6 +263,37 @@ def _numpy_scalar(dtype: _NumpyDtype, data: bytes | None = None) -> Any:
     return np.frombuffer(data, dtype=dtype)[0]
 
 
+class _NumpyArray:
+    """What ``numpy.core.multiarray._reconstruct(ndarray, ...)`` in a pickle becomes; its BUILD state (version,
+    shape, dtype, Fortran order, raw bytes) is checked and read with ``np.frombuffer``, never handed to
+    ``ndarray.__setstate__``. StyleGAN3's layers keep their sizes as small numpy arrays (``size``, ``in_size``)."""
+
+    def __init__(self) -> None:
+        self.array: np.ndarray | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[1], tuple)
+                and all(type(n) is int and n >= 0 for n in state[1]) and isinstance(state[2], _NumpyDtype)
+                and isinstance(state[4], (bytes, bytearray))):
+            raise FewshotError("pickle holds a numpy array with an unusual layout; refused")
+        dtype = state[2].dtype
+        count = int(np.prod(state[1], dtype=np.int64)) if state[1] else 1
+        if count * dtype.itemsize != len(state[4]):
+            raise FewshotError(f"pickle holds a numpy array of shape {state[1]} but {len(state[4])} bytes; refused")
+        order = "F" if state[3] else "C"
+        self.array = np.frombuffer(bytes(state[4]), dtype=dtype).reshape(state[1], order=order).copy()
+
+
+class _NdarrayType:
+    """Stands for ``numpy.ndarray`` in a pickle: only ever the class argument of ``_reconstruct``."""
+
+
+def _numpy_reconstruct(cls: Any, shape: Any, typecode: Any) -> _NumpyArray:
+    if cls is not _NdarrayType:
+        raise FewshotError("pickle reconstructs a numpy array of a class other than ndarray; refused")
+    return _NumpyArray()
+
+
 def _codecs_encode(text: str, encoding: str = "latin1") -> bytes:
     return text.encode(encoding)
 
@@ -257,6 +313,9 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy", "dtype"): _NumpyDtype,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy", "ndarray"): _NdarrayType,
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("_codecs", "encode"): _codecs_encode,
     # Protocol-3 pickles (Python 3.7, which the official code targets) spell sets as a call of
     # builtins.set; every nn.Module state holds one (_non_persistent_buffers_set). Inert constructors.
@@ -337,7 +396,7 @@ def interpret_pickle_data(data: Any, source: str = "<pickle>") -> ImportedPickle
             if not isinstance(value, PersistentRecord):
                 raise FewshotError(f"{source}: entry {key!r} is not a persistent network object")
             if value.class_name not in ("Generator", "Discriminator"):
-                raise FewshotError(f"{source}: entry {key!r} is a {value.class_name}, not a StyleGAN2 network")
+                raise FewshotError(f"{source}: entry {key!r} is a {value.class_name}, not a StyleGAN2 or StyleGAN3 network")
             result.networks[key] = value
         elif key == "augment_pipe":
             if isinstance(value, PersistentRecord):

@@ -32,6 +32,9 @@ from torch import nn
 
 PERSISTENCE_VERSION = 6  # torch_utils/persistence.py `_version` in stylegan2-ada-pytorch
 FAKE_MODULE_SRC = "# stand-in for training/networks.py: a real snapshot embeds the module source here\n"
+FAKE_MODULE_SRC_SG3 = "# stand-in for training/networks_stylegan3.py (Alias-Free Generative Adversarial Networks)\n"
+# fewshot class -> the class name an official pickle records (StyleGAN3's generator is "Generator" there too).
+OFFICIAL_CLASS_NAMES = {"StyleGAN3Generator": "Generator"}
 OFFICIAL_PROTOCOL = 3  # the default pickle protocol of Python 3.7, which the official code targets
 # The official layers compute these gains with np.sqrt, so a real snapshot holds numpy float64 scalars.
 NUMPY_FLOAT_ATTRS = ("weight_gain", "act_gain")
@@ -88,13 +91,14 @@ def _fake_official_modules() -> Iterator[None]:
 class PersistentObject:
     """A module as the official persistence decorator pickles it."""
 
-    def __init__(self, class_name: str, state: dict[str, Any]) -> None:
+    def __init__(self, class_name: str, state: dict[str, Any], module_src: str = FAKE_MODULE_SRC) -> None:
         self.class_name = class_name
         self.state = state
+        self.module_src = module_src
 
     def __reduce__(self) -> tuple:
         meta = dict(
-            type="class", version=PERSISTENCE_VERSION, module_src=FAKE_MODULE_SRC, class_name=self.class_name,
+            type="class", version=PERSISTENCE_VERSION, module_src=self.module_src, class_name=self.class_name,
             state=self.state,
         )
         return (_reconstruct_persistent_obj, (meta,))
@@ -137,11 +141,13 @@ def to_persistent(
             continue  # ours; the official record is _init_kwargs below
         elif key in NUMPY_FLOAT_ATTRS and isinstance(value, float):
             state[key] = np.float64(value)
-        elif _is_plain(value):
-            state[key] = value
+        elif _is_plain(value) or isinstance(value, np.ndarray):
+            state[key] = value  # StyleGAN3 keeps sizes as numpy arrays: they pickle through numpy's _reconstruct
     state["_init_args"] = ()
     state["_init_kwargs"] = _easy(dict(init_kwargs or {}))
-    return PersistentObject(class_name or type(module).__name__, state)
+    own_name = type(module).__name__
+    src = FAKE_MODULE_SRC_SG3 if type(module).__module__.endswith("stylegan3") else FAKE_MODULE_SRC
+    return PersistentObject(class_name or OFFICIAL_CLASS_NAMES.get(own_name, own_name), state, src)
 
 
 def _augment_pipe(p: float) -> PersistentObject:
@@ -242,6 +248,7 @@ def dump_official(path: str | Path, data: Any, protocol: int = OFFICIAL_PROTOCOL
         raw = pickle.dumps(data, protocol=protocol)
     if protocol <= 3:
         raw = raw.replace(b"cnumpy._core.multiarray\nscalar\n", b"cnumpy.core.multiarray\nscalar\n")
+        raw = raw.replace(b"cnumpy._core.multiarray\n_reconstruct\n", b"cnumpy.core.multiarray\n_reconstruct\n")
     path = Path(path)
     path.write_bytes(raw)
     return path

@@ -467,7 +467,7 @@ def test_pickles_that_are_not_networks(tmp_path):
         with pytest.raises(FewshotError, match=message):
             load_checkpoint(dump_official(tmp_path / name, data))
     other = to_persistent(torch.nn.Linear(2, 2), class_name="AugmentPipe")
-    with pytest.raises(FewshotError, match="not a StyleGAN2 network"):
+    with pytest.raises(FewshotError, match="not a StyleGAN2 or StyleGAN3 network"):
         load_checkpoint(dump_official(tmp_path / "aug.pkl", {"G": other}))
 
 

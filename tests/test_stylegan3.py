@@ -7,6 +7,7 @@ and stylegan3-r generator as train.py configures them); the networks are built h
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -195,3 +196,76 @@ def test_integer_translation_shifts_the_fourier_features():
     # sin of arguments |2 pi (<p, f> + phase)| < 2 pi (2 + 1): float32 rounding of ~1e-6, through the channel mix.
     torch.testing.assert_close(moved[..., pixels:], base[..., :-pixels], atol=2e-5, rtol=0)
     assert (moved - base).abs().max() > 0.1
+
+
+# --------------------------------------------------------------------------------------------
+# Safe import of official StyleGAN3 pickles (G, D, G_ema; the discriminator is StyleGAN2's)
+
+
+def test_official_stylegan3_pickle_imports_safely(tmp_path):
+    import pickletools
+
+    from fewshot.checkpoint import convert_pickle, load_checkpoint, read_header
+    from fewshot.loading import load_generator
+    from fewshot.official_pickle import import_official_pickle
+    from tests.conftest import make_tiny_D
+    from tests.official_format import make_official_pickle
+
+    G, G_ema, D = make_tiny(TINY_T, seed=1), make_tiny(TINY_T, seed=2), make_tiny_D(3).eval()
+    src = make_official_pickle(tmp_path / "sg3.pkl", G=G, D=D, G_ema=G_ema, augment_p=0.25)
+    names = {arg.replace(" ", ".") for op, arg, _ in pickletools.genops(src.read_bytes()) if op.name == "GLOBAL"}
+    # StyleGAN3's layers keep sizes as numpy arrays: the file names numpy's array reconstructor, as real ones do.
+    assert {"numpy.core.multiarray._reconstruct", "numpy.ndarray"} <= names
+    records = import_official_pickle(src).networks
+    assert records["G_ema"].class_name == "Generator"  # the name the official pickle records ...
+    assert records["G_ema"].fewshot_class == "StyleGAN3Generator"  # ... told apart by its Fourier input
+    assert records["D"].fewshot_class == "Discriminator"
+
+    bundle = load_checkpoint(src)
+    assert {k: type(v).__name__ for k, v in bundle.networks.items()} == {
+        "G": "StyleGAN3Generator", "D": "Discriminator", "G_ema": "StyleGAN3Generator"}
+    assert bundle.provenance["source_format"] == "stylegan3 pickle"
+    z = torch.randn(2, G.z_dim)
+    with torch.no_grad():
+        assert torch.equal(bundle.networks["G_ema"](z), G_ema(z))
+        assert torch.equal(bundle.networks["G"](z), G(z))
+    for name, tensor in G_ema.state_dict().items():  # buffers too: magnitude_ema, filters, freqs, phases, w_avg
+        assert torch.equal(bundle.networks["G_ema"].state_dict()[name], tensor), name
+
+    dst = convert_pickle(src, tmp_path / "sg3.safetensors")
+    header = read_header(dst)
+    assert header.specs["G_ema"].class_name == "StyleGAN3Generator"
+    assert header.specs["G_ema"].init_kwargs == TINY_T
+    rebuilt = load_generator(dst)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(z), G_ema(z))
+
+
+def test_payload_inside_a_stylegan3_record_is_refused(tmp_path):
+    from fewshot.checkpoint import load_checkpoint
+    from fewshot.errors import FewshotError
+    from tests.official_format import make_malicious_pickle
+
+    marker = tmp_path / "pwned"
+    src = make_malicious_pickle(tmp_path / "evil.pkl", marker, G=make_tiny(TINY_R))
+    with pytest.raises(FewshotError, match="posix.system|os.system|nt.system"):
+        load_checkpoint(src)
+    assert not marker.exists()
+
+
+class _ForgedArray:
+    """Pickles as numpy's array reconstructor with a state whose byte count does not fit its shape."""
+
+    def __reduce__(self):
+        reconstruct = np.zeros(1).__reduce__()[0]  # numpy's _reconstruct, the global a real file names
+        return (reconstruct, (np.ndarray, (0,), b"b"), (1, (1000,), np.dtype("int64"), False, b"\0" * 16))
+
+
+def test_a_numpy_array_state_from_the_file_is_checked(tmp_path):
+    from fewshot.errors import FewshotError
+    from fewshot.official_pickle import safe_load
+
+    with pytest.raises(FewshotError, match=r"shape \(1000,\) but 16 bytes"):
+        safe_load(pickle.dumps({"size": _ForgedArray()}, protocol=3))
+    good = safe_load(pickle.dumps({"size": np.broadcast_to(np.asarray(36), [2])}, protocol=3))
+    assert good["size"].array.tolist() == [36, 36]

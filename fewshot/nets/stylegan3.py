@@ -114,8 +114,9 @@ class SynthesisInput(nn.Module):
         self.register_buffer("freqs", freqs)
         self.register_buffer("phases", phases)
 
-    def sample_transforms(self, w: torch.Tensor) -> torch.Tensor:
-        """``[N, 3, 3]``: w's rotation, then its translation, then the user transform (all inverse, wrt. the image)."""
+    def sample_transforms(self, w: torch.Tensor, user: torch.Tensor | None = None) -> torch.Tensor:
+        """``[N, 3, 3]``: w's rotation, then its translation, then the user transform (all inverse, wrt. the image):
+        ``user`` (``[N, 3, 3]``, one per sample: a pan over the frames of a video) or else the ``transform`` buffer."""
         t = self.affine(w)  # (r_cos, r_sin, t_x, t_y)
         t = t / t[:, :2].norm(dim=1, keepdim=True)  # a pure rotation: (cos, sin) of unit length
         batch = w.shape[0]
@@ -127,10 +128,12 @@ class SynthesisInput(nn.Module):
         translation = torch.eye(3, device=w.device).unsqueeze(0).repeat([batch, 1, 1])
         translation[:, 0, 2] = -t[:, 2]
         translation[:, 1, 2] = -t[:, 3]
-        return rotation @ translation @ self.transform.unsqueeze(0)
+        user = self.transform.unsqueeze(0) if user is None else user.to(device=w.device, dtype=torch.float32)
+        return rotation @ translation @ user
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        transforms = self.sample_transforms(w)
+    def forward(self, w: torch.Tensor, transforms: torch.Tensor | None = None) -> torch.Tensor:
+        """Features ``[N, C, H, W]``; ``transforms`` (``[N, 3, 3]``, optional) replaces the buffer per sample."""
+        transforms = self.sample_transforms(w, transforms)
         freqs = self.freqs.unsqueeze(0)  # [1, C, 2]
         phases = self.phases.unsqueeze(0) + (freqs @ transforms[:, :2, 2:]).squeeze(2)  # translation -> phase
         freqs = freqs @ transforms[:, :2, :2]  # rotation -> frequency
@@ -330,11 +333,15 @@ class SynthesisNetwork(nn.Module):
         """The synthesis layers in order, ToRGB last (``ws[:, 1 + i]`` drives layer i; ``ws[:, 0]`` the input)."""
         return [getattr(self, name) for name in self.layer_names]
 
-    def forward(self, ws: torch.Tensor, **layer_kwargs: Any) -> torch.Tensor:
+    def forward(self, ws: torch.Tensor, input_transforms: torch.Tensor | None = None, **layer_kwargs: Any) -> torch.Tensor:
+        """The image of each ws; ``input_transforms`` (``[N, 3, 3]``, fewshot's addition) gives each sample its own
+        input transform instead of ``input.transform``, so frames of a pan or rotation render in one batch."""
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
             raise ValueError(f"ws must be [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
+        if input_transforms is not None and tuple(input_transforms.shape) != (ws.shape[0], 3, 3):
+            raise ValueError(f"input_transforms must be [{ws.shape[0]}, 3, 3], got {tuple(input_transforms.shape)}")
         ws_list = ws.to(torch.float32).unbind(dim=1)
-        x = self.input(ws_list[0])
+        x = self.input(ws_list[0], input_transforms)
         for layer, w in zip(self.layers(), ws_list[1:], strict=True):
             x = layer(x, w, **layer_kwargs)
         if self.output_scale != 1:
