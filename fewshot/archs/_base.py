@@ -117,7 +117,13 @@ class Architecture:
 
 def architecture(name: str | None) -> Architecture:
     """The registered family ``name`` (the default one for None)."""
-    return architectures.build(name or DEFAULT_ARCH)
+    return _built(architectures.get(name or DEFAULT_ARCH))
+
+
+def _built(entry: Any) -> Architecture:
+    arch = entry.target()
+    arch.name = entry.name  # the name it is registered under, which configs and records hold
+    return arch
 
 
 def architecture_of(G: nn.Module) -> Architecture:
@@ -128,7 +134,7 @@ def architecture_of(G: nn.Module) -> Architecture:
 def architecture_for_class(class_name: str, init_kwargs: dict[str, Any]) -> Architecture:
     """The family whose generator ``class_name`` with ``init_kwargs`` is; one line naming the class if none."""
     for entry in architectures.entries():
-        arch = entry.target()
+        arch = _built(entry)
         if arch.owns(class_name, init_kwargs):
             return arch
     raise FewshotError(f"{class_name} is not a generator of a known network family",

@@ -20,9 +20,8 @@ def estimate_fisher(G: nn.Module, D: nn.Module, params: Sequence[nn.Parameter], 
 
     Runs on its own seeded random stream (latents and G's per-pixel noise) and leaves the global one as it was;
     G's w average is not updated."""
-    from ..train.loss import generator_adv_loss
-
     from ..archs import architecture_of
+    from ..train.loss import generator_adv_loss
 
     arch = architecture_of(G)
     device = params[0].device

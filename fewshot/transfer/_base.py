@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from torch import nn
 
     from ..archs import SynthesisUnit
-
     from ..nets import Discriminator, Generator
 
 # Attribute names stored on an adapted network (plain Python attributes: deepcopy carries them).
