@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from ..config import Hyper, TrainConfig
+# The config (TrainConfig) and its derived Hyper are typed Any here: fewshot.config asks this package for the
+# family, so importing it back would close a circle.
+TrainConfig = Hyper = Any
 
 DEFAULT_ARCH = "stylegan2"  # from scratch without an `arch` key
 
