@@ -150,6 +150,23 @@ def test_d_sees_blurred_reals_and_fakes_and_only_dmain_updates_g_running_average
     assert torch.equal(fakes_seen, blur_images(fakes, 1.0))
 
 
+def test_r1_leaves_the_tensors_it_does_not_reach_without_a_gradient_as_the_official_stylegan3_loss():
+    """stylegan2-ada-pytorch adds real_logits * 0 to R1 (every D tensor gets a gradient, zeros included, and Adam
+    still moves it); StyleGAN3's loss does not, so D's output bias gets none and Adam leaves it alone."""
+    from fewshot.augment import make_augment
+
+    reals = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    z = torch.randn(2, 16)
+    for family, reached in (("stylegan3-t", False), ("stylegan2", True)):
+        G, _ = tiny_nets(0)
+        D = Discriminator(**D_KWARGS, epilogue_kwargs={"mbstd_group_size": 2})
+        loss = StyleGAN2Loss(G, D, make_augment("none", None), LossWeights(r1_gamma=1, pl_weight=0),
+                             arch=architecture(family))
+        D.requires_grad_(True)
+        loss.accumulate_gradients("Dreg", reals, None, z, None, gain=1)
+        assert (D.b4.out.bias.grad is not None) == reached, family
+
+
 # ---- runs ---------------------------------------------------------------------------------------------------
 
 

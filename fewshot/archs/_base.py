@@ -54,7 +54,9 @@ class Architecture:
 
     name: str = ""
     generator_classes: tuple[str, ...] = ()  # the network classes (registry names) of its generators
-    unit_word = "synthesis blocks"  # what a transfer count counts, for the messages
+    # stylegan2-ada-pytorch adds ``logits * 0`` (``image * 0``) to R1 and path length, so every tensor of the
+    # network gets a gradient; StyleGAN3's loss does not (fewshot.train.loss.StyleGAN2Loss.tie).
+    ties_regularizer_terms = True
 
     # ---- which family a generator belongs to ----
 

@@ -38,7 +38,7 @@ def magnitude_ema_beta(batch: int) -> float:
 
 class StyleGAN3(Architecture):
     generator_classes = (GENERATOR_CLASS,)
-    unit_word = "synthesis layers"
+    ties_regularizer_terms = False  # official loss.py: (loss_Dreal + loss_Dr1), no real_logits * 0
     rotation = False  # StyleGAN3-R
 
     def owns(self, class_name: str, init_kwargs: dict[str, Any]) -> bool:

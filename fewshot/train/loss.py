@@ -94,6 +94,12 @@ class StyleGAN2Loss(nn.Module):
         self.weights = weights
         self.register_buffer("pl_mean", torch.zeros([]))
 
+    def tie(self, output: torch.Tensor) -> torch.Tensor | float:
+        """``output * 0`` where the family's official loss adds it to a regularisation term (stylegan2-ada-pytorch:
+        every parameter then gets a gradient, zeros included, and Adam moves it by its decaying moments); 0 where
+        it does not (StyleGAN3: a tensor the term does not reach gets no gradient, and Adam leaves it alone)."""
+        return output * 0 if self.arch.ties_regularizer_terms else 0.0
+
     # -- network passes ---------------------------------------------------------------------------
     def run_G(self, z: torch.Tensor, c: torch.Tensor | None,
               update_emas: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,7 +165,7 @@ class StyleGAN2Loss(nn.Module):
             pl_penalty = (pl_lengths - pl_mean).square()
             stats["pl_penalty"] = pl_penalty.mean().detach()
             # Tie the loss to the image so every synthesis parameter is in the graph.
-            (gen_img[:, 0, 0, 0] * 0 + pl_penalty * w.pl_weight).mean().mul(gain).backward()
+            (self.tie(gen_img[:, 0, 0, 0]) + pl_penalty * w.pl_weight).mean().mul(gain).backward()
 
         elif phase == "Dmain":
             with torch.no_grad():
@@ -184,7 +190,7 @@ class StyleGAN2Loss(nn.Module):
             self.augment.accumulate(real_logits.detach())
             (r1_grads,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
             r1_penalty = r1_grads.square().sum([1, 2, 3])
-            loss = real_logits * 0 + (r1_penalty * (w.r1_gamma / 2)).unsqueeze(1)
+            loss = self.tie(real_logits) + (r1_penalty * (w.r1_gamma / 2)).unsqueeze(1)
             stats["r1_penalty"] = r1_penalty.mean().detach()
             if w.r1_fake:
                 with torch.no_grad():
@@ -193,7 +199,7 @@ class StyleGAN2Loss(nn.Module):
                 fake_logits = self.run_D(fake, gen_c)
                 (r1_fake_grads,) = torch.autograd.grad(fake_logits.sum(), fake, create_graph=True)
                 r1_fake_penalty = r1_fake_grads.square().sum([1, 2, 3])
-                loss = loss + fake_logits * 0 + (r1_fake_penalty * (w.r1_gamma / 2)).unsqueeze(1)
+                loss = loss + self.tie(fake_logits) + (r1_fake_penalty * (w.r1_gamma / 2)).unsqueeze(1)
                 stats["r1_fake_penalty"] = r1_fake_penalty.mean().detach()
             loss.mean().mul(gain).backward()
 
