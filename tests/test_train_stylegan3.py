@@ -308,3 +308,15 @@ def test_adafm_on_stylegan3_modulates_the_frozen_layers_and_exports_plain_weight
 def test_cdc_refuses_a_stylegan3_in_one_line(tmp_path, base_file):
     with pytest.raises(FewshotError, match="cdc compares the features of StyleGAN2 synthesis blocks"):
         run(cfg_of(tmp_path, base=base_file, **{"regularizers.cdc.weight": 1.0}))
+
+
+def test_disp_conditions_a_stylegan3_base(tmp_path, base_file):
+    from tick_parity import TOY_EXTRACTOR, register_toy_extractor
+
+    register_toy_extractor()
+    disp = {"loss": "hinge", "aug": "none", "disp.enabled": True, "disp.extractor": TOY_EXTRACTOR}
+    out = run(cfg_of(tmp_path, base=base_file, **disp))
+    from fewshot.checkpoint import load_bundle
+
+    G = load_bundle(out / "final.safetensors").networks["G"]
+    assert type(G).__name__ == "StyleGAN3Generator" and G.c_dim == 16  # the toy priors' 16 features

@@ -85,7 +85,18 @@ networks.register("ProjectionDiscriminator", help="DISP's projection discriminat
 
 
 def is_disp_generator(G: nn.Module) -> bool:
-    return isinstance(G, Generator) and int(getattr(G, "c_dim", 0)) > 0
+    return _is_family_generator(G) and int(getattr(G, "c_dim", 0)) > 0
+
+
+def _is_family_generator(G: nn.Module) -> bool:
+    """A generator of a registered network family: StyleGAN2's, StyleGAN3's (their mappings embed c alike)."""
+    from ..archs import architecture_of
+
+    try:
+        architecture_of(G)
+    except FewshotError:
+        return False
+    return True
 
 
 def condition_generator(G: Generator, prior_dim: int, seed: int = 0) -> Generator:
@@ -95,7 +106,7 @@ def condition_generator(G: Generator, prior_dim: int, seed: int = 0) -> Generato
     prior columns start at zero, so the converted G computes exactly the base's function at first.
     A G that is already conditioned on ``prior_dim`` is returned as a copy.
     """
-    if not isinstance(G, Generator):
+    if not _is_family_generator(G):
         raise FewshotError(f"DISP conditions a fewshot Generator, got {type(G).__name__}")
     if G.c_dim == prior_dim:
         return copy.deepcopy(G)
@@ -108,7 +119,7 @@ def condition_generator(G: Generator, prior_dim: int, seed: int = 0) -> Generato
     kwargs["c_dim"] = prior_dim
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        new = Generator(**kwargs)
+        new = type(G)(**kwargs)
     new = new.to(next(G.parameters()).device)
     src = G.state_dict()
     own = new.state_dict()
