@@ -476,3 +476,32 @@ def test_translate_on_stylegan2_is_one_clear_error(tmp_path):
     result = _cli(["interpolate", str(sg2), "--seeds", "0,1", "--rotate", "45", "--out", str(tmp_path / "w.gif")])
     assert result.exit_code != 0 and isinstance(result.exception, FewshotError)
     assert "StyleGAN3" in str(result.exception) and not (tmp_path / "w.gif").exists()
+
+
+def test_sefa_directions_read_every_stylegan3_affine():
+    from fewshot.editing import sefa_directions, style_affines
+
+    G = make_tiny()
+    affines = style_affines(G)
+    assert len(affines) == G.num_ws and affines[0] == [G.synthesis.input.affine]
+    assert [a[0] for a in affines[1:]] == [layer.affine for layer in G.synthesis.layers()]
+    directions = sefa_directions(G, layers=range(1, 6), k=3)
+    vectors = directions.vectors.double()
+    torch.testing.assert_close(vectors @ vectors.T, torch.eye(3, dtype=torch.float64), atol=1e-5, rtol=0)
+    assert (directions.eigenvalues[:-1] >= directions.eigenvalues[1:]).all()
+
+
+def test_info_describes_a_stylegan3_pickle(tmp_path):
+    from conftest import make_tiny_D
+    from official_format import make_official_pickle
+    from typer.testing import CliRunner
+
+    from fewshot.cli import app, register_commands
+
+    G = make_tiny(TINY_R)
+    src = make_official_pickle(tmp_path / "r.pkl", G=G, D=make_tiny_D(0), G_ema=G, augment_p=0.1)
+    register_commands()
+    done = CliRunner().invoke(app, ["info", str(src)])
+    assert done.exit_code == 0, done.output
+    assert "stylegan3 pickle" in done.output and "StyleGAN3Generator" in done.output
+    assert "config=R" in done.output and "conv_kernel=1" in done.output and "channel_base=512" in done.output
