@@ -505,3 +505,12 @@ def test_info_describes_a_stylegan3_pickle(tmp_path):
     assert done.exit_code == 0, done.output
     assert "stylegan3 pickle" in done.output and "StyleGAN3Generator" in done.output
     assert "config=R" in done.output and "conv_kernel=1" in done.output and "channel_base=512" in done.output
+
+
+def test_rosinality_export_refuses_stylegan3_in_one_line(sg3_bundle, tmp_path):
+    from fewshot.checkpoint import export_rosinality
+    from fewshot.errors import FewshotError
+
+    with pytest.raises(FewshotError, match="rosinality's format holds StyleGAN2 networks"):
+        export_rosinality(sg3_bundle[0], tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()
