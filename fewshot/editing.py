@@ -40,7 +40,13 @@ class Directions:
 
 
 def style_affines(G: Generator) -> list[list[nn.Module]]:
-    """Per w index, the affine layers that read it: the style convolutions, else (the last index) the ToRGB."""
+    """Per w index, the affine layers that read it: the style convolutions, else (the last index) the ToRGB.
+
+    StyleGAN3 gives every w one reader: ws[0] the Fourier input's affine (its rotation and translation),
+    ws[i + 1] synthesis layer i's style affine, the last one ToRGB's.
+    """
+    if hasattr(G.synthesis, "layers") and hasattr(G.synthesis, "input"):
+        return [[G.synthesis.input.affine]] + [[layer.affine] for layer in G.synthesis.layers()]
     convs: list[list[nn.Module]] = [[] for _ in range(G.num_ws)]
     torgbs: list[list[nn.Module]] = [[] for _ in range(G.num_ws)]
     w_idx = 0

@@ -11,7 +11,7 @@ one (scripts, notebooks) and imports nothing that imports it back.
 
 from __future__ import annotations
 
-from .cli.parsing import MAX_SEED, parse_grid, parse_seeds, parse_styles
+from .cli.parsing import MAX_SEED, parse_grid, parse_seeds, parse_styles, parse_vec2
 from .image_output import (
     IMAGE_FORMATS,
     JPEG_QUALITY,
@@ -115,6 +115,7 @@ __all__ = [
     "parse_grid",
     "parse_seeds",
     "parse_styles",
+    "parse_vec2",
     "prepare_device",
     "resolve_device",
     "resolve_reference",

@@ -377,6 +377,9 @@ def rosinality_checkpoint(networks: dict[str, nn.Module]) -> dict[str, Any]:
     generator = networks.get("G_ema", networks.get("G"))
     if generator is None:
         raise FewshotError("this checkpoint holds no generator (neither G_ema nor G) to write for rosinality")
+    if hasattr(generator.synthesis, "input"):
+        raise FewshotError("rosinality's format holds StyleGAN2 networks; this checkpoint's generator is a "
+                           "StyleGAN3 one", hint="keep it as a fewshot .safetensors bundle")
     ckpt: dict[str, Any] = {}
     for key, name in NETWORK_KEYS.items():
         net = networks.get(name)

@@ -179,10 +179,14 @@ def inference_kwargs(device: torch.device) -> dict[str, bool]:
     return {"fused_modconv": False} if device.type == "cpu" else {}
 
 
-def synthesize(G: Generator, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
-    """``G.synthesis`` tuned for inference batches (see :func:`inference_kwargs`)."""
+def synthesize(
+    G: Generator, ws: torch.Tensor, noise_mode: str = "const", input_transforms: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``G.synthesis`` tuned for inference batches (see :func:`inference_kwargs`); ``input_transforms``
+    (``[N, 3, 3]``, StyleGAN3 only) moves each sample's Fourier input (:mod:`fewshot.equivariance`)."""
+    extra = {} if input_transforms is None else {"input_transforms": input_transforms}
     with torch.no_grad():
-        return G.synthesis(ws, noise_mode=noise_mode, **inference_kwargs(ws.device))
+        return G.synthesis(ws, noise_mode=noise_mode, **inference_kwargs(ws.device), **extra)
 
 
 def iter_sample_batches(
@@ -336,12 +340,14 @@ def iter_walk_frames(
     class_idx: int | None = None,
     progress: bool = False,
     conditions: Conditions | None = None,
+    frame_transforms: torch.Tensor | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield the frames of a latent walk through the seeds, each a uint8 image ``[C, H', W']``.
 
     With a ``grid`` of T = rows*cols tiles, every tile walks its own consecutive run of
     ``len(seeds) / T`` seeds (the layout of StyleGAN3's gen_video.py) and each frame is the grid.
-    ``method`` defaults to slerp in z and lerp in w.
+    ``method`` defaults to slerp in z and lerp in w. ``frame_transforms`` (``[frames, 3, 3]``, StyleGAN3)
+    gives every frame its input transform: a pan or rotation along the walk (:mod:`fewshot.equivariance`).
     """
     check_choice(space, SPACES, "latent space")
     method = method or ("slerp" if space == "z" else "lerp")
@@ -373,6 +379,9 @@ def iter_walk_frames(
         key_c = seed_conditions(G, order, None, conditions, device).reshape(num_keyframes, tiles, -1)
         c_path = interpolation_path(key_c, steps, "lerp", loop).reshape(-1, key_c.shape[-1])
     num_frames = path.shape[0]
+    if frame_transforms is not None and tuple(frame_transforms.shape) != (num_frames, 3, 3):
+        raise FewshotError(f"frame_transforms must be [{num_frames}, 3, 3] for this walk, "
+                           f"got {tuple(frame_transforms.shape)}")
     flat = path.reshape(num_frames * tiles, *path.shape[2:])
     frames_per_batch = max(1, batch_size // tiles)
 
@@ -391,7 +400,10 @@ def iter_walk_frames(
                     ws = G.mapping(chunk, c, truncation_psi=psi, truncation_cutoff=trunc_cutoff)
                 else:
                     ws = chunk
-                images = to_uint8(synthesize(G, ws, noise_mode))
+                transforms = None
+                if frame_transforms is not None:  # one per frame, shared by its tiles
+                    transforms = frame_transforms[first : first + frames_per_batch].repeat_interleave(tiles, dim=0)
+                images = to_uint8(synthesize(G, ws, noise_mode, transforms))
             for frame in images.reshape(-1, tiles, *images.shape[1:]):
                 yield torch.from_numpy(make_grid(frame, (grid.cols, grid.rows))) if tiles > 1 else frame[0]
             if bar is not None:

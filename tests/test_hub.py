@@ -696,3 +696,46 @@ def test_push_uploads_through_hfapi(hub_env: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("FEWSHOT_OFFLINE", "1")
     code, text = _cli("push", str(bundle), "--repo", "me/gan")
     assert code != 0 and len(calls) == 3
+
+
+# --- StyleGAN3 bases ----------------------------------------------------------------------------------
+
+STYLEGAN3_NGC = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/"
+# The 12 networks of NVlabs/stylegan3's README ("StyleGAN3 pre-trained models"): config, data set, resolution.
+STYLEGAN3_FILES = [(cfg, data, res) for cfg in "tr" for data, res in
+                   [("ffhq", 1024), ("ffhqu", 1024), ("ffhqu", 256), ("metfaces", 1024), ("metfacesu", 1024),
+                    ("afhqv2", 512)]]
+
+
+def test_stylegan3_entries_parse_and_resolve_from_a_prepopulated_cache(hub_env: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every published StyleGAN3 pickle has an entry with its real NGC address; one, placed in the cache as a
+    download would leave it, resolves offline to a converted bundle that rebuilds the StyleGAN3 generator."""
+    import torch
+    from official_format import make_official_pickle
+    from test_stylegan3 import TINY_R, make_tiny
+
+    from fewshot.checkpoint import read_header
+    from fewshot.hub import checkpoint_registry, resolve_checkpoint, url_cache_path
+    from fewshot.loading import load_generator
+
+    registry = checkpoint_registry()
+    for cfg, data, res in STYLEGAN3_FILES:
+        entry = registry[f"stylegan3-{cfg}-{data}-{res}"]
+        assert entry.url == f"{STYLEGAN3_NGC}stylegan3-{cfg}-{data}-{res}x{res}.pkl"
+        assert entry.resolution == res and entry.kind == "ngc" and entry.config == f"stylegan3-{cfg}"
+        assert entry.licence == "nvidia-source-code-license-nc" and "stylegan3" in (entry.licence_url or "")
+        assert entry.filename == f"stylegan3-{cfg}-{data}-{res}x{res}.pkl" and entry.description
+    assert sum(name.startswith("stylegan3-") for name in registry) == len(STYLEGAN3_FILES)
+
+    monkeypatch.setenv("FEWSHOT_OFFLINE", "1")
+    entry = registry["stylegan3-r-afhqv2-512"]
+    cache = url_cache_path(entry.url)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    G = make_tiny(TINY_R, seed=3)
+    make_official_pickle(cache, G=G, G_ema=G, D=make_tiny_D(0), augment_p=0.0)
+    path = resolve_checkpoint("stylegan3-r-afhqv2-512")
+    assert read_header(path).specs["G_ema"].class_name == "StyleGAN3Generator"
+    loaded = load_generator("stylegan3-r-afhqv2-512")
+    z = torch.randn(2, G.z_dim)
+    assert loaded(z).equal(G(z))

@@ -236,7 +236,7 @@ def test_from_scratch_a_stylegan3_r_trains(tmp_path):
 
 @pytest.mark.parametrize("extra", [
     {"aug": "ada"}, {"aug": "diffaug"}, {"aug": "apa"}, {"transfer": "freezed", "freeze_d": 1},
-    {"transfer": "general-part"}, {"transfer": "adafm"},
+    {"transfer": "general-part"}, {"transfer": "general-part", "specific": "reinit"}, {"transfer": "adafm"},
 ], ids=lambda e: "-".join(map(str, e.values())))
 def test_each_method_trains_one_tick_on_a_stylegan3_base(tmp_path, base_file, extra):
     out = run(cfg_of(tmp_path, base=base_file, **extra))

@@ -124,6 +124,15 @@ def _describe_spec(class_name: str, kw: dict) -> str:
             f"channel_max={syn.get('channel_max', 512)} architecture={syn.get('architecture', 'skip')} "
             f"num_fp16_res={syn.get('num_fp16_res', 0)} conv_clamp={syn.get('conv_clamp')}"
         )
+    if class_name == "StyleGAN3Generator":  # synthesis kwargs at the top level, as the official _init_kwargs
+        mapping = kw.get("mapping_kwargs", {})
+        config = "R" if kw.get("use_radial_filters") else "T"
+        return (
+            f"config={config} z_dim={kw.get('z_dim')} c_dim={kw.get('c_dim')} w_dim={kw.get('w_dim')} "
+            f"mapping_layers={mapping.get('num_layers', 2)} channel_base={kw.get('channel_base', 32768)} "
+            f"channel_max={kw.get('channel_max', 512)} conv_kernel={kw.get('conv_kernel', 3)} "
+            f"num_fp16_res={kw.get('num_fp16_res', 4)} conv_clamp={kw.get('conv_clamp', 256)}"
+        )
     return (
         f"c_dim={kw.get('c_dim')} channel_base={kw.get('channel_base', 32768)} "
         f"channel_max={kw.get('channel_max', 512)} architecture={kw.get('architecture', 'resnet')} "

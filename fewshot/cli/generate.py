@@ -28,6 +28,19 @@ PRIOR_HELP = (
 PRIOR_INDEX_HELP = "With --prior bank: the training image (N and above: its x-flip, when the run mirrored)."
 GMM_HELP = "With --prior gmm: number of mixture components."
 PRIOR_WEIGHTS_HELP = "Extractor weights file for image priors (default: the weights registry)."
+TRANSLATE_HELP = ("StyleGAN3: move the picture by TX,TY image widths, as gen_images.py's --translate "
+                  "(sets the Fourier input's transform).")
+ROTATE_HELP = "StyleGAN3: rotate the picture by DEG degrees, as gen_images.py's --rotate."
+WALK_TRANSLATE_HELP = ("StyleGAN3: pan the input grid over the frames, from no shift to TX,TY image widths at the "
+                       "last frame (the equivariance video; one seed: a fixed latent).")
+WALK_ROTATE_HELP = ("StyleGAN3: rotate the input grid over the frames, from 0 to DEG degrees (with --loop, 360 "
+                    "turns seamlessly).")
+
+
+def _vec2(text: Optional[str], option: str) -> Optional[tuple[float, float]]:
+    from .parsing import parse_vec2
+
+    return parse_vec2(text, option) if text is not None else None
 
 
 def _disp_conditions(G, path, prior, prior_index, gmm_components, prior_weights, device):  # type: ignore[no-untyped-def]
@@ -119,7 +132,8 @@ def _sample_projected(ckpt: str, w_file: Path, outdir: Path, *, psi: float, trun
         "  fewshot sample cifar10 --class all --seeds 0-7 --grid-only     (one row per class)\n\n"
         "  fewshot sample runs/00001-disp/final.safetensors --prior gmm --gmm-components 8\n\n"
         "  fewshot sample runs/00001-disp/final.safetensors --prior my_sketch.png --seeds 0-7\n\n"
-        "  fewshot sample runs/00003-vangogh --w projection/projected_w.npz --outdir me-vangogh"
+        "  fewshot sample runs/00003-vangogh --w projection/projected_w.npz --outdir me-vangogh\n\n"
+        "  fewshot sample stylegan3-t-ffhqu-256 --seeds 0-7 --translate 0.2,-0.1 --rotate 15     (StyleGAN3)"
     ),
 )
 def sample(
@@ -151,8 +165,11 @@ def sample(
     w: Optional[Path] = typer.Option(
         None, "--w", help="Render the ws of a projected_w.npz (fewshot project's or the official projector's) instead "
         "of seeds: proj00.png, ... (--psi pulls them towards CKPT's average w)."),
+    translate: Optional[str] = typer.Option(None, "--translate", metavar="TX,TY", help=TRANSLATE_HELP),
+    rotate: Optional[float] = typer.Option(None, "--rotate", metavar="DEG", help=ROTATE_HELP),
 ) -> None:
-    """Images for seeds, exactly as the official generate.py draws them (same seed, same picture)."""
+    """Images for seeds, exactly as the official generate.py (gen_images.py for StyleGAN3) draws them."""
+    from ..equivariance import check_transformable, transformed_input
     from ..errors import FewshotError
     from ..image_output import IMAGE_FORMATS, output_folder, sample_to_folder
     from ..loading import load_generator, prepare_device, resolve_device, resolve_reference
@@ -162,9 +179,12 @@ def sample(
     image_format = check_choice(image_format.lower().replace("jpeg", "jpg"), IMAGE_FORMATS, "image format")
     check_choice(noise_mode, NOISE_MODES, "noise mode")
     check_psi(psi)
+    shift = _vec2(translate, "--translate")
     if w is not None:
-        if seeds is not None or n is not None or grid is not None or prior or trunc_z is not None:
-            raise FewshotError("--w renders the file's ws: it takes no --seeds, --n, --grid, --prior or --trunc-z")
+        if seeds is not None or n is not None or grid is not None or prior or trunc_z is not None or \
+                shift is not None or rotate is not None:
+            raise FewshotError("--w renders the file's ws: it takes no --seeds, --n, --grid, --prior, --trunc-z, "
+                               "--translate or --rotate")
         _sample_projected(ckpt, w, outdir, psi=psi, trunc_cutoff=trunc_cutoff, noise_mode=noise_mode, batch=batch,
                           device=device, fmt=image_format, overwrite=overwrite)
         return
@@ -194,6 +214,7 @@ def sample(
     with output_folder(outdir):  # checked before the checkpoint loads; removed again if the command fails
         path = resolve_reference(ckpt)
         G = load_generator(path, torch_device)
+        check_transformable(G, shift, rotate)
         conditions = _disp_conditions(G, path, prior, prior_index, gmm_components, prior_weights, torch_device)
         choice, names = _class_choice(class_idx, G, path, allow_all=True)
         if choice == "all":
@@ -201,14 +222,16 @@ def sample(
                 raise FewshotError("--class is for class-conditional generators; this one is conditioned on priors")
             options = dict(psi=psi, trunc_cutoff=trunc_cutoff, trunc_z=trunc_z, noise_mode=noise_mode,
                            batch_size=batch, writers=writers)
-            _sample_every_class(G, path, seed_list, outdir, names, grid_shape.cols if grid_shape else 8,
-                                not grid_only, overwrite, image_format, options)
+            with transformed_input(G, shift, rotate):
+                _sample_every_class(G, path, seed_list, outdir, names, grid_shape.cols if grid_shape else 8,
+                                    not grid_only, overwrite, image_format, options)
             return
-        report = sample_to_folder(
-            G, seed_list, outdir, psi=psi, trunc_cutoff=trunc_cutoff, trunc_z=trunc_z, noise_mode=noise_mode,
-            grid=grid_shape, write_files=not grid_only, batch_size=batch, fmt=image_format, overwrite=overwrite,
-            class_idx=choice, conditions=conditions, writers=writers,
-        )
+        with transformed_input(G, shift, rotate):
+            report = sample_to_folder(
+                G, seed_list, outdir, psi=psi, trunc_cutoff=trunc_cutoff, trunc_z=trunc_z, noise_mode=noise_mode,
+                grid=grid_shape, write_files=not grid_only, batch_size=batch, fmt=image_format,
+                overwrite=overwrite, class_idx=choice, conditions=conditions, writers=writers,
+            )
     if not grid_only:
         kept = f" (kept {len(report.kept)} existing; --overwrite replaces them)" if report.kept else ""
         count = len(report.written)
@@ -224,7 +247,9 @@ def sample(
         "  fewshot interpolate G.safetensors --seeds 1,7,9 --loop --out walk.gif\n\n"
         "  fewshot interpolate G.safetensors --seeds 0-15 --grid 2x2 --space z --out walk.mp4\n\n"
         "  fewshot interpolate G.safetensors --seeds 3,4 --steps 8 --out strip.png\n\n"
-        "  fewshot interpolate disp.safetensors --seeds 5 --priors 0,3,7 --loop --out priors.gif"
+        "  fewshot interpolate disp.safetensors --seeds 5 --priors 0,3,7 --loop --out priors.gif\n\n"
+        "  fewshot interpolate stylegan3-r-afhqv2-512 --seeds 2 --rotate 360 --loop --steps 90 --out spin.mp4\n\n"
+        "  fewshot interpolate sg3.safetensors --seeds 1,7 --translate 0.5,0 --out pan-walk.gif"
     ),
 )
 def interpolate(
@@ -253,8 +278,12 @@ def interpolate(
         "a.png,b.png; the latent of the first seed stays fixed.",
     ),
     prior_weights: Optional[Path] = typer.Option(None, "--prior-weights", help=PRIOR_WEIGHTS_HELP),
+    translate: Optional[str] = typer.Option(None, "--translate", metavar="TX,TY", help=WALK_TRANSLATE_HELP),
+    rotate: Optional[float] = typer.Option(None, "--rotate", metavar="DEG", help=WALK_ROTATE_HELP),
 ) -> None:
-    """A latent walk through seeds (or, for DISP, a walk between priors), as a GIF, an MP4, PNG frames or a strip."""
+    """A latent walk through seeds (or, for DISP, a walk between priors; for StyleGAN3, a pan or rotation),
+    as a GIF, an MP4, PNG frames or a strip."""
+    from ..equivariance import check_transformable, frame_transforms
     from ..errors import FewshotError
     from ..image_output import (
         animation_kind,
@@ -271,6 +300,14 @@ def interpolate(
     from .parsing import parse_grid, parse_seeds
 
     seed_list = parse_seeds(seeds)
+    shift = _vec2(translate, "--translate")
+    moving = shift is not None or rotate is not None
+    if moving and priors is not None:
+        raise FewshotError("--translate/--rotate move the picture along a latent walk: they take no --priors")
+    fixed_latent = moving and len(seed_list) == 1
+    if fixed_latent:  # one seed: the picture moves at a fixed latent, over --steps + 1 frames
+        seed_list = seed_list * 2
+    walk_loop = loop and not fixed_latent  # --loop then only makes the motion seamless
     check_choice(space, SPACES, "latent space")
     if method is not None:
         check_choice(method, METHODS, "interpolation method")
@@ -296,7 +333,7 @@ def interpolate(
             hint="e.g. --seeds 1,2,3",
         )
     else:
-        num_frames = walk_frame_count(len(seed_list) // tiles, steps, loop)
+        num_frames = walk_frame_count(len(seed_list) // tiles, steps, walk_loop)
     if num_frames > 100_000:
         raise FewshotError(f"this walk would have {num_frames} frames; lower --steps or the number of seeds")
 
@@ -334,11 +371,13 @@ def interpolate(
         frames = iter_prior_walk_frames(G, keyframes, seed=seed_list[0], steps=steps, loop=loop, psi=psi,
                                         trunc_cutoff=trunc_cutoff, noise_mode=noise_mode, batch_size=batch)
     else:
+        transforms = frame_transforms(num_frames, shift, rotate, loop) if check_transformable(G, shift, rotate) else None
         conditions = _disp_conditions(G, path, prior, prior_index, 8, prior_weights, torch_device)
         frames = iter_walk_frames(
-            G, seed_list, steps=steps, space=space, method=method, loop=loop, psi=psi, trunc_cutoff=trunc_cutoff,
-            grid=grid_shape, noise_mode=noise_mode, batch_size=batch, class_idx=_class_choice(class_idx, G, path)[0],
-            progress=num_frames > 64, conditions=conditions,
+            G, seed_list, steps=steps, space=space, method=method, loop=walk_loop, psi=psi,
+            trunc_cutoff=trunc_cutoff, grid=grid_shape, noise_mode=noise_mode, batch_size=batch,
+            class_idx=_class_choice(class_idx, G, path)[0], progress=num_frames > 64, conditions=conditions,
+            frame_transforms=transforms,
         )
     # GIFs and strips need every frame at once; MP4s and frame folders are written as frames arrive.
     if kind in ("gif", "png") or strip_path is not None:

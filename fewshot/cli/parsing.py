@@ -7,6 +7,7 @@ The checks of values the library takes as well (psi, noise modes, formats) live 
 
 from __future__ import annotations
 
+import math
 import re
 
 from ..errors import FewshotError
@@ -69,3 +70,15 @@ def parse_styles(text: str, num_ws: int) -> list[int]:
     if bad:
         raise FewshotError(f"style layer {bad[0]} is out of range (this generator has layers 0-{num_ws - 1})")
     return sorted(set(styles))
+
+
+def parse_vec2(text: str, option: str) -> tuple[float, float]:
+    """``"0.3,-0.2"`` -> ``(0.3, -0.2)``: two finite numbers, as gen_images.py's ``--translate`` takes them."""
+    parts = [p.strip() for p in (text or "").split(",")]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 2 or not all(math.isfinite(v) for v in values):
+        raise FewshotError(f"malformed {option} {text!r}", hint=f"write two numbers, e.g. {option} 0.25,-0.1")
+    return values[0], values[1]

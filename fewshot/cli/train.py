@@ -55,7 +55,7 @@ def train(
         None, "--freeze-d",
         help="Freeze the N D blocks nearest the input (official --freezed counts layers: 4 for the first block, 3 per later block).",
         rich_help_panel=_OPT),
-    general: Optional[str] = typer.Option(None, "--general", help="G,D blocks of the general part (GmDn), e.g. 2,2.", rich_help_panel=_OPT),
+    general: Optional[str] = typer.Option(None, "--general", help="G,D blocks of the general part (GmDn), e.g. 2,2 (on a StyleGAN3, G counts synthesis layers).", rich_help_panel=_OPT),
     specific: Optional[str] = typer.Option(None, "--specific", help="{option:transfer:general-part:specific}", rich_help_panel=_OPT),
     r1_fake: Optional[bool] = typer.Option(None, "--r1-fake/--no-r1-fake", help="Gradient penalty on fakes too.", rich_help_panel=_OPT),
     reg_lambda: Optional[float] = typer.Option(None, "--reg-lambda", help="Reg-DGM weight (0 = off).", rich_help_panel=_OPT),

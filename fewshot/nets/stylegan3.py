@@ -175,9 +175,9 @@ def modulated_conv2d(
     if demodulate:
         weight = weight * weight.square().mean([1, 2, 3], keepdim=True).rsqrt()
         styles = styles * styles.square().mean().rsqrt()
-    scales = styles * input_gain.expand(batch, in_channels)  # what multiplies each input channel
     if not fused:
-        y = nn.functional.conv2d((x * scales.to(x.dtype).reshape(batch, -1, 1, 1)), weight.to(x.dtype), padding=padding)
+        scales = styles * input_gain.expand(batch, in_channels)  # what multiplies each input channel
+        y = nn.functional.conv2d(x * scales.to(x.dtype).reshape(batch, -1, 1, 1), weight.to(x.dtype), padding=padding)
         if demodulate:  # sum_{i,k} (W[o,i,k] s[n,i])^2 = sum_i s[n,i]^2 sum_k W[o,i,k]^2
             dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
             y = y * dcoefs.to(x.dtype).reshape(batch, -1, 1, 1)

@@ -164,7 +164,7 @@ class StyleGAN2Loss(nn.Module):
             self.pl_mean.copy_(pl_mean.detach())
             pl_penalty = (pl_lengths - pl_mean).square()
             stats["pl_penalty"] = pl_penalty.mean().detach()
-            # Tie the loss to the image so every synthesis parameter is in the graph.
+            # stylegan2-ada-pytorch ties the loss to the image, so every synthesis parameter is in the graph.
             (self.tie(gen_img[:, 0, 0, 0]) + pl_penalty * w.pl_weight).mean().mul(gain).backward()
 
         elif phase == "Dmain":
