@@ -17,7 +17,7 @@ from types import ModuleType
 
 import torch
 
-from .filtered_lrelu_ref import check_args, filtered_lrelu_output_size
+from .filtered_lrelu_ref import check_args, check_output_size
 from .upfirdn2d_ref import Padding, parse_padding
 
 
@@ -94,9 +94,7 @@ def filtered_lrelu_compiled(
 ) -> torch.Tensor:
     """Same meaning as :func:`fewshot.cuda.filtered_lrelu_ref.filtered_lrelu_ref`, computed by ``module``'s kernels."""
     check_args(x, b, up, down)
-    out_h, out_w = filtered_lrelu_output_size((x.shape[2], x.shape[3]), fu, fd, up, down, padding)
-    if out_h < 1 or out_w < 1:
-        raise ValueError(f"filtered_lrelu: padding {padding} and the filters leave no output for {tuple(x.shape)}")
+    check_output_size(x, fu, fd, up, down, padding)
     b = x.new_empty(0) if b is None else b.to(x.dtype)
     params = _Params(module, up, down, parse_padding(padding), float(gain), float(slope),
                      -1.0 if clamp is None else float(clamp), bool(flip_filter))
