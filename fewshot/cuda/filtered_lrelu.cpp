@@ -11,8 +11,10 @@
 //
 // Rows are kept in the layouts that make the tap loops contiguous: stage 1 writes the intermediate
 // phase by phase (pixel up * m + p at m of phase p), and stage 3 reads it split by its stride
-// (pixel j at j / down of phase j mod down); stage 2 moves each pixel between the two through index
-// tables. The same code runs the input gradient, with the transposed plan (filtered_lrelu.h).
+// (pixel j at j / down of phase j mod down); stage 2 moves each pixel between the two in runs of
+// fixed stride. Every tap loop is one blocked weighted sum of rows (weighted_sum), compiled twice:
+// for any x86-64 and, taken at run time where the CPU has them, for AVX2 + FMA. The same code runs
+// the input gradient, with the transposed plan (filtered_lrelu.h).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -20,6 +22,8 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
+#include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "filtered_lrelu.h"
@@ -37,8 +41,15 @@ struct RowLayout {
   // Stage 3: the intermediate row, `down_lead` zeros before it, split into `down` phases of
   // `down_phase_len` each (pixel j of the padded row at (j mod down) * down_phase_len + j / down).
   int64_t down_lead = 0, down_phase_len = 0;
-  // Column c of the intermediate: its index in stage 1's row and in stage 3's split row.
+  // Column c of the intermediate: its index in stage 1's row and in stage 3's split row (from_stage1 has 4 *
+  // mask_row_bytes entries, the padding ones pointing at index mid, a code that is always 0).
   std::vector<int64_t> from_stage1, to_stage3;
+  // The columns c0, c0 + P, c0 + 2P, ... (P = lcm(up, down)) sit at evenly spaced indices in both layouts:
+  // stage 2 runs over these runs with fixed strides, so it vectorizes.
+  struct Run {
+    int64_t from, from_stride, to, to_stride, count;
+  };
+  std::vector<Run> runs;
 };
 
 RowLayout row_layout(const AxisPlan& a) {
@@ -71,37 +82,101 @@ RowLayout row_layout(const AxisPlan& a) {
     const int64_t j = L.down_lead + c;
     L.to_stage3.push_back((j % a.down) * L.down_phase_len + j / a.down);
   }
+  for (int64_t c = a.mid; c < mask_row_bytes(a.mid) * 4; ++c) L.from_stage1.push_back(a.mid);
+  const int64_t period = std::lcm(a.up, a.down);
+  for (int64_t c0 = 0; c0 < std::min(period, a.mid); ++c0)
+    L.runs.push_back({L.from_stage1[c0], period / a.up, L.to_stage3[c0], period / a.down, (a.mid - c0 + period - 1) / period});
   return L;
 }
 
-// Stage 1 along x: dst (phase-major, mid pixels) += correlation of the zero-inserted source row with taps.
-template <typename T>
-void up_pass(T* __restrict__ dst, const T* __restrict__ src, const T* __restrict__ taps, const RowLayout& L,
-             int64_t up) {
-  for (size_t p = 0; p < L.phases.size(); ++p) {
-    const UpPhase& ph = L.phases[p];
-    T* __restrict__ d = dst + L.phase_start[p];
-    const int64_t n = L.phase_len[p];
-    const T* s0 = src + L.up_lead + ph.input_offset;
-    for (int64_t k = 0; k < ph.count; ++k) {
-      const T g = taps[ph.first_tap + up * k];
-      const T* __restrict__ s = s0 + k;
-      for (int64_t m = 0; m < n; ++m) d[m] += g * s[m];
+// dst[o] = (accumulate ? dst[o] : 0) + sum_k weights[k] * sources[k][o] for o < n: every tap loop of the
+// kernel is one of these. A block of dst (kVecs vectors of kBytes) stays in registers across all the terms,
+// so each term costs one load and one multiply-add per pixel. Written with GCC/Clang vector types: SSE2 on any
+// x86-64, AVX2 + FMA in the clone below.
+template <int kBytes, int kVecs, typename T>
+__attribute__((always_inline)) inline void weighted_sum_body(T* __restrict__ dst, const T* const* sources,
+                                                             const T* weights, int64_t terms, int64_t n,
+                                                             bool accumulate) {
+  typedef T Vec __attribute__((vector_size(kBytes)));
+  constexpr int64_t kLanes = kBytes / sizeof(T), kBlock = kLanes * kVecs;
+  int64_t o = 0;
+  for (; o + kBlock <= n; o += kBlock) {
+    Vec acc[kVecs];
+    for (int v = 0; v < kVecs; ++v) {
+      acc[v] = Vec{};
+      if (accumulate) __builtin_memcpy(&acc[v], dst + o + v * kLanes, sizeof(Vec));
     }
+    for (int64_t k = 0; k < terms; ++k) {
+      const Vec g = Vec{} + weights[k];
+      const T* src = sources[k] + o;
+      for (int v = 0; v < kVecs; ++v) {
+        Vec s;
+        __builtin_memcpy(&s, src + v * kLanes, sizeof(Vec));
+        acc[v] += g * s;
+      }
+    }
+    for (int v = 0; v < kVecs; ++v) __builtin_memcpy(dst + o + v * kLanes, &acc[v], sizeof(Vec));
+  }
+  for (; o + kLanes <= n; o += kLanes) {
+    Vec acc = Vec{};
+    if (accumulate) __builtin_memcpy(&acc, dst + o, sizeof(Vec));
+    for (int64_t k = 0; k < terms; ++k) {
+      Vec s;
+      __builtin_memcpy(&s, sources[k] + o, sizeof(Vec));
+      acc += (Vec{} + weights[k]) * s;
+    }
+    __builtin_memcpy(dst + o, &acc, sizeof(Vec));
+  }
+  for (; o < n; ++o) {
+    T acc = accumulate ? dst[o] : T(0);
+    for (int64_t k = 0; k < terms; ++k) acc += weights[k] * sources[k][o];
+    dst[o] = acc;
   }
 }
 
-// Stage 3 along x: dst (out pixels) += strided correlation of the split intermediate row with taps.
 template <typename T>
-void down_pass(T* __restrict__ dst, const T* __restrict__ split, const T* __restrict__ taps, const AxisPlan& a,
-               const RowLayout& L) {
-  for (int64_t t = 0; t < a.taps_down; ++t) {
-    const int64_t q = L.down_lead - a.pad_down + t;
-    const T* __restrict__ s = split + (q % a.down) * L.down_phase_len + q / a.down;
-    const T g = taps[t];
-    for (int64_t o = 0; o < a.out; ++o) dst[o] += g * s[o];
-  }
+void weighted_sum_baseline(T* dst, const T* const* sources, const T* weights, int64_t terms, int64_t n,
+                           bool accumulate) {
+  weighted_sum_body<16, 8>(dst, sources, weights, terms, n, accumulate);  // 8 of the 16 SSE registers
 }
+
+// The same body compiled for AVX2 + FMA, taken when the CPU has them (checked once, at run time).
+template <typename T>
+__attribute__((target("avx2,fma"))) void weighted_sum_avx2(T* dst, const T* const* sources, const T* weights,
+                                                          int64_t terms, int64_t n, bool accumulate) {
+  weighted_sum_body<32, 8>(dst, sources, weights, terms, n, accumulate);  // 8 accumulators hide FMA latency
+}
+
+bool cpu_has_avx2_fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+
+template <typename T>
+void weighted_sum(T* dst, const T* const* sources, const T* weights, int64_t terms, int64_t n, bool accumulate) {
+  if (cpu_has_avx2_fma())
+    weighted_sum_avx2(dst, sources, weights, terms, n, accumulate);
+  else
+    weighted_sum_baseline(dst, sources, weights, terms, n, accumulate);
+}
+
+// A list of weighted rows for weighted_sum, reused from call to call.
+template <typename T>
+struct Terms {
+  std::vector<const T*> sources;
+  std::vector<T> weights;
+  void clear() {
+    sources.clear();
+    weights.clear();
+  }
+  void add(const T* source, T weight) {
+    sources.push_back(source);
+    weights.push_back(weight);
+  }
+  void sum_into(T* dst, int64_t n, bool accumulate = false) const {
+    weighted_sum(dst, sources.data(), weights.data(), int64_t(sources.size()), n, accumulate);
+  }
+};
 
 // The taps of one stage: 1-D (both axes) or a 2-D grid, row-major.
 template <typename T>
@@ -113,8 +188,9 @@ struct Taps {
 };
 
 // Runs planes of one direction. BACKWARD: the input is the output gradient, stage 2 multiplies by the
-// derivative the mask records, and there is no bias.
-template <bool BACKWARD, typename scalar_t, typename T>
+// derivative the mask records, and there is no bias. T is float or double (the CPU kernels' types, their
+// own accumulation types).
+template <bool BACKWARD, typename T>
 class PlaneRunner {
  public:
   PlaneRunner(const FlreluPlan& plan, const RowLayout& layout, Taps<T> taps1, Taps<T> taps3, T gain, T slope,
@@ -129,11 +205,10 @@ class PlaneRunner {
     mid_.assign(ax_.mid, T(0));
     split_.assign((t3_.separable ? 1 : ring3_) * split_width, T(0));
     if (t3_.separable) d_rows_.assign(ring3_ * ax_.out, T(0));
-    codes_.assign(mask_row_bytes(ax_.mid) * 4, 0);
-    acc_.assign(ax_.out, T(0));
+    codes_.assign(ax_.mid + 1, 0);  // in stage 1's order, and the padding's 0
   }
 
-  void run(const scalar_t* in, scalar_t* out, T bias, uint8_t* mask) {
+  void run(const T* in, T* out, T bias, uint8_t* mask) {
     mask_ = mask;
     next_in_ = next_mid_ = 0;
     for (int64_t oy = 0; oy < ay_.out; ++oy) {
@@ -141,19 +216,16 @@ class PlaneRunner {
       for (int64_t r = std::max(next_mid_, rows.first_input); r < rows.first_input + rows.count; ++r)
         produce_mid_row(in, bias, r);
       next_mid_ = std::max(next_mid_, rows.first_input + rows.count);
-      std::fill(acc_.begin(), acc_.end(), T(0));
+      // Stage 3 along y (1-D filter) or in both axes at once (2-D).
+      terms_.clear();
       for (int64_t k = 0; k < rows.count; ++k) {
         const int64_t r = rows.first_input + k, tap = rows.first_tap + k;
-        if (t3_.separable) {
-          const T g = t3_.data[tap];
-          const T* __restrict__ d = d_rows_.data() + (r % ring3_) * ax_.out;
-          for (int64_t o = 0; o < ax_.out; ++o) acc_[o] += g * d[o];
-        } else {
-          down_pass(acc_.data(), split_row(r), t3_.row(tap), ax_, L_);
-        }
+        if (t3_.separable)
+          terms_.add(d_rows_.data() + (r % ring3_) * ax_.out, t3_.data[tap]);
+        else
+          add_down_terms(split_row(r), t3_.row(tap));
       }
-      scalar_t* __restrict__ y = out + oy * ax_.out;
-      for (int64_t o = 0; o < ax_.out; ++o) y[o] = scalar_t(acc_[o]);
+      terms_.sum_into(out + oy * ax_.out, ax_.out);
     }
   }
 
@@ -161,59 +233,107 @@ class PlaneRunner {
   T* split_row(int64_t r) { return split_.data() + (t3_.separable ? 0 : r % ring3_) * L_.down_phase_len * ax_.down; }
   T* in_row(int64_t iy) { return in_rows_.data() + (t1_.separable ? 0 : iy % ring1_) * L_.up_width; }
 
-  // Input row iy (plus the bias) into its padded buffer; with a 1-D filter also its horizontal pass.
-  void load_input_row(const scalar_t* in, T bias, int64_t iy) {
-    const scalar_t* __restrict__ x = in + iy * ax_.in;
-    T* __restrict__ dst = in_row(iy) + L_.up_lead;
-    for (int64_t i = 0; i < ax_.in; ++i) dst[i] = T(x[i]) + bias;
-    if (t1_.separable) {
-      T* h = h_rows_.data() + (iy % ring1_) * ax_.mid;
-      std::fill(h, h + ax_.mid, T(0));
-      up_pass(h, in_row(iy), t1_.data, L_, ax_.up);
+  // Stage 1 along x of one source row and phase: output m of the phase reads taps first_tap + up * k at
+  // source pixels m + input_offset + k.
+  void add_up_terms(const T* src, const T* taps, const UpPhase& ph) {
+    for (int64_t k = 0; k < ph.count; ++k) terms_.add(src + L_.up_lead + ph.input_offset + k, taps[ph.first_tap + ax_.up * k]);
+  }
+
+  // Stage 3 along x of one split row: output o reads tap t at split position o + q / down of phase q mod down.
+  void add_down_terms(const T* split, const T* taps) {
+    for (int64_t t = 0; t < ax_.taps_down; ++t) {
+      const int64_t q = L_.down_lead - ax_.pad_down + t;
+      terms_.add(split + (q % ax_.down) * L_.down_phase_len + q / ax_.down, taps[t]);
     }
   }
 
-  void produce_mid_row(const scalar_t* in, T bias, int64_t r) {
+  // Input row iy (plus the bias) into its padded buffer; with a 1-D filter also its pass along x.
+  void load_input_row(const T* in, T bias, int64_t iy) {
+    const T* __restrict__ x = in + iy * ax_.in;
+    T* __restrict__ dst = in_row(iy) + L_.up_lead;
+    for (int64_t i = 0; i < ax_.in; ++i) dst[i] = x[i] + bias;
+    if (!t1_.separable) return;
+    T* h = h_rows_.data() + (iy % ring1_) * ax_.mid;
+    for (size_t p = 0; p < L_.phases.size(); ++p) {
+      terms_.clear();
+      add_up_terms(in_row(iy), t1_.data, L_.phases[p]);
+      terms_.sum_into(h + L_.phase_start[p], L_.phase_len[p]);
+    }
+  }
+
+  void produce_mid_row(const T* in, T bias, int64_t r) {
     // Stage 1: the intermediate row r, phase-major.
     const AxisTaps rows = axis_taps(r, ay_.up, 1, ay_.pad_up, ay_.in, ay_.taps_up);
     for (int64_t iy = std::max(next_in_, rows.first_input); iy < rows.first_input + rows.count; ++iy)
       load_input_row(in, bias, iy);
     next_in_ = std::max(next_in_, rows.first_input + rows.count);
-    std::fill(mid_.begin(), mid_.end(), T(0));
-    for (int64_t k = 0; k < rows.count; ++k) {
-      const int64_t iy = rows.first_input + k, tap = rows.first_tap + ay_.up * k;
-      if (t1_.separable) {
-        const T g = t1_.data[tap];
-        const T* __restrict__ h = h_rows_.data() + (iy % ring1_) * ax_.mid;
-        T* __restrict__ m = mid_.data();
-        for (int64_t c = 0; c < ax_.mid; ++c) m[c] += g * h[c];
-      } else {
-        up_pass(mid_.data(), in_row(iy), t1_.row(tap), L_, ax_.up);
+    if (t1_.separable) {
+      terms_.clear();
+      for (int64_t k = 0; k < rows.count; ++k) {
+        const int64_t iy = rows.first_input + k;
+        terms_.add(h_rows_.data() + (iy % ring1_) * ax_.mid, t1_.data[rows.first_tap + ay_.up * k]);
+      }
+      terms_.sum_into(mid_.data(), ax_.mid);
+    } else {
+      for (size_t p = 0; p < L_.phases.size(); ++p) {
+        terms_.clear();
+        for (int64_t k = 0; k < rows.count; ++k)
+          add_up_terms(in_row(rows.first_input + k), t1_.row(rows.first_tap + ay_.up * k), L_.phases[p]);
+        terms_.sum_into(mid_.data() + L_.phase_start[p], L_.phase_len[p]);
       }
     }
-    // Stage 2, moving each pixel into stage 3's split layout.
-    T* __restrict__ split = split_row(r);
+    // Stage 2, into stage 3's split layout.
+    T* split = split_row(r);
+    stage2(split, r);
+    // Stage 3 along x for a 1-D filter; a 2-D one reads the split row from the ring directly.
+    if (t3_.separable) {
+      terms_.clear();
+      add_down_terms(split, t3_.data);
+      terms_.sum_into(d_rows_.data() + (r % ring3_) * ax_.out, ax_.out);
+    }
+  }
+
+  // Stage 2 of row r: mid_ (stage 1's order) -> split (stage 3's), the codes in stage 1's order too.
+  void stage2(T* __restrict__ split, int64_t r) {
     const int64_t* __restrict__ from = L_.from_stage1.data();
-    const int64_t* __restrict__ to = L_.to_stage3.data();
     uint8_t* __restrict__ codes = codes_.data();
     const int64_t row_bytes = mask_row_bytes(ax_.mid);
     if constexpr (BACKWARD) {
       const uint8_t* m = mask_ + r * row_bytes;
-      for (int64_t c = 0; c < ax_.mid; ++c) codes[c] = (m[c >> 2] >> mask_shift(c)) & 3;
-      for (int64_t c = 0; c < ax_.mid; ++c) split[to[c]] = mid_[from[c]] * lrelu_derivative(codes[c], gain_, slope_);
-    } else {
-      for (int64_t c = 0; c < ax_.mid; ++c) split[to[c]] = lrelu_forward(mid_[from[c]], gain_, slope_, clamp_, codes[c]);
-      if (mask_ != nullptr) {
-        uint8_t* m = mask_ + r * row_bytes;
-        for (int64_t j = 0; j < row_bytes; ++j)
-          m[j] = uint8_t(codes[4 * j] | (codes[4 * j + 1] << 2) | (codes[4 * j + 2] << 4) | (codes[4 * j + 3] << 6));
+      for (int64_t c = 0; c < ax_.mid; ++c) codes[from[c]] = (m[c >> 2] >> mask_shift(c)) & 3;
+    }
+    for (const RowLayout::Run& run : L_.runs) {
+      const T* s = mid_.data() + run.from;
+      uint8_t* code = codes + run.from;
+      T* y = split + run.to;
+      // The strides of StyleGAN3's layers (up == down; up 4 and down 2, and its transpose) as constants.
+      if (run.from_stride == 1 && run.to_stride == 1)
+        stage2_run<1, 1>(s, y, code, run.count);
+      else if (run.from_stride == 1 && run.to_stride == 2)
+        stage2_run<1, 2>(s, y, code, run.count);
+      else if (run.from_stride == 2 && run.to_stride == 1)
+        stage2_run<2, 1>(s, y, code, run.count);
+      else
+        stage2_run<0, 0>(s, y, code, run.count, run.from_stride, run.to_stride);
+    }
+    if (!BACKWARD && mask_ != nullptr) {
+      uint8_t* m = mask_ + r * row_bytes;
+      for (int64_t j = 0; j < row_bytes; ++j) {
+        const int64_t* f = from + 4 * j;
+        m[j] = uint8_t(codes[f[0]] | (codes[f[1]] << 2) | (codes[f[2]] << 4) | (codes[f[3]] << 6));
       }
     }
-    // Stage 3 along x for a 1-D filter; a 2-D one reads the split row from the ring directly.
-    if (t3_.separable) {
-      T* d = d_rows_.data() + (r % ring3_) * ax_.out;
-      std::fill(d, d + ax_.out, T(0));
-      down_pass(d, split, t3_.data, ax_, L_);
+  }
+
+  // Stage 2 on one run; FROM/TO are its strides when known at compile time (0: the arguments). Selects only.
+  template <int FROM, int TO>
+  void stage2_run(const T* __restrict__ s, T* __restrict__ y, uint8_t* __restrict__ codes, int64_t n,
+                  int64_t from_stride = FROM, int64_t to_stride = TO) {
+    const int64_t fs = FROM ? FROM : from_stride, ts = TO ? TO : to_stride;
+    if constexpr (BACKWARD) {
+      for (int64_t i = 0; i < n; ++i) y[i * ts] = s[i * fs] * lrelu_derivative(codes[i * fs], gain_, slope_);
+    } else {
+      for (int64_t i = 0; i < n; ++i) y[i * ts] = lrelu_forward(s[i * fs], gain_, slope_, clamp_, codes[i * fs]);
     }
   }
 
@@ -223,26 +343,27 @@ class PlaneRunner {
   const T gain_, slope_, clamp_;
   int64_t ring1_ = 1, ring3_ = 1, next_in_ = 0, next_mid_ = 0;
   uint8_t* mask_ = nullptr;
-  std::vector<T> in_rows_, h_rows_, mid_, split_, d_rows_, acc_;
+  std::vector<T> in_rows_, h_rows_, mid_, split_, d_rows_;
   std::vector<uint8_t> codes_;
+  Terms<T> terms_;
 };
 
-template <bool BACKWARD, typename scalar_t>
+template <bool BACKWARD, typename T>
 void run_planes(const at::Tensor& in, at::Tensor& out, const at::Tensor& b, uint8_t* mask, const FlreluPlan& plan,
                 const at::Tensor& taps1, const at::Tensor& taps3, double gain, double slope, double clamp) {
-  using T = at::opmath_type<scalar_t>;
+  static_assert(std::is_same_v<at::opmath_type<T>, T>, "the CPU kernels run float and double in their own type");
   const RowLayout layout = row_layout(plan.x);
   const Taps<T> t1{taps1.const_data_ptr<T>(), taps1.size(-1), taps1.dim() == 1};
   const Taps<T> t3{taps3.const_data_ptr<T>(), taps3.size(-1), taps3.dim() == 1};
-  const scalar_t* ip = in.const_data_ptr<scalar_t>();
-  const scalar_t* bp = b.defined() && b.numel() > 0 ? b.const_data_ptr<scalar_t>() : nullptr;
-  scalar_t* op = out.mutable_data_ptr<scalar_t>();
+  const T* ip = in.const_data_ptr<T>();
+  const T* bp = b.defined() && b.numel() > 0 ? b.const_data_ptr<T>() : nullptr;
+  T* op = out.mutable_data_ptr<T>();
   const int64_t in_plane = plan.y.in * plan.x.in, out_plane = plan.y.out * plan.x.out;
   const int64_t mask_plane = plan.y.mid * mask_row_bytes(plan.x.mid);
   at::parallel_for(0, plan.batch * plan.channels, 1, [&](int64_t begin, int64_t end) {
-    PlaneRunner<BACKWARD, scalar_t, T> runner(plan, layout, t1, t3, T(gain), T(slope), T(clamp));
+    PlaneRunner<BACKWARD, T> runner(plan, layout, t1, t3, T(gain), T(slope), T(clamp));
     for (int64_t plane = begin; plane < end; ++plane) {
-      const T bias = bp ? T(bp[plane % plan.channels]) : T(0);
+      const T bias = bp ? bp[plane % plan.channels] : T(0);
       runner.run(ip + plane * in_plane, op + plane * out_plane, bias, mask ? mask + plane * mask_plane : nullptr);
     }
   });
