@@ -42,13 +42,18 @@ from fewshot.errors import FewshotError
 UNIT = {torch.float32: U32, torch.float64: U64}
 
 
-@pytest.fixture(scope="session")
-def cpu_ops():
+def compiled_cpu_module():
+    """The compiled CPU module (built once per process); skips without a compiler or ninja, fails a failed build."""
     if shutil.which("c++") is None or shutil.which("ninja") is None:
         pytest.skip("no C++ compiler or ninja: the compiled CPU ops cannot be built here")
     state = ops_build.get_state("cpu")
     assert state.status == "compiled", f"the CPU ops failed to build:\n{state.reason}"
     return state.module
+
+
+@pytest.fixture(scope="session")
+def cpu_ops():
+    return compiled_cpu_module()
 
 
 # ---- bias_act ---------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ def doctor(
     from ..cuda import build as ops_build
 
     def line(label: str, value: str) -> None:
-        typer.echo(f"{label:<16} {value}")
+        typer.echo(f"{label:<21} {value}")  # "filtered_lrelu [cuda]" fits
 
     line("python", sys.version.split()[0])
     cuda_device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"

@@ -1,5 +1,5 @@
 // Python bindings. Built twice: without FEWSHOT_CUDA for the CPU module, with it for the CUDA
-// module; both expose the same two functions so Python uses whichever module it loaded directly.
+// module; both expose the same functions (winograd: CPU only) so Python uses whichever module it loaded directly.
 // torch/python.h (not torch/extension.h): the Tensor casters without the whole C++ frontend,
 // which more than halves the compile time of this file.
 #include <torch/python.h>
@@ -10,12 +10,22 @@ at::Tensor bias_act_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&
                          double, double);
 at::Tensor upfirdn2d_cuda(const at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                           int64_t, int64_t, bool);
+std::vector<at::Tensor> filtered_lrelu_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                            int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, double, double, double,
+                                            bool, bool);
+at::Tensor filtered_lrelu_grad_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
+                                    int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, double, double, bool);
 #define FS_IMPL(name) name##_cuda
 #else
 at::Tensor bias_act_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t, double,
                         double, double);
 at::Tensor upfirdn2d_cpu(const at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                          int64_t, int64_t, bool);
+std::vector<at::Tensor> filtered_lrelu_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                           int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, double, double, double,
+                                           bool, bool);
+at::Tensor filtered_lrelu_grad_cpu(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
+                                   int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, double, double, bool);
 #define FS_IMPL(name) name##_cpu
 // Winograd tile transforms: CPU only (on CUDA, cuDNN picks its own convolution algorithms).
 at::Tensor winograd_input_cpu(const at::Tensor&);
@@ -34,6 +44,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("upfirdn2d", &fewshot::FS_IMPL(upfirdn2d), "upsample, pad, correlate with taps, downsample", py::arg("x"),
         py::arg("f"), py::arg("upx"), py::arg("upy"), py::arg("downx"), py::arg("downy"), py::arg("px0"),
         py::arg("px1"), py::arg("py0"), py::arg("py1"), py::arg("flip_filter"));
+  m.def("filtered_lrelu", &fewshot::FS_IMPL(filtered_lrelu),
+        "bias, upsample with fu, clamp(lrelu * gain), downsample with fd; [y, 2-bit mask or undefined]", py::arg("x"),
+        py::arg("b"), py::arg("fu"), py::arg("fd"), py::arg("up"), py::arg("down"), py::arg("px0"), py::arg("px1"),
+        py::arg("py0"), py::arg("py1"), py::arg("gain"), py::arg("slope"), py::arg("clamp"), py::arg("flip_filter"),
+        py::arg("write_mask"));
+  m.def("filtered_lrelu_grad", &fewshot::FS_IMPL(filtered_lrelu_grad),
+        "input gradient of filtered_lrelu from the output gradient and the forward's mask", py::arg("gy"),
+        py::arg("mask"), py::arg("fu"), py::arg("fd"), py::arg("in_h"), py::arg("in_w"), py::arg("up"), py::arg("down"),
+        py::arg("px0"), py::arg("px1"), py::arg("py0"), py::arg("py1"), py::arg("gain"), py::arg("slope"),
+        py::arg("flip_filter"));
 #ifndef FEWSHOT_CUDA
   m.def("winograd_input", &fewshot::winograd_input_cpu, "x [N,C,H,W] -> V [36,C,tiles]", py::arg("x"));
   m.def("winograd_input_t", &fewshot::winograd_input_t_cpu, "adjoint of winograd_input", py::arg("v"), py::arg("n"),

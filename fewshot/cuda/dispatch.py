@@ -1,6 +1,6 @@
 """The one point where the networks reach the elementwise/resampling ops.
 
-``bias_act`` and ``upfirdn2d`` route to a compiled kernel when one is available for the
+``bias_act``, ``upfirdn2d`` and ``filtered_lrelu`` route to a compiled kernel when one is available for the
 tensor's device and dtype and ``FEWSHOT_OPS`` allows it, and to the plain-PyTorch reference
 otherwise. The build happens on first use and is tried once per process (see :mod:`.build`).
 """
@@ -84,5 +84,13 @@ def filtered_lrelu(
     flip_filter: bool = False,
 ) -> torch.Tensor:
     """StyleGAN3's bias + upsample + leaky ReLU + clamp + downsample; see :func:`filtered_lrelu_ref`."""
-    return filtered_lrelu_ref(x, fu, fd, b, up=up, down=down, padding=padding, gain=gain, slope=slope,
-                              clamp=clamp, flip_filter=flip_filter)
+    # As for upfirdn2d, gradients with respect to the filters are not compiled (StyleGAN3's are fixed buffers).
+    filter_grad = any(f is not None and f.requires_grad for f in (fu, fd))
+    module = None if filter_grad else _kernel_module(x)
+    if module is None:
+        return filtered_lrelu_ref(x, fu, fd, b, up=up, down=down, padding=padding, gain=gain, slope=slope,
+                                  clamp=clamp, flip_filter=flip_filter)
+    from .filtered_lrelu_compiled import filtered_lrelu_compiled
+
+    return filtered_lrelu_compiled(module, x, fu, fd, b, up=up, down=down, padding=padding, gain=gain, slope=slope,
+                                   clamp=clamp, flip_filter=flip_filter)

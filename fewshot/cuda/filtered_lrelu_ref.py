@@ -47,6 +47,16 @@ def check_args(x: torch.Tensor, b: torch.Tensor | None, up: int, down: int) -> N
         raise ValueError(f"bias of shape {tuple(b.shape)} does not match the {x.shape[1]} channels of the input")
 
 
+def check_output_size(
+    x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None, up: int, down: int, padding: Padding
+) -> tuple[int, int]:
+    """The output size, after checking the filters (1-D or 2-D) and that padding and filters leave an output."""
+    out_h, out_w = filtered_lrelu_output_size((x.shape[2], x.shape[3]), fu, fd, up, down, padding)
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"filtered_lrelu: padding {padding} and the filters leave no output for {tuple(x.shape)}")
+    return out_h, out_w
+
+
 def filtered_lrelu_ref(
     x: torch.Tensor,
     fu: torch.Tensor | None = None,
@@ -62,6 +72,7 @@ def filtered_lrelu_ref(
 ) -> torch.Tensor:
     """Bias, upsample with ``fu``, leaky ReLU + gain + clamp, downsample with ``fd``, in plain PyTorch."""
     check_args(x, b, up, down)
+    check_output_size(x, fu, fd, up, down, padding)
     x = bias_act_ref(x, b)
     x = upfirdn2d_ref(x, fu, up=up, padding=parse_padding(padding), gain=up**2, flip_filter=flip_filter)
     x = bias_act_ref(x, act="lrelu", alpha=slope, gain=gain, clamp=clamp)
