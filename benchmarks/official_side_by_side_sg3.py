@@ -40,7 +40,7 @@ DEFAULT_OFFICIAL = Path(os.environ.get("FEWSHOT_OFFICIAL_SG3", "/tmp/upstream/sg
 
 CONFIGS = {  # label -> resolution, channel_base, channel_max (of D; StyleGAN3-R doubles G's), batch
     "StyleGAN3-T 32px (cb 4096, cm 128, batch 8)": dict(res=32, channel_base=4096, channel_max=128, batch=8),
-    "StyleGAN3-R 32px (cb 4096, cm 128, batch 8)": dict(res=32, channel_base=4096, channel_max=128, batch=8, r=True),
+    "StyleGAN3-R 32px (cb 2048, cm 64, batch 8)": dict(res=32, channel_base=2048, channel_max=64, batch=8, r=True),
 }
 WEIGHTS = {"plain": 15 / 16, "all": 1 / 16}
 
