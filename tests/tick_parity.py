@@ -1,8 +1,9 @@
 """One tick of every preset, hashed: the fixture that holds a refactor to bit-identical training.
 
 ``python tests/tick_parity.py OUT.json [PRESET ...]`` trains each preset for one tick (two batches, every lazy
-phase included) on tiny networks fine-tuned from a seeded tiny base, with a seeded random ResNet-18 file for
-Reg-DGM and a toy DISP extractor, and writes ``{preset: sha256 of every tensor of the final snapshot}``.
+phase included) on tiny networks fine-tuned from a seeded tiny base (of the preset's network family), with a
+seeded random ResNet-18 file for Reg-DGM and a toy DISP extractor, and writes ``{preset: sha256 of every tensor
+of the final snapshot}``.
 
 The hashes must not depend on which CPU runs them, so the run uses the libraries' portable kernel paths, set
 before torch is imported: oneDNN held to SSE4.1, ATen's scalar kernels, MKL in its conditional numerical
