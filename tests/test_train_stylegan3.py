@@ -278,7 +278,12 @@ def test_general_part_freezes_the_layers_nearest_the_image():
     G2, _ = tiny_nets(0)
     default = build_transfer("general-part")
     default.apply(G2, None)
-    assert default.general_g == 1  # every layer of this 16 px network samples at 16: at least one is general
+    assert default.general_g == 1  # no layer of a 16 px network has a band above 16 px: at least one is general
+    G256 = build_network("StyleGAN3Generator", {**G_KWARGS, "img_resolution": 256, "num_layers": 14,
+                                                "channel_base": 64})
+    frozen = build_transfer("general-part").frozen_g_blocks(G256)  # by default, as StyleGAN2's b32..b256
+    assert [name.split("_")[0] for name in frozen] == ["synthesis.L13", "synthesis.L14", *[
+        f"synthesis.L{i}" for i in range(12, 4, -1)]]
 
 
 def test_adafm_on_stylegan3_modulates_the_frozen_layers_and_exports_plain_weights():
