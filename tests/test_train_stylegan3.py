@@ -325,3 +325,15 @@ def test_disp_conditions_a_stylegan3_base(tmp_path, base_file):
 
     G = load_bundle(out / "final.safetensors").networks["G"]
     assert type(G).__name__ == "StyleGAN3Generator" and G.c_dim == 16  # the toy priors' 16 features
+
+
+def test_an_official_stylegan3_r_pickle_fine_tunes_as_a_stylegan3_r(tmp_path):
+    from official_format import make_official_pickle
+
+    G, D = tiny_nets(4, conv_kernel=1, use_radial_filters=True, channel_base=128, channel_max=32)
+    src = make_official_pickle(tmp_path / "sg3r.pkl", G=G, D=D, G_ema=G, snapshot=False)
+    out = run(cfg_of(tmp_path, base=str(src)))
+    config = (out / "config.toml").read_text()
+    assert 'arch = "stylegan3-r"' in config and "channel_base = 64" in config  # R's doubled G read back as cbase
+    log = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    assert "pl_penalty" not in log
