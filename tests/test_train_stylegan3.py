@@ -337,3 +337,10 @@ def test_an_official_stylegan3_r_pickle_fine_tunes_as_a_stylegan3_r(tmp_path):
     assert 'arch = "stylegan3-r"' in config and "channel_base = 64" in config  # R's doubled G read back as cbase
     log = json.loads((out / "log.jsonl").read_text().splitlines()[0])
     assert "pl_penalty" not in log
+
+
+def test_ewc_trains_on_a_stylegan3_base(tmp_path, base_file):
+    ewc = {"regularizers.ewc.weight": 1e3, "regularizers.ewc.fisher_samples": 4, "regularizers.ewc.fisher_batch": 2}
+    out = run(cfg_of(tmp_path, base=base_file, kimg=0.008, **ewc))
+    ticks = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert ticks[0]["loss_reg"] == 0 < ticks[1]["loss_reg"]  # at the source, then G has moved off it
