@@ -7,7 +7,8 @@ phase and its optimiser is not rescaled), no style mixing, G's input-magnitude E
 ``--resume`` builds G from the new run's arguments). StyleGAN3-R: 1x1 convolutions, twice the feature maps in G,
 radially symmetric downsampling filters, and D's inputs blurred (sigma 10, fading out over
 ``batch * 200 / 32`` kimg) when training from scratch; a fine-tune (official ``--resume``) starts unblurred.
-The official code requires ``--gamma``; left unset, fewshot takes the 'auto' heuristic ``0.0002 * res**2 / batch``.
+The official code requires ``--batch`` and ``--gamma``; left unset, fewshot takes stylegan2-ada-pytorch's 'auto'
+rules (batch ``min(4096 / res, 32)``, gamma ``0.0002 * res**2 / batch``).
 
 The transfer methods count synthesis layers ``L0 .. L{num_layers-1}`` (the ToRGB layer goes with the last), each
 sized by the resolution that holds its band (twice its cutoff), as a StyleGAN2 block by its resolution: by default
