@@ -437,3 +437,28 @@ def test_disp_trains_on_gpu_and_samples(tmp_path, monkeypatch):
     sample = _cli(["sample", str(run), "--seeds", "0-3", "--device", "cuda", "--outdir", str(tmp_path / "s")])
     assert sample.exit_code == 0, sample.output
     assert len(list((tmp_path / "s").glob("seed*.png"))) == 4
+
+
+def test_stylegan3_on_gpu_with_fp16_matches_cpu_float32():
+    """A StyleGAN3-T and -R generator on CUDA: fp32 gives the CPU's picture (8-bit values within 1, also under
+    --translate/--rotate), and its num_fp16_res=4 layers (the official default) stay close to float32."""
+    from test_stylegan3 import TINY_R, TINY_T, make_tiny
+
+    from fewshot.equivariance import transformed_input
+    from fewshot.generate import generate_images
+
+    for kwargs in (TINY_T, TINY_R):
+        G = make_tiny(dict(kwargs, num_fp16_res=4))
+        seeds = list(range(4))
+        with transformed_input(G, (0.2, -0.1), 20.0):
+            on_cpu = generate_images(G, seeds)
+        G = G.cuda()
+        with transformed_input(G, (0.2, -0.1), 20.0):
+            on_gpu = generate_images(G, seeds)
+        assert (on_cpu.int() - on_gpu.int()).abs().max().item() <= 1
+        ws = G.mapping(torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(3)).cuda(), None)
+        with torch.no_grad():
+            fp16 = G.synthesis(ws)
+            fp32 = G.synthesis(ws, force_fp32=True)
+        assert fp16.dtype == torch.float32 and torch.isfinite(fp16).all()
+        assert _rel_err(fp16, fp32) < 2e-2

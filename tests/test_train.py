@@ -431,7 +431,7 @@ def _image_folder(folder: Path, side: int, count: int = 3) -> Path:
 
 
 FINE_TUNING_PRESETS = sorted(set(__import__("fewshot.config", fromlist=["list_presets"]).list_presets())
-                             - {"demo", "scratch"})
+                             - {"demo", "scratch", "stylegan3-t", "stylegan3-r"})
 
 
 @pytest.mark.parametrize("preset", FINE_TUNING_PRESETS)

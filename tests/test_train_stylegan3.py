@@ -278,7 +278,12 @@ def test_general_part_freezes_the_layers_nearest_the_image():
     G2, _ = tiny_nets(0)
     default = build_transfer("general-part")
     default.apply(G2, None)
-    assert default.general_g == 1  # every layer of this 16 px network samples at 16: at least one is general
+    assert default.general_g == 1  # no layer of a 16 px network has a band above 16 px: at least one is general
+    G256 = build_network("StyleGAN3Generator", {**G_KWARGS, "img_resolution": 256, "num_layers": 14,
+                                                "channel_base": 64})
+    frozen = build_transfer("general-part").frozen_g_blocks(G256)  # by default, as StyleGAN2's b32..b256
+    assert [name.split("_")[0] for name in frozen] == ["synthesis.L13", "synthesis.L14", *[
+        f"synthesis.L{i}" for i in range(12, 4, -1)]]
 
 
 def test_adafm_on_stylegan3_modulates_the_frozen_layers_and_exports_plain_weights():
@@ -320,3 +325,22 @@ def test_disp_conditions_a_stylegan3_base(tmp_path, base_file):
 
     G = load_bundle(out / "final.safetensors").networks["G"]
     assert type(G).__name__ == "StyleGAN3Generator" and G.c_dim == 16  # the toy priors' 16 features
+
+
+def test_an_official_stylegan3_r_pickle_fine_tunes_as_a_stylegan3_r(tmp_path):
+    from official_format import make_official_pickle
+
+    G, D = tiny_nets(4, conv_kernel=1, use_radial_filters=True, channel_base=128, channel_max=32)
+    src = make_official_pickle(tmp_path / "sg3r.pkl", G=G, D=D, G_ema=G, snapshot=False)
+    out = run(cfg_of(tmp_path, base=str(src)))
+    config = (out / "config.toml").read_text()
+    assert 'arch = "stylegan3-r"' in config and "channel_base = 64" in config  # R's doubled G read back as cbase
+    log = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    assert "pl_penalty" not in log
+
+
+def test_ewc_trains_on_a_stylegan3_base(tmp_path, base_file):
+    ewc = {"regularizers.ewc.weight": 1e3, "regularizers.ewc.fisher_samples": 4, "regularizers.ewc.fisher_batch": 2}
+    out = run(cfg_of(tmp_path, base=base_file, kimg=0.008, **ewc))
+    ticks = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert ticks[0]["loss_reg"] == 0 < ticks[1]["loss_reg"]  # at the source, then G has moved off it

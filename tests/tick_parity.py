@@ -1,8 +1,9 @@
 """One tick of every preset, hashed: the fixture that holds a refactor to bit-identical training.
 
 ``python tests/tick_parity.py OUT.json [PRESET ...]`` trains each preset for one tick (two batches, every lazy
-phase included) on tiny networks fine-tuned from a seeded tiny base, with a seeded random ResNet-18 file for
-Reg-DGM and a toy DISP extractor, and writes ``{preset: sha256 of every tensor of the final snapshot}``.
+phase included) on tiny networks fine-tuned from a seeded tiny base (of the preset's network family), with a
+seeded random ResNet-18 file for Reg-DGM and a toy DISP extractor, and writes ``{preset: sha256 of every tensor
+of the final snapshot}``.
 
 The hashes must not depend on which CPU runs them, so the run uses the libraries' portable kernel paths, set
 before torch is imported: oneDNN held to SSE4.1, ATen's scalar kernels, MKL in its conditional numerical
@@ -89,6 +90,32 @@ def _fixtures(folder: Path) -> dict[str, str]:
     return {"base": str(base), "reg_weights": str(resnet)}
 
 
+def stylegan3_bases(folder: Path) -> dict[str, str]:
+    """Seeded tiny StyleGAN3-T and -R bases (4 synthesis layers) with the StyleGAN2 D, for the presets of those
+    families (a base decides a run's family)."""
+    import torch
+
+    from fewshot.checkpoint import save_bundle
+    from fewshot.nets import Discriminator, build_network
+
+    bases = {}
+    for family, extra in (("stylegan3-t", {}), ("stylegan3-r", {"conv_kernel": 1, "use_radial_filters": True})):
+        torch.manual_seed(14)
+        G = build_network("StyleGAN3Generator", dict(
+            z_dim=32, c_dim=0, w_dim=32, img_resolution=32, img_channels=3, mapping_kwargs={"num_layers": 2},
+            channel_base=256, channel_max=32, num_fp16_res=0, conv_clamp=None, num_layers=4, **extra))
+        D = Discriminator(0, 32, 3, channel_base=256, channel_max=32, num_fp16_res=0, conv_clamp=None)
+        gen = torch.Generator().manual_seed(15)
+        with torch.no_grad():  # off the initial values: w_avg, the magnitude EMAs, biases
+            for net in (G, D):
+                for name, tensor in list(net.named_parameters()) + list(net.named_buffers()):
+                    if tensor.is_floating_point() and not name.endswith(("filter", "transform")):
+                        tensor.add_(torch.randn(tensor.shape, generator=gen).abs() * 0.05)
+        bases[family] = str(folder / f"base-{family}.safetensors")
+        save_bundle(bases[family], {"G": G, "G_ema": G, "D": D})
+    return bases
+
+
 def tensor_digest(path: Path) -> str:
     from fewshot.checkpoint import load_bundle
 
@@ -104,11 +131,13 @@ def tensor_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def one_tick(preset: str, folder: Path, fixtures: dict[str, str]) -> str:
+def one_tick(preset: str, folder: Path, fixtures: dict[str, str], family_bases: dict[str, str]) -> str:
     from fewshot.config import resolve_config
     from fewshot.train.loop import train
 
     overrides = dict(TINY, outdir=str(folder / "runs"), name=preset, disp_extractor=TOY_EXTRACTOR, **fixtures)
+    family = resolve_config(preset, {"data": "demo"}).arch  # a preset that names a family fine-tunes a base of it
+    overrides["base"] = family_bases.get(family, overrides["base"])
     run = train(resolve_config(preset, overrides), progress=False, echo=lambda m: None, plan=False)
     return tensor_digest(sorted((run / "checkpoints").glob("snapshot-*.safetensors"))[-1])
 
@@ -131,7 +160,8 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         fixtures = _fixtures(folder)
-        hashes = {preset: one_tick(preset, folder, fixtures) for preset in presets}
+        family_bases = stylegan3_bases(folder)
+        hashes = {preset: one_tick(preset, folder, fixtures, family_bases) for preset in presets}
     out.write_text(json.dumps(hashes, indent=1, sort_keys=True) + "\n")
 
 

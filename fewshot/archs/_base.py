@@ -30,8 +30,8 @@ DEFAULT_ARCH = "stylegan2"  # from scratch without an `arch` key
 @dataclass(frozen=True)
 class SynthesisUnit:
     """One step of the synthesis network as the transfer methods count it (a StyleGAN2 block, a StyleGAN3
-    layer): the modules it holds, the size it works at (a block's resolution, a layer's sampling rate) and the
-    modulated convolutions in it that AdaFM may adapt."""
+    layer): the modules it holds, the resolution its features live at (a block's; a layer's band, twice its
+    cutoff) and the modulated convolutions in it that AdaFM may adapt."""
 
     modules: tuple[str, ...]
     size: int

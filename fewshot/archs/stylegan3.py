@@ -7,10 +7,12 @@ phase and its optimiser is not rescaled), no style mixing, G's input-magnitude E
 ``--resume`` builds G from the new run's arguments). StyleGAN3-R: 1x1 convolutions, twice the feature maps in G,
 radially symmetric downsampling filters, and D's inputs blurred (sigma 10, fading out over
 ``batch * 200 / 32`` kimg) when training from scratch; a fine-tune (official ``--resume``) starts unblurred.
-The official code requires ``--gamma``; left unset, fewshot takes the 'auto' heuristic ``0.0002 * res**2 / batch``.
+The official code requires ``--batch`` and ``--gamma``; left unset, fewshot takes stylegan2-ada-pytorch's 'auto'
+rules (batch ``min(4096 / res, 32)``, gamma ``0.0002 * res**2 / batch``).
 
-The transfer methods count synthesis layers ``L0 .. L{num_layers-1}`` (the ToRGB layer goes with the last), sized
-by their sampling rate.
+The transfer methods count synthesis layers ``L0 .. L{num_layers-1}`` (the ToRGB layer goes with the last), each
+sized by the resolution that holds its band (twice its cutoff), as a StyleGAN2 block by its resolution: by default
+general-part freezes those above 16 px (at 256 px L5..L13 of 14, as StyleGAN2's b32..b256).
 """
 
 from __future__ import annotations
@@ -106,7 +108,9 @@ class StyleGAN3(Architecture):
         for name in names[:-1]:
             layer = getattr(G.synthesis, name)
             modules = (f"synthesis.{name}", f"synthesis.{torgb}") if name == last else (f"synthesis.{name}",)
-            units.append(SynthesisUnit(modules, int(layer.out_sampling_rate), modules))
+            # Sized as a StyleGAN2 block is, by the resolution that holds its band: twice its cutoff frequency
+            # (its sampling rate runs ahead of that, for the nonlinearity's headroom).
+            units.append(SynthesisUnit(modules, round(2 * float(layer.out_cutoff)), modules))
         return units
 
     def fixed_modules(self, G: nn.Module) -> list[str]:

@@ -68,7 +68,7 @@ def parse_general(value: Any) -> tuple[int, int] | None:
 def default_general_units(sizes: list[int]) -> int:
     """The default G count for any network family, from its synthesis units' sizes (input to image): every unit
     working above 16 px is general, at least one. For StyleGAN2's blocks this is :func:`default_general`'s G; for
-    StyleGAN3's layers (sized by their sampling rate) the same rule counts layers."""
+    StyleGAN3's layers (sized by twice their cutoff frequency) the same rule counts layers."""
     return min(max(sum(size > 16 for size in sizes), 1), len(sizes))
 
 
@@ -77,7 +77,7 @@ GENERAL_HELP = (
     "D discriminator blocks nearest the input are frozen. Default per resolution: "
     + ", ".join(f"{r}px G{default_general(r)[0]}D{default_general(r)[1]}" for r in _RESOLUTIONS)
     + ". On a StyleGAN3 generator G counts synthesis layers (the ToRGB layer goes with the last); by default "
-    "those sampling above 16 px."
+    "those whose band needs more than 16 px (twice the cutoff: at 256 px L5..L13 of 14)."
 )
 
 
