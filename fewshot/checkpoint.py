@@ -321,7 +321,7 @@ def detect_format(path: str | Path) -> str:
 def bundle_from_pickle(path: str | Path) -> tuple[Bundle, dict[str, Any]]:
     """Import an official pickle into networks; returns the bundle and its training extras."""
     from .nets import build_network, named_init_kwargs
-    from .official_pickle import import_official_pickle
+    from .official_pickle import fewshot_init_kwargs, import_official_pickle
 
     path = Path(path)
     imported = import_official_pickle(path)
@@ -329,7 +329,8 @@ def bundle_from_pickle(path: str | Path) -> tuple[Bundle, dict[str, Any]]:
     specs: dict[str, NetworkSpec] = {}
     for name, record in imported.networks.items():
         class_name = record.fewshot_class  # StyleGAN3's generator pickles as "Generator" too
-        init_kwargs = named_init_kwargs(class_name, record.init_args, record.init_kwargs)
+        init_kwargs = fewshot_init_kwargs(class_name, named_init_kwargs(class_name, record.init_args,
+                                                                         record.init_kwargs))
         net = build_network(class_name, init_kwargs, max_elements=path.stat().st_size)
         load_state_strict(net, record.state_dict(), f"{path}:{name}")
         networks[name] = net.eval().requires_grad_(False)

@@ -84,6 +84,29 @@ def fewshot_class_name(record: PersistentRecord) -> str:
     return record.class_name
 
 
+_SG2_GENERATOR_ARGS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs",
+                       "synthesis_kwargs")
+
+
+def fewshot_init_kwargs(class_name: str, init_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A record's constructor kwargs as the fewshot class takes them.
+
+    The StyleGAN2 generator of NVlabs/stylegan3 (``networks_stylegan2.Generator``, the NGC ``stylegan2-*.pkl``
+    files) takes its synthesis kwargs flat, where stylegan2-ada-pytorch's nests them in ``synthesis_kwargs``;
+    they are nested here. Its ``fused_modconv_default`` only picks a convolution path (fewshot picks it per
+    device and mode), so it is dropped.
+    """
+    if class_name != "Generator":
+        return dict(init_kwargs)
+    flat = {k: v for k, v in init_kwargs.items() if k not in _SG2_GENERATOR_ARGS}
+    kwargs = {k: v for k, v in init_kwargs.items() if k in _SG2_GENERATOR_ARGS}
+    synthesis = {**(kwargs.get("synthesis_kwargs") or {}), **flat}
+    synthesis.pop("fused_modconv_default", None)
+    if synthesis or "synthesis_kwargs" in kwargs:
+        kwargs["synthesis_kwargs"] = synthesis
+    return kwargs
+
+
 def _walk_module(node: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
     state = node.state if isinstance(node, PersistentRecord) else getattr(node, "__dict__", {})
     if not isinstance(state, dict):

@@ -514,3 +514,25 @@ def test_rosinality_export_refuses_stylegan3_in_one_line(sg3_bundle, tmp_path):
     with pytest.raises(FewshotError, match="rosinality's format holds StyleGAN2 networks"):
         export_rosinality(sg3_bundle[0], tmp_path / "x.pt")
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_stylegan2_generator_of_the_stylegan3_repository_imports(tmp_path):
+    """NVlabs/stylegan3's networks_stylegan2.Generator (the NGC stylegan2-*.pkl files) records its synthesis kwargs
+    flat, with fused_modconv_default among them: they are nested as fewshot's (and stylegan2-ada's) Generator takes
+    them, and the convolution-path switch is dropped."""
+    from conftest import make_tiny_D, make_tiny_G
+    from official_format import dump_official, to_persistent
+
+    from fewshot.checkpoint import load_checkpoint
+
+    G = make_tiny_G(7).eval()
+    flat = {k: v for k, v in G.init_kwargs.items() if k != "synthesis_kwargs"}
+    flat.update(G.init_kwargs["synthesis_kwargs"], fused_modconv_default="inference_only")
+    data = {"G_ema": to_persistent(G, init_kwargs=flat), "D": to_persistent(make_tiny_D(0), init_kwargs={
+        "c_dim": 0, "img_resolution": 32, "img_channels": 3, "channel_base": 512, "channel_max": 64})}
+    bundle = load_checkpoint(dump_official(tmp_path / "sg2-of-sg3.pkl", data))
+    imported = bundle.generator
+    assert type(imported).__name__ == "Generator" and imported.init_kwargs == G.init_kwargs
+    z = torch.randn(2, G.z_dim)
+    with torch.no_grad():
+        assert torch.equal(imported(z, None, noise_mode="const"), G(z, None, noise_mode="const"))
