@@ -344,3 +344,50 @@ def test_doctor_lists_filtered_lrelu(cpu_ops):
     assert result.exit_code == 0, result.output
     line = next(line for line in result.output.splitlines() if line.startswith("filtered_lrelu [cpu]"))
     assert "compiled" in line
+
+
+# ---- CUDA (make gpu-check) ---------------------------------------------------------------------------------------
+
+HALF_UNIT = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_cuda_kernel_matches_reference(dtype):
+    module = ops_build.get_state("cuda").module
+    assert module is not None, ops_build.get_state("cuda").reason
+    check_device_kernel(module, "cuda", dtype)
+
+
+def check_device_kernel(module, device: str, dtype: torch.dtype) -> None:
+    """The kernels of ``module`` on ``device`` in ``dtype`` against the reference on the CPU, on CASES and the
+    StyleGAN3 layers. Half inputs are rounded first; the reference then runs in float32 on exactly those values."""
+    ref_dtype = torch.float32 if dtype in HALF_UNIT else dtype
+    cases = [_case(i, torch.float64, torch.Generator().manual_seed(i)) for i in range(len(CASES))]
+    for config, index in SG3_LAYERS:
+        layer = stylegan3_layers(256, config)[index]
+        gen = torch.Generator().manual_seed(index)
+        x = torch.randn(2, 4, layer.in_size, layer.in_size, generator=gen, dtype=torch.float64) * 60
+        cases.append((x, torch.randn(4, generator=gen, dtype=torch.float64), layer_kwargs(layer)))
+
+    def on_device(x, b, device_kwargs, **cpu_kwargs):
+        y = filtered_lrelu_compiled(module, x.to(device, dtype), b=b.to(device, dtype), **device_kwargs)
+        return y.to("cpu", ref_dtype)
+
+    for n, (x, b, kwargs) in enumerate(cases):
+        x, b = x.to(dtype).to(ref_dtype), b.to(dtype).to(ref_dtype)
+        kwargs = {k: (v.to(ref_dtype) if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
+        y = filtered_lrelu_ref(x, b=b, **kwargs)
+        gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(n), dtype=torch.float64).to(dtype).to(ref_dtype)
+        want = _run(filtered_lrelu_ref, x, b, gy, **kwargs)
+        device_kwargs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
+        got = _run(on_device, x, b, gy, device_kwargs=device_kwargs, **kwargs)
+        # The CUDA kernels compute in float (double for float64) and round each result to its type once more; the
+        # bias gradient sums the rounded x gradient.
+        bounds = filtered_lrelu_bounds(x, b, gy, u=UNIT[ref_dtype], **kwargs)
+        unit = HALF_UNIT.get(dtype, 0.0)
+        last = [unit * want[0].double().abs(), unit * want[1].double().abs(),
+                unit * (want[2].double().abs() + want[1].double().abs().sum([0, 2, 3]))]
+        for name, g, w, bound, extra in zip(("y", "x gradient", "b gradient"), got, want, bounds, last, strict=True):
+            assert_within(g, w, bound + extra, f"{device} {dtype} case {n}: {name}")
