@@ -344,3 +344,20 @@ def test_ewc_trains_on_a_stylegan3_base(tmp_path, base_file):
     out = run(cfg_of(tmp_path, base=base_file, kimg=0.008, **ewc))
     ticks = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert ticks[0]["loss_reg"] == 0 < ticks[1]["loss_reg"]  # at the source, then G has moved off it
+
+
+def test_arch_with_a_presets_default_base_is_one_line_before_any_fetch(tmp_path, monkeypatch, capsys):
+    # Offline, the default preset's StyleGAN2 base cannot be fetched: the refusal must come before the fetch.
+    from fewshot.cli import main
+    from fewshot.train import setup as setup_module
+
+    def no_fetch(ref):
+        raise AssertionError(f"fetched {ref}")
+
+    monkeypatch.setattr(setup_module, "load_base", no_fetch)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "demo", "--arch", "stylegan3-t", "--resolution", "32", "--outdir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code not in (0, None)
+    assert "error: arch stylegan3-t picks the network family from scratch" in err
+    assert "--base none" in err and "Traceback" not in err

@@ -201,6 +201,13 @@ def _base_and_resolution(cfg: TrainConfig, point: ResumePoint | None, out: RunOu
         return None, point.bundle.specs["G"].init_kwargs["img_resolution"]
     if is_main:
         out(base_line(cfg))
+    if cfg.base and cfg.arch is not None and cfg.base_note not in ("", "--base"):
+        # --arch names a family to build from scratch; a preset's default base would decide the family itself,
+        # so say so before fetching it rather than after (offline: instead of a download error).
+        raise FewshotError(f"arch {cfg.arch} picks the network family from scratch, but this run fine-tunes the "
+                           f"preset's default base {cfg.base}, whose generator decides the family",
+                           hint=f"add --base none to train a {cfg.arch} from scratch, or drop --arch to fine-tune "
+                                "the base")
     base = load_base(cfg.base) if cfg.base else None
     g_ref = (base.networks.get("G") or base.networks.get("G_ema")) if base else None
     if g_ref is not None:
