@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -153,6 +154,11 @@ UPFIRDN_CASES = [
     ((1, 2, 9, 7), "rand4", 1, 1, [2, 1, -1, 3], True, 1),
     ((2, 3, 6, 5), [1, 3, 3, 1], 1, 1, [1, 2, 2, 1], False, 1),
     ((1, 1, 5, 8), "rand4", 1, 1, [-1, -2, 0, 2], False, 2),
+    # ADA's geometric resampling: its 12-tap wavelet as a 1-D filter (two one-axis passes), up 2 on a
+    # padded image, down 2 with negative padding and the filter flipped; and 3x resampling.
+    ((2, 3, 11, 13), "wavelet12", 2, 1, [6, 5, 6, 5], False, 4),
+    ((2, 3, 40, 37), "wavelet12", 1, 2, [-10, -10, -9, -11], True, 1),
+    ((1, 2, 7, 8), "wavelet12", 3, (1, 3), [4, -2, 7, 1], False, 9),
 ]
 
 
@@ -166,6 +172,8 @@ def _filter(spec, dtype):
         return torch.rand(4, 4, generator=gen).to(dtype)
     if spec == "sep3":
         return setup_filter([1, 2, 4], separable=True).to(dtype)
+    if spec == "wavelet12":  # a non-symmetric 12-tap filter, the size of ADA's sym6 lowpass
+        return torch.rand(12, generator=gen).to(dtype)
     return setup_filter(spec).to(dtype)
 
 
@@ -182,7 +190,7 @@ def test_upfirdn2d_forward_matches_reference(cpu_ops, case, dtype):
                                        gain=gain), f"case {case}")
 
 
-@pytest.mark.parametrize("case", [1, 2, 3, 5, 6, 8, 11, 12, 13, 14, 15, 16, 17, 18])
+@pytest.mark.parametrize("case", [1, 2, 3, 5, 6, 8, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21])
 def test_upfirdn2d_gradcheck_and_gradgradcheck(cpu_ops, case):
     shape, fspec, up, down, padding, flip, gain = UPFIRDN_CASES[case]
     shape = (1, 1, *shape[2:])
@@ -194,6 +202,35 @@ def test_upfirdn2d_gradcheck_and_gradgradcheck(cpu_ops, case):
 
     assert torch.autograd.gradcheck(fn, (x,))
     assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+def test_upfirdn2d_one_axis_passes_equal_the_generic_loop_bit_for_bit(cpu_ops):
+    """A 1 x T (T x 1) filter takes the one-axis path; the same filter with a row (column) of zeros beside it,
+    and one more row (column) of padding, takes the generic loop with the same outputs and the same taps in the
+    same order, plus exact zeros. In float64 (the path the AVX2 clone leaves alone) the two must agree in every
+    bit, over up/down 1-3, negative padding and flips."""
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(300):
+        along_x, flip = bool(rng.integers(2)), bool(rng.integers(2))
+        taps, up, down = int(rng.integers(1, 14)), int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        pad0, pad1 = (int(v) for v in rng.integers(-3, 7, size=2))
+        x = torch.from_numpy(rng.standard_normal((2, 2, *rng.integers(1, 13, size=2)))).double()
+        f = torch.from_numpy(rng.standard_normal(taps)).double()
+        size = x.shape[3] if along_x else x.shape[2]
+        if (size * up + pad0 + pad1 - taps) // down + 1 < 1:
+            continue
+        # The zeros go where the correlation's first tap stays the real one (flip_filter=False flips both axes).
+        padded = torch.stack([f, torch.zeros_like(f)] if flip else [torch.zeros_like(f), f])
+        if along_x:
+            one_axis = cpu_ops.upfirdn2d(x, f[None, :], up, 1, down, 1, pad0, pad1, 0, 0, flip)
+            generic = cpu_ops.upfirdn2d(x, padded, up, 1, down, 1, pad0, pad1, 0, 1, flip)
+        else:
+            one_axis = cpu_ops.upfirdn2d(x, f[:, None], 1, up, 1, down, 0, 0, pad0, pad1, flip)
+            generic = cpu_ops.upfirdn2d(x, padded.T.contiguous(), 1, up, 1, down, 0, 1, pad0, pad1, flip)
+        assert torch.equal(one_axis, generic), (along_x, taps, up, down, pad0, pad1, flip)
+        checked += 1
+    assert checked > 200
 
 
 def test_upfirdn2d_empty_output_is_a_clear_error(cpu_ops):
