@@ -40,6 +40,12 @@ step doctor 60 $PY -m fewshot doctor
 step tests 300 $PY -m pytest -q -p no:cacheprovider -m gpu tests/
 # The figures BENCHMARKS.md's GPU section does not have yet (GPU_BENCH=all adds the ones it has, GPU_BENCH=none
 # runs the tests alone).
+# Issue 26's same-GPU side by side: the official stylegan2-ada-pytorch (its own CUDA plugins, built here) against
+# fewshot at 256 px paper256 and 1024 px, training and sampling. It needs an official checkout: fetch
+# NVlabs/stylegan2-ada-pytorch, `git clone` it into the ignored .upstream/sg2ada and name that folder in the device
+# tool's carry list; without it the script says so and the step passes.
+export FEWSHOT_OFFICIAL_SG2ADA=${FEWSHOT_OFFICIAL_SG2ADA:-$PWD/.upstream/sg2ada}
+[ "${GPU_BENCH:-}" = none ] || step official 240 $PY benchmarks/official_side_by_side.py --device cuda --rounds 2
 [ "${GPU_BENCH:-}" = none ] || step train_256 150 $PY benchmarks/train_step.py --device cuda --repeats 3 --only 256px --ops compiled
 [ "${GPU_BENCH:-}" = none ] || step metrics 90 $PY benchmarks/metrics.py --device cuda --n 512 --batch 64
 [ "${GPU_BENCH:-}" = none ] || step reg_dgm 90 $PY benchmarks/reg_dgm.py --device cuda --steps 20 --resolution 256 --batch 16

@@ -402,6 +402,22 @@ def test_winograd_transforms_match_reference_and_their_adjoints(cpu_ops, shape, 
     torch.testing.assert_close((cpu_ops.winograd_output(v, n, h, w) * y).sum(), (v * cpu_ops.winograd_output_t(y)).sum())
 
 
+def test_winograd_streaming_stores_write_the_same_values(cpu_ops):
+    # V and M of 4 MiB and more leave the float32 kernels as streaming stores (winograd.cpp, kStreamMinBytes).
+    # Each (image, channel) plane is transformed on its own, so the same images transformed four at a time (V of
+    # 1.2 MB: ordinary stores) must give the very same bits, tile for tile.
+    gen = torch.Generator().manual_seed(7)
+    n, c, h, w = 16, 128, 16, 16  # V: 36 x 128 x 256 tiles x 4 bytes = 4.7 MB; runs of 16 tiles (whole lines)
+    x = torch.randn(n, c, h, w, generator=gen)
+    y = torch.randn(n, c, h, w, generator=gen)
+    per_image = (h // 4) * (w // 4)
+    whole_v, whole_m = cpu_ops.winograd_input(x), cpu_ops.winograd_output_t(y)
+    for first in range(0, n, 4):
+        tiles = slice(first * per_image, (first + 4) * per_image)
+        assert torch.equal(whole_v[:, :, tiles], cpu_ops.winograd_input(x[first:first + 4]))
+        assert torch.equal(whole_m[:, :, tiles], cpu_ops.winograd_output_t(y[first:first + 4]))
+
+
 def test_use_winograd_routes_a_resnets_3x3_convolutions_without_changing_it(cpu_ops, monkeypatch):
     torchvision = pytest.importorskip("torchvision")
     from fewshot.cuda import winograd

@@ -22,11 +22,17 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include "ops_checks.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define FEWSHOT_STREAM_STORES 1
+#endif
 
 namespace fewshot {
 namespace {
@@ -303,8 +309,47 @@ int64_t round_up(int64_t value, int64_t step) { return (value + step - 1) / step
 // runs written (or read) in step alias to the same cache sets and evict each other. The float
 // kernels therefore stage one (image, channel) plane's 36 x TH*TW values in a small buffer and copy
 // each of the 36 runs in one piece.
-inline void stage_out(const float* stage, float* dst, int64_t run, int64_t stride_k) {
+//
+// Where V or M is larger than a core's L2, the 36 runs go out as streaming (non-temporal) stores:
+// whole cache lines straight to memory, without first reading each line in for ownership. The
+// GEMM that reads them next would find most of them evicted anyway. Measured on a 2-core Xeon
+// (AVX-512), one training iteration interleaved A/B: 32 px (cb 2048, cm 128, batch 16) 5% faster,
+// 64 px small (cb 8192, cm 256, batch 8) 3% faster; the input transform alone 10-20%, output_t 20-30%.
+// The values written are the same either way.
+constexpr int64_t kStreamMinBytes = int64_t(4) << 20;
+
+inline bool streams(const Tiles& t, int64_t run, int64_t stride_k) {
+#ifdef FEWSHOT_STREAM_STORES
+  return kTaps * t.c * t.count() * int64_t(sizeof(float)) >= kStreamMinBytes && run % 16 == 0 && stride_k % 16 == 0;
+#else
+  (void)t, (void)run, (void)stride_k;
+  return false;
+#endif
+}
+
+// dst must be 64-byte aligned when `stream` (every run then starts a cache line: run and stride_k
+// are multiples of 16 floats).
+inline void stage_out(const float* stage, float* dst, int64_t run, int64_t stride_k, bool stream) {
+#ifdef FEWSHOT_STREAM_STORES
+  if (stream) {
+    for (int k = 0; k < kTaps; ++k) {
+      float* d = dst + k * stride_k;
+      const float* s = stage + k * run;
+      for (int64_t i = 0; i < run; i += 4) _mm_stream_ps(d + i, _mm_loadu_ps(s + i));
+    }
+    return;
+  }
+#endif
+  (void)stream;
   for (int k = 0; k < kTaps; ++k) std::memcpy(dst + k * stride_k, stage + k * run, run * sizeof(float));
+}
+
+// Streaming stores are weakly ordered: fence them before the thread's part is reported done.
+inline void stream_fence(bool stream) {
+#ifdef FEWSHOT_STREAM_STORES
+  if (stream) _mm_sfence();
+#endif
+  (void)stream;
 }
 inline void stage_in(const float* src, float* stage, int64_t run, int64_t stride_k) {
   for (int k = 0; k < kTaps; ++k) std::memcpy(stage + k * run, src + k * stride_k, run * sizeof(float));
@@ -312,6 +357,7 @@ inline void stage_in(const float* src, float* stage, int64_t run, int64_t stride
 
 void input_kernel(const float* x, float* v, const Tiles& t) {
   const int64_t stride_k = t.c * t.count();
+  const bool stream = streams(t, t.per_image(), stride_k) && reinterpret_cast<uintptr_t>(v) % 64 == 0;
   const int64_t tw = t.tw, tw4 = round_up(tw, kLanes);
   const int64_t row_len = kOut * tw4 + kLanes;  // r[p] = x[.][p - 1], zero outside, room for one more tile
   at::parallel_for(0, t.n * t.c, 1, [&](int64_t begin, int64_t end) {
@@ -354,8 +400,9 @@ void input_kernel(const float* x, float* v, const Tiles& t) {
           }
         }
       }
-      stage_out(out, v + ch * t.count() + n * ps, ps, stride_k);
+      stage_out(out, v + ch * t.count() + n * ps, ps, stride_k, stream);
     }
+    stream_fence(stream);
   });
 }
 
@@ -398,6 +445,7 @@ void output_kernel(const float* m, float* y, const Tiles& t) {
 
 void output_t_kernel(const float* y, float* m, const Tiles& t) {
   const int64_t stride_k = t.c * t.count();
+  const bool stream = streams(t, t.per_image(), stride_k) && reinterpret_cast<uintptr_t>(m) % 64 == 0;
   const int64_t tw = t.tw, tw4 = round_up(tw, kLanes);
   at::parallel_for(0, t.n * t.c, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> a(kOut * kIn * tw4, 0.f), row(kOut * tw4, 0.f), stage(kTaps * t.per_image());
@@ -433,8 +481,9 @@ void output_t_kernel(const float* y, float* m, const Tiles& t) {
           combine<kIn, kOut, true>(kAT, a.data() + i * tw4, kIn * tw4, out + i * ps + ty * tw, kIn * ps, tw);
         }
       }
-      stage_out(out, m + ch * t.count() + n * ps, ps, stride_k);
+      stage_out(out, m + ch * t.count() + n * ps, ps, stride_k, stream);
     }
+    stream_fence(stream);
   });
 }
 
