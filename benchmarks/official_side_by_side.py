@@ -26,8 +26,14 @@ of 16); PNG writing is left out on both sides.
 Each measurement runs in a fresh child process; the implementations alternate within each round (which goes
 first alternates too), and each reports its best round.
 
+``--profile`` (CPU) runs one more batch of each kind under torch's profiler in every training child and splits
+each side's iteration into oneDNN's direct convolutions (forward, backward, transposed), fewshot's Winograd
+convolutions (batched matmuls and tile transforms) and everything else. The direct convolutions are the same
+calls with the same shapes in both codes wherever fewshot does not take Winograd, so the official iteration over
+fewshot's direct-convolution time is a ceiling on the ratio that nothing else fewshot does can raise.
+
     .venv/bin/python benchmarks/official_side_by_side.py [--official /tmp/upstream/sg2ada] [--rounds 3]
-        [--only 32px] [--device cpu|cuda] [--skip-sampling] [--with-default]
+        [--only 32px] [--device cpu|cuda] [--skip-sampling] [--with-default] [--profile]
 
 The official checkout is fetched with the project's fetch tool (NVlabs/stylegan2-ada-pytorch) into an ignored
 folder; without one the script says so and exits 0 (``make bench`` on a machine without it).
@@ -77,6 +83,25 @@ def sync():
         torch.cuda.synchronize()
 def timed(fn):
     sync(); t0 = time.perf_counter(); fn(); sync(); return time.perf_counter() - t0
+# oneDNN's direct convolutions: forward, backward (data and weight), and the transposed forward, which runs
+# inside aten::_convolution itself. Both codes call these with the same shapes wherever fewshot does not take
+# its Winograd path, so their time is a floor under fewshot's iteration that neither code's own work can lower.
+CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution",
+            "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward", "aten::slow_conv_transpose2d")
+WINOGRAD_OPS = ("aten::bmm", "_LinearMap")  # fewshot's Winograd convolutions: the GEMMs and the tile transforms
+def op_seconds(fn):
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = prof.key_averages()
+    return [sum(e.self_cpu_time_total for e in events if e.key in ops) / 1e6 for ops in (CONV_OPS, WINOGRAD_OPS)]
+def report(times, at):
+    if cfg.get("profile"):
+        kinds = (("plain", 1), ("greg", 4), ("all", 16))
+        shares = {kind: op_seconds(lambda: at(index)) for kind, index in kinds}
+        times["conv"] = {kind: shares[kind][0] for kind, _ in kinds}
+        times["winograd"] = {kind: shares[kind][1] for kind, _ in kinds}
+    print(json.dumps(times))
 """
 
 OFFICIAL_TRAIN = COMMON + r"""
@@ -157,8 +182,7 @@ def at(index):
     return timed(iteration)
 
 at(0)  # warm-up: every phase once
-times = {"plain": min(at(1), at(2)), "greg": at(4), "all": at(16)}
-print(json.dumps(times))
+report({"plain": min(at(1), at(2)), "greg": at(4), "all": at(16)}, at)
 """
 
 FEWSHOT_TRAIN = COMMON + r"""
@@ -180,8 +204,7 @@ with ExitStack() as held:
         run.progress.batch_idx = index
         return timed(lambda: train_batch(run, stats))
     at(0)  # warm-up: every phase once
-    times = {"plain": min(at(1), at(2)), "greg": at(4), "all": at(16)}
-print(json.dumps(times))
+    report({"plain": min(at(1), at(2)), "greg": at(4), "all": at(16)}, at)
 """
 
 OFFICIAL_SAMPLE = COMMON + r"""
@@ -237,6 +260,18 @@ def amortised(times: dict[str, float]) -> float:
     return sum(WEIGHTS[kind] * times[kind] for kind in WEIGHTS)
 
 
+def conv_floor(label: str, results: dict[str, list], best: dict[str, float]) -> None:
+    """With --profile: each side's time in oneDNN's direct convolutions, and the ratio fewshot could reach over the
+    official iteration if all its other work took no time at all (the official total over fewshot's conv time)."""
+    conv = {name: min(amortised(t["conv"]) for t in runs) for name, runs in results.items()}
+    wino = {name: min(amortised(t["winograd"]) for t in runs) for name, runs in results.items()}
+    for name in results:
+        print(f"| {label} | {name} | {conv[name]:.3f} ({conv[name] / best[name]:.0%}) | {wino[name]:.3f} | "
+              f"{best[name] - conv[name] - wino[name]:.3f} |")
+    print(f"| {label} | ceiling: official / fewshot's direct convolutions | **{best['official'] / conv['fewshot']:.2f}x** "
+          "| | |", flush=True)
+
+
 def noise_images(folder: Path, res: int, count: int = 64) -> Path:
     import numpy as np
     from PIL import Image
@@ -268,6 +303,11 @@ def train_rows(label: str, cfg: dict, rounds: int, tmp: Path) -> None:
         kinds = " / ".join(f"{min(t[k] for t in runs):.3f}" for k in KINDS)
         print(f"| {label} | {name} | **{best[name]:.3f}** | {rounds_s} | {kinds} |", flush=True)
     print(f"| {label} | ratio official / fewshot | **{best['official'] / best['fewshot']:.2f}x** | | |", flush=True)
+    if cfg.get("profile"):
+        print("\n| config | code | direct convolutions s/iteration (share) | batched matmuls + Winograd transforms | "
+              "everything else |\n|---|---|---:|---:|---:|")
+        conv_floor(label, results, best)
+        print()
 
 
 def sample_rows(label: str, cfg: dict, rounds: int) -> None:
@@ -288,6 +328,8 @@ def main() -> None:
     parser.add_argument("--skip-sampling", action="store_true")
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--with-default", action="store_true", help="also the 64 px constructor-default network")
+    parser.add_argument("--profile", action="store_true",
+                        help="CPU: also profile each side's oneDNN direct convolutions (one more batch of each kind)")
     args = parser.parse_args()
     if not (args.official / "training" / "networks.py").is_file():
         print(f"official_side_by_side: no stylegan2-ada-pytorch checkout at {args.official} (fetch "
@@ -301,7 +343,10 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"{platform.processor() or platform.machine()}, ONEDNN_MAX_CPU_ISA={isa}, official commit {commit}")
     configs = GPU_CONFIGS if args.device == "cuda" else dict(CONFIGS, **(DEFAULT_CONFIG if args.with_default else {}))
-    base = {"device": args.device, "official": str(args.official), "images": 64 if args.device == "cpu" else 256}
+    if args.profile and args.device != "cpu":
+        raise SystemExit("official_side_by_side: --profile sums CPU operator times; it is for --device cpu")
+    base = {"device": args.device, "official": str(args.official), "images": 64 if args.device == "cpu" else 256,
+            "profile": args.profile}
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_training:
             print("\n| config | code | s/iteration (best) | rounds | plain / +Greg / +Greg+Dreg batch (best) |")
