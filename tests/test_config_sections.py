@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -77,22 +78,28 @@ def test_a_flat_config_of_an_earlier_version_maps_onto_the_sections():
 
 def test_a_run_folder_of_an_earlier_version_resumes_exactly(tmp_path):
     """The fixture's first snapshot, resumed by this version for one tick, gives the tensors the earlier version
-    itself reached (recorded in expected.json), on the portable kernel paths of tests/tick_parity.py."""
-    from tick_parity import PORTABLE_ENV
+    itself reached (recorded in expected.json), on the portable kernel paths of tests/tick_parity.py: bit for bit
+    on a machine of a recorded kernel family, within its summaries' float32 noise on any other."""
+    from tick_parity import PORTABLE_ENV, compare
 
     run = tmp_path / "runs" / "00000-flat"
     shutil.copytree(FLAT_RUN, run, ignore=shutil.ignore_patterns("make.py", "expected.json"))
     expected = json.loads((FLAT_RUN / "expected.json").read_text())
-    script = ("import sys; sys.path.insert(0, sys.argv[3]); from tick_parity import portable_torch; portable_torch();"
+    script = ("import sys, json; sys.path.insert(0, sys.argv[3]); import tick_parity as tp; tp.portable_torch();"
               "from fewshot.train.loop import train; from fewshot.config import resolve_config;"
-              "from tick_parity import tensor_digest; from pathlib import Path;"
               "run = train(resolve_config(None, {}), resume=sys.argv[1], kimg_override=float(sys.argv[2]),"
               " progress=False, echo=lambda m: None, plan=False);"
-              "print(tensor_digest(sorted((run / 'checkpoints').glob('*.safetensors'))[-1]))")
+              "last = sorted((run / 'checkpoints').glob('*.safetensors'))[-1];"
+              "print(json.dumps({'kernels': tp.kernel_fingerprint(), 'hashes': {'resumed': tp.tensor_digest(last)},"
+              " 'summaries': {'resumed': tp.tensor_summary(last)}}))")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ONEDNN_", "MKL_", "ATEN_", "FEWSHOT_"))}
     env.update(PORTABLE_ENV, FEWSHOT_HOME=str(tmp_path / "home"), PYTHONPATH=str(HERE.parent))
     done = subprocess.run([sys.executable, "-c", script, str(run), str(expected["resumed_to"]), str(HERE)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (run / "checkpoints" / expected["snapshot"]).exists()
-    assert done.stdout.strip().splitlines()[-1] == expected["sha256"]
+    failures, note = compare(json.loads(done.stdout.strip().splitlines()[-1]), expected["families"],
+                             expected["summaries"])
+    assert not failures, failures
+    if note:
+        warnings.warn(note, stacklevel=1)
