@@ -241,9 +241,10 @@ def compare(now: dict, families: list[dict], summaries: dict[str, dict]) -> tupl
                 failures.append(f"{name}: {len(moved)} tensors moved, e.g. {', '.join(moved[:3])}")
     note = None
     if by_summary:
-        where = "no recorded kernel family" if family is None else f"the family of {family['machine']}"
-        note = (f"{', '.join(by_summary)}: compared by summary within {SUMMARY_TOLERANCE:g} ({where} holds "
-                f"their hashes; kernel fingerprint {now['kernels'][:16]})")
+        where = ("no recorded kernel family holds their hashes" if family is None
+                 else f"the family of {family['machine']} has no hashes for them")
+        note = (f"{', '.join(by_summary)}: compared by summary within {SUMMARY_TOLERANCE:g} ({where}; kernel "
+                f"fingerprint {now['kernels'][:16]}, record it with python tests/tick_parity.py --record)")
     return failures, note
 
 
