@@ -65,10 +65,18 @@ class TransferSection:
     options: Any = None
 
 
+def _no_metrics_when_none(value: Any) -> Any:
+    """``none`` (or an empty value) turns off the metrics a preset or an earlier setting chose."""
+    items = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else None
+    if items is not None and all(str(item).strip().lower() in ("none", "") for item in items):
+        return ()
+    return value
+
+
 @dataclass(frozen=True)
 class MetricsSection:
-    names: tuple[str, ...] = option((), "Metrics tracked during training, e.g. fid,kid.",
-                                    choices=lambda: metrics.names())
+    names: tuple[str, ...] = option((), "Metrics tracked during training, e.g. fid,kid (none: no metric).",
+                                    choices=lambda: metrics.names(), parse=_no_metrics_when_none)
     every: int = option(0, "Ticks between metric evaluations (0: only at the end).", check=lambda v: v >= 0,
                         wanted=">= 0 (0: only at the end)")
     n: int = option(5000, "Generated images per evaluation.", check=lambda v: v >= 2, wanted="at least 2")

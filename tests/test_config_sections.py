@@ -103,3 +103,12 @@ def test_a_run_folder_of_an_earlier_version_resumes_exactly(tmp_path):
     assert not failures, failures
     if note:
         warnings.warn(note, stacklevel=1)
+
+
+def test_metrics_none_turns_the_metrics_off_and_a_misspelt_one_is_refused():
+    on = resolve_config("ada", {"metrics": "fid,kid", "base": "none"})
+    assert on.metrics.names == ("fid", "kid")
+    for off in ("none", "None", "", ["none"]):
+        assert resolve_config("ada", {"metrics": off, "base": "none"}).metrics.names == ()
+    with pytest.raises(FewshotError, match="bad value for metrics: 'nne'"):
+        resolve_config("ada", {"metrics": "nne", "base": "none"})

@@ -68,7 +68,7 @@ def train(
     crop: Optional[str] = typer.Option(None, "--crop", help="center | pad", rich_help_panel=_OPT),
     labels: Optional[str] = typer.Option(None, "--labels", help="Class labels: auto (the data's dataset.json, if any), folders (one sub-folder per class, sorted names = class indices), none.", rich_help_panel=_OPT),
     class_index: Optional[int] = typer.Option(None, "--class", help="Train every image as class N of a class-conditional base.", rich_help_panel=_OPT),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help="Metrics tracked during training, comma-separated: {methods:metric}.", rich_help_panel=_OPT),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Metrics tracked during training, comma-separated: {methods:metric}; none for no metric.", rich_help_panel=_OPT),
     metrics_every: Optional[int] = typer.Option(None, "--metrics-every", help="Ticks between metric evaluations.", rich_help_panel=_OPT),
     snap: Optional[int] = typer.Option(None, "--snap", help="Ticks between snapshots.", rich_help_panel=_OPT),
     tick_kimg: Optional[float] = typer.Option(None, "--tick-kimg", help="kimg per tick (log line).", rich_help_panel=_OPT),
