@@ -388,19 +388,28 @@ def infer_resolution(source: str | Path, crop: str = "center", sample: int = 256
     stride = max(1, math.ceil(len(names) / sample))
     wanted = set(names[::stride])
     sides: list[int] = []
+    unreadable: list[str] = []
     for name, content in contents:
-        if name not in wanted or isinstance(content, Exception):
+        if name not in wanted:
+            continue
+        if isinstance(content, Exception):
+            unreadable.append(f"{name}: {content}")
             continue
         try:
             with Image.open(io.BytesIO(content)) as opened:
                 w, h = opened.size
-        except Exception:  # noqa: BLE001 - unreadable files are reported by load_images
+        except Exception:  # noqa: BLE001 - load_images reports each unreadable file; here only when none is left
+            unreadable.append(f"{name}: not a readable image (unknown or corrupt format)")
             continue
         if min(w, h) >= 1:
             sides.append(min(w, h) if crop == "center" else max(w, h))
     if not sides:
-        raise FewshotError(f"no readable images in {description} to derive a resolution from",
-                           hint="pass --resolution, or check the data source")
+        found = f"no image files in {description}" if not names else (
+            f"no readable images among {len(names)} image file(s) in {description}; skipped: "
+            + "; ".join(unreadable[:5]) + ("; ..." if len(unreadable) > 5 else ""))
+        raise FewshotError(f"{found} (so no resolution to derive from them)",
+                           hint=f"supported suffixes: {', '.join(IMAGE_SUFFIXES)} (any letter case); "
+                                "pass --resolution to choose the size yourself")
     median = sorted(sides)[len(sides) // 2]
     resolution = min(1024, max(8, 1 << (median.bit_length() - 1)))
     side = "short" if crop == "center" else "long"

@@ -289,8 +289,15 @@ def test_infer_resolution_from_the_data(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "x.png").write_bytes(b"garbage")
-    with pytest.raises(FewshotError, match="no readable images"):
+    with pytest.raises(FewshotError, match="no readable images") as refused:
         infer_resolution(empty)
+    assert "x.png: not a readable image" in str(refused.value)  # the user learns which file and why
+    nothing = tmp_path / "nothing"
+    nothing.mkdir()
+    (nothing / "notes.txt").write_text("no images here")
+    with pytest.raises(FewshotError, match="no image files in folder") as refused:
+        infer_resolution(nothing)
+    assert ".png" in refused.value.hint
 
 
 # Damaged zip archives and oversized files: fuzz/fuzz_images.py found each of the zip cases as an
