@@ -304,8 +304,15 @@ def test_local_paths_and_bad_references(hub_env: Path) -> None:
     with pytest.raises(FewshotError, match="unknown checkpoint reference") as info:
         resolve_checkpoint("ffhq-256")
     assert "ffhq256" in (info.value.hint or "")
-    with pytest.raises(FewshotError, match="no such checkpoint file"):
-        resolve_checkpoint("runs/missing.safetensors")
+    with pytest.raises(FewshotError, match="no such checkpoint file") as info:
+        resolve_checkpoint(str(hub_env / "nowhere" / "missing.safetensors"))
+    assert info.value.hint is None  # no folder, nothing to suggest
+    stopped = hub_env / "runs" / "00003-stopped"  # stopped before its end: snapshots, no final.safetensors
+    (stopped / "checkpoints").mkdir(parents=True)
+    (stopped / "checkpoints" / "snapshot-000000512.safetensors").write_bytes(b"")
+    with pytest.raises(FewshotError, match="no such checkpoint file") as info:
+        resolve_checkpoint(str(stopped / "final.safetensors"))
+    assert "snapshot-000000512.safetensors" in info.value.hint and "a run folder works too" in info.value.hint
     with pytest.raises(FewshotError, match="incomplete hf://"):
         resolve_checkpoint("hf://org/repo")
 

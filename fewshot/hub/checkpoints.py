@@ -100,11 +100,28 @@ def fetch_checkpoint_source(ref: str, *, offline: bool | None = None, flag: str 
             raise FewshotError(f"{entry.hf}: sha256 mismatch (expected {entry.sha256}, got {digest}); refused")
         return path, digest
     if any(sep in ref for sep in ("/", "\\")) or ref.endswith((".pkl", ".safetensors", ".pt")):
-        raise FewshotError(f"no such checkpoint file: {ref}")
+        raise FewshotError(f"no such checkpoint file: {ref}", hint=_missing_file_hint(ref))
     raise FewshotError(
         f"unknown checkpoint reference {ref!r}",
         hint="use a name (" + ", ".join(sorted(entries)) + "), hf://org/repo/file[@rev], an https:// URL or a file",
     )
+
+
+def _missing_file_hint(ref: str) -> str | None:
+    """For a file missing from a folder that holds checkpoints (a run stopped before its end has no
+    final.safetensors, only snapshots): the ones that are there."""
+    try:
+        folder = Path(ref).expanduser().parent
+        if not folder.is_dir():
+            return None
+        found = sorted(p for pattern in ("*.safetensors", "checkpoints/*.safetensors") for p in folder.glob(pattern))
+    except (OSError, RuntimeError, ValueError):  # ~user of no user, a NUL byte, an unreadable folder: no hint
+        return None
+    if not found:
+        return None
+    listed = ", ".join(str(p) for p in found[-3:])
+    return (f"{folder} has {listed}" + (f" (and {len(found) - 3} more)" if len(found) > 3 else "")
+            + f"; a run folder works too ({folder}: its best, final or latest snapshot)")
 
 
 def converted_path(source_sha256: str) -> Path:
