@@ -108,11 +108,11 @@ def fetch_checkpoint_source(ref: str, *, offline: bool | None = None, flag: str 
 
 
 def _missing_file_hint(ref: str) -> str | None:
-    """For a file missing from a folder that holds checkpoints (a run stopped before its end has no
-    final.safetensors, only snapshots): the ones that are there."""
+    """For a file missing from a run folder (a run stopped before its end has no final.safetensors, only
+    snapshots): the checkpoints that are there."""
     try:
         folder = Path(ref).expanduser().parent
-        if not folder.is_dir():
+        if not (folder / "checkpoints").is_dir():  # only a run folder: elsewhere other files are no suggestion
             return None
         found = sorted(p for pattern in ("*.safetensors", "checkpoints/*.safetensors") for p in folder.glob(pattern))
     except (OSError, RuntimeError, ValueError):  # ~user of no user, a NUL byte, an unreadable folder: no hint
