@@ -252,6 +252,15 @@ def _load_storage_from_bytes(data: bytes) -> Any:
         raise FewshotError(f"corrupt tensor data in pickle ({type(exc).__name__}: {_first_line(exc)})") from None
 
 
+def _rebuild_tensor(*args: Any) -> torch.Tensor:
+    # torch's _rebuild_tensor_v2 trusts its arguments: a damaged record (metadata that is not a dict, say)
+    # fails inside torch with an AssertionError or worse, which must not escape as a traceback.
+    try:
+        return torch._utils._rebuild_tensor_v2(*args)
+    except Exception as exc:  # noqa: BLE001 - any failure here is a malformed tensor record in the file
+        raise FewshotError(f"corrupt tensor record in pickle ({type(exc).__name__}: {_first_line(exc)})") from None
+
+
 def _rebuild_parameter(data: torch.Tensor, requires_grad: bool, backward_hooks: Any, *state: Any) -> torch.Tensor:
     return data.detach()
 
@@ -327,7 +336,7 @@ class _EasyDict(dict):
 
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
