@@ -248,12 +248,18 @@ def _decoded(contents: Iterator[tuple[str, bytes | Exception]], summary: DataSum
         summary.duplicates = [group for group in by_hash.values() if len(group) > 1]
 
 
+def _shown(name: str) -> str:
+    """A file name as an error line can show it: control characters (a zip member may name a line break)
+    escaped, so the message stays one line."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in name)
+
+
 def _require_two(summary: DataSummary, candidates: int) -> None:
     if summary.count >= 2:
         return
     found = f"found {summary.count} usable image(s) among {candidates} candidate file(s) in {summary.source}"
     if summary.skipped:
-        found += "; skipped: " + "; ".join(f"{n}: {r}" for n, r in summary.skipped[:5])
+        found += "; skipped: " + "; ".join(f"{_shown(n)}: {_shown(r)}" for n, r in summary.skipped[:5])
     raise FewshotError(
         f"need at least 2 usable images, {found}",
         hint=f"supported suffixes: {', '.join(IMAGE_SUFFIXES)} (any letter case)",
@@ -393,13 +399,13 @@ def infer_resolution(source: str | Path, crop: str = "center", sample: int = 256
         if name not in wanted:
             continue
         if isinstance(content, Exception):
-            unreadable.append(f"{name}: {content}")
+            unreadable.append(f"{_shown(name)}: {_shown(str(content))}")
             continue
         try:
             with Image.open(io.BytesIO(content)) as opened:
                 w, h = opened.size
         except Exception:  # noqa: BLE001 - load_images reports each unreadable file; here only when none is left
-            unreadable.append(f"{name}: not a readable image (unknown or corrupt format)")
+            unreadable.append(f"{_shown(name)}: not a readable image (unknown or corrupt format)")
             continue
         if min(w, h) >= 1:
             sides.append(min(w, h) if crop == "center" else max(w, h))

@@ -300,6 +300,18 @@ def test_infer_resolution_from_the_data(tmp_path: Path) -> None:
     assert ".png" in refused.value.hint
 
 
+def test_a_file_name_with_a_line_break_keeps_the_error_on_one_line(tmp_path: Path) -> None:
+    # Found by fuzz/fuzz_images.py: a zip member may name a line break, which the skipped-file list quoted back.
+    source = tmp_path / "set.zip"
+    with zipfile.ZipFile(source, "w") as archive:
+        archive.writestr("two\nlines.png", b"not an image")
+        archive.writestr("other.png", b"nor this")
+    for call in (lambda: infer_resolution(source), lambda: load_images(source, 32, progress=False)):
+        with pytest.raises(FewshotError, match=r"two\\nlines\.png: ") as refused:
+            call()
+        assert "\n" not in refused.value.message
+
+
 # Damaged zip archives and oversized files: fuzz/fuzz_images.py found each of the zip cases as an
 # exception that escaped load_images / infer_resolution (or a multi-gigabyte read).
 
