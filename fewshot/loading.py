@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .errors import FewshotError
+from .pathkind import path_kind
 
 if TYPE_CHECKING:  # only for type hints; fewshot.nets imports the ops
     from .nets import Generator
@@ -81,10 +82,14 @@ def resolve_run_folder(folder: Path) -> Path:
 
 def resolve_reference(ref: str | Path) -> Path:
     """A file, a run folder, or anything the hub resolver knows (names, URLs, hf://) -> a local file."""
-    path = Path(ref).expanduser()
-    if path.is_file():
+    try:
+        path = Path(ref).expanduser()
+    except (RuntimeError, ValueError):  # ~user of an unknown user: no home folder to expand
+        path = Path(ref)
+    kind = path_kind(path)
+    if kind == "file":
         return path
-    if path.is_dir():
+    if kind == "folder":
         return resolve_run_folder(path)
     from .hub import resolve_checkpoint  # deferred: only a reference that is no local path needs the hub
 

@@ -116,6 +116,18 @@ def test_bad_input_is_one_line(tmp_path):
     assert "MissingParameter" not in usage.stderr
 
 
+def test_a_path_the_system_refuses_is_one_short_line(tmp_path):
+    # Found by fuzz/fuzz_hub.py: a reference too long to be a file name (ENAMETOOLONG) escaped pathlib's
+    # is_file() as an OSError; in the commands that test paths first, the message quoted all 5,000 characters.
+    long_name = "x" * 5000
+    for args in (("info", long_name), ("sample", long_name), ("convert", long_name, str(tmp_path / "out.safetensors"))):
+        done = run_cli(*args, home=tmp_path)
+        assert done.returncode == 1, (args, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert lines[0].startswith("error:") and "Traceback" not in done.stderr and len(lines) <= 2, done.stderr
+        assert "x" * 200 not in done.stderr and "(5,0" in done.stderr, done.stderr  # the name shortened, its length said
+
+
 def test_help_and_bundle_info_do_not_import_torch(tmp_path):
     bundle = save_bundle(tmp_path / "tiny.safetensors", {"G": make_tiny_G()})
     probe = textwrap.dedent("""

@@ -329,6 +329,11 @@ def test_references_from_any_command_line_bytes_are_one_error(hub_env: Path, mon
     for ref in ("~no-such-user-fewshot/net.pkl", "~a\x00b/net.pkl"):
         with pytest.raises(FewshotError, match="no such checkpoint file"):
             resolve_checkpoint(ref)
+    # Found by fuzz/fuzz_hub.py: a name too long for the file system (ENAMETOOLONG) escaped pathlib's is_file().
+    with pytest.raises(FewshotError, match="unknown checkpoint reference"):
+        resolve_checkpoint("hf" + "\udcff" * 300 + ":")
+    with pytest.raises(FewshotError, match="no such checkpoint file"):
+        resolve_checkpoint("x" * 5000 + ".pkl")
 
 
 def test_a_url_cache_file_stays_inside_its_folder(tmp_path: Path) -> None:

@@ -152,15 +152,17 @@ def info(
     """Show architecture, resolution, parameter counts and provenance (bundles: header only)."""
     from ..checkpoint import detect_format, read_header
     from ..errors import FewshotError
+    from ..pathkind import path_kind
 
     run = None
-    if Path(ckpt).is_dir():  # a run folder: its progress, then the checkpoint it stands for
+    on_disk = path_kind(Path(ckpt))
+    if on_disk == "folder":  # a run folder: its progress, then the checkpoint it stands for
         from ..loading import resolve_run_folder
         from ..train.run_dir import describe_run
 
         run = describe_run(Path(ckpt))
         ckpt = resolve_run_folder(Path(ckpt))
-    elif not Path(ckpt).exists():  # a name, hf:// reference or URL: resolved (and converted) through the hub
+    elif on_disk is None:  # a name, hf:// reference or URL: resolved (and converted) through the hub
         from ..hub import resolve_checkpoint
 
         ckpt = resolve_checkpoint(ckpt)

@@ -6,6 +6,7 @@ imports them (cheap: they defer torch to the command bodies, so ``fewshot --help
 
 from __future__ import annotations
 
+import re
 import sys
 
 import typer
@@ -36,10 +37,38 @@ def register_commands() -> None:
     use_fewshot_commands(app)
 
 
+_LONG_TOKEN = re.compile(r"\S{161,}")
+
+
+def _fit(text: str) -> str:
+    # A message quotes what the user gave; a reference of thousands of characters (a pasted blob, a runaway
+    # shell expansion) would fill the screen, so any run of 161+ non-space characters is shortened in the middle.
+    return _LONG_TOKEN.sub(lambda m: _shortened(m.group(0), keep=120), text)
+
+
 def render_error(message: str, hint: str | None = None) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {_fit(message)}", fg=typer.colors.RED, err=True)
     if hint:
-        typer.echo(f"hint: {hint}", err=True)
+        typer.echo(f"hint: {_fit(hint)}", err=True)
+
+
+def _shortened(name: object, keep: int = 100) -> str:
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(name))
+    if len(text) <= keep:
+        return text
+    return f"{text[:keep // 2]}...{text[-keep // 4:]} ({len(text):,} characters)"
+
+
+def os_error_line(exc: OSError) -> str:
+    """An operating-system failure on a path the user gave (a name too long, no permission, a full disk) as
+    one line that says which path and what the system said, the path shortened when it is long."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is None:
+        return f"{reason}"
+    target = f"'{_shortened(exc.filename)}'"
+    if getattr(exc, "filename2", None) is not None:
+        target += f" -> '{_shortened(exc.filename2)}'"
+    return f"{reason}: {target}"
 
 
 def _in_mro(exc: BaseException, class_name: str) -> bool:
@@ -76,6 +105,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(130)
         if debug:
             raise
+        if isinstance(exc, OSError) and exc.filename is not None:  # the system refused a path: say which, and why
+            render_error(os_error_line(exc), "check the path (rerun with --debug for the traceback)")
+            sys.exit(1)
         render_error(f"{type(exc).__name__}: {exc}", "rerun with --debug for the traceback")
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import settings
 from ..errors import FewshotError
+from ..pathkind import path_kind
 from .fetch import (
     FEWSHOT_CACHE_NOTE,
     FetchError,
@@ -51,9 +52,10 @@ def fetch_checkpoint_source(ref: str, *, offline: bool | None = None, flag: str 
         local = Path(ref).expanduser()
     except (RuntimeError, ValueError):  # ~user of an unknown user (or a NUL in it): no home folder to expand
         local = Path(ref)
-    if local.is_file():
+    kind = path_kind(local)
+    if kind == "file":
         return local, None
-    if local.is_dir():
+    if kind == "folder":
         raise FewshotError(f"{ref} is a folder, not a checkpoint file")
     if ref.startswith("hf://"):
         try:
