@@ -37,13 +37,13 @@ def register_commands() -> None:
     use_fewshot_commands(app)
 
 
-_LONG_TOKEN = re.compile(r"\S{161,}")
+_LONG_TOKEN = re.compile(r"\S{301,}")  # above any real path or URL a hint asks the user to copy
 
 
 def _fit(text: str) -> str:
     # A message quotes what the user gave; a reference of thousands of characters (a pasted blob, a runaway
-    # shell expansion) would fill the screen, so any run of 161+ non-space characters is shortened in the middle.
-    return _LONG_TOKEN.sub(lambda m: _shortened(m.group(0), keep=120), text)
+    # shell expansion) would fill the screen, so any run of 301+ non-space characters is shortened in the middle.
+    return _LONG_TOKEN.sub(lambda m: _shortened(m.group(0), keep=160), text)
 
 
 def render_error(message: str, hint: str | None = None) -> None:
