@@ -25,7 +25,7 @@ test: install
 # in `make test`, and the tolerances, derived from float32 arithmetic (tests/float32_bounds.py), must hold on both.
 # On a CPU without AVX-512 the caps change nothing. ~2 min on a 2-core machine.
 AVX2_ENV := ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2
-NUMERIC_TESTS := tests/test_ops.py tests/test_nets.py tests/test_reg_dgm.py tests/test_metrics.py tests/test_disp.py \
+NUMERIC_TESTS := tests/test_ops.py tests/test_nets.py tests/test_cpu_bf16.py tests/test_reg_dgm.py tests/test_metrics.py tests/test_disp.py \
 	tests/test_augment.py tests/test_generate.py tests/test_transfer.py
 
 test-avx2: install

@@ -164,6 +164,8 @@ class TrainConfig:
     device: str = option("auto", choices=("auto", "cpu", "cuda"))
     gpus: int = option(1, **_at_least(1))
     tf32: bool = False
+    cpu_bf16: bool = option(False, "CPU runs: the num_fp16_res blocks of G and D compute in bfloat16, as CUDA runs "
+                            "them in float16; needs AVX512-BF16 or AMX. Faster, at bfloat16's coarser rounding.")
     deterministic: bool = False
 
     # Provenance (filled in by resolve_config).
@@ -396,7 +398,7 @@ def _target_resolution(cfg: TrainConfig) -> tuple[int, str]:
 
 # What a resumed run may be told: how long to train and where to run. DATA names the run's own images (or their
 # new place) and outdir/name find the run; those are handled where the run is opened.
-RESUME_MAY_CHANGE = frozenset({"kimg", "device", "data", "outdir", "name"})
+RESUME_MAY_CHANGE = frozenset({"kimg", "device", "cpu_bf16", "data", "outdir", "name"})
 PROVENANCE_KEYS = frozenset({"preset", "description", "base_note"})
 
 
@@ -404,7 +406,7 @@ def resumed_config(stored: dict[str, Any], requested: dict[str, Any] | None = No
     """A snapshot's config with what the resuming command asked for.
 
     The same command again (``--resume latest`` added) is accepted: a flag equal to the run's value changes
-    nothing. ``kimg`` and ``device`` may change; any other value that differs is refused, naming the key, the
+    nothing. ``kimg``, ``device`` and ``cpu_bf16`` may change (where a run trains, and how fast); any other value that differs is refused, naming the key, the
     run's value and the new one (a new recipe is a new run: ``--base <snapshot>``)."""
     cfg = config_from_dict(stored)
     differ: list[str] = []

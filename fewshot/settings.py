@@ -68,6 +68,11 @@ def keep_freed_memory() -> bool:
     return value is None or value.strip() == "" or _truthy(value)
 
 
+def onednn_max_isa() -> str:
+    """``ONEDNN_MAX_CPU_ISA`` as oneDNN reads it (upper case; "" when unset: every ISA the CPU has)."""
+    return (os.environ.get("ONEDNN_MAX_CPU_ISA") or "").strip().upper()
+
+
 def tensorboard_events() -> bool:
     """``FEWSHOT_TENSORBOARD`` (default on): runs write TensorBoard events when the package is installed
     (fewshot.watch.hooks); ``0`` turns them off."""

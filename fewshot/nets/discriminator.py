@@ -13,6 +13,7 @@ from ..cuda import downsample2d, setup_filter
 from ..registry import networks
 from .generator import MappingNetwork
 from .layers import DEFAULT_RESAMPLE_FILTER, Conv2dLayer, FullyConnectedLayer
+from .precision import block_dtype
 
 
 class DiscriminatorBlock(nn.Module):
@@ -21,6 +22,8 @@ class DiscriminatorBlock(nn.Module):
     Layers whose global index is below ``freeze_layers`` are built with weights as buffers
     (the official FreezeD convention: names kept, nothing to train).
     """
+
+    cpu_half: torch.dtype | None = None  # set by fewshot.nets.precision.set_cpu_half
 
     def __init__(
         self,
@@ -76,8 +79,9 @@ class DiscriminatorBlock(nn.Module):
         self, x: torch.Tensor | None, img: torch.Tensor | None, force_fp32: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         ref = img if img is not None else x
-        use_fp16 = self.use_fp16 and not force_fp32 and ref.device.type == "cuda"
-        dtype = torch.float16 if use_fp16 else torch.float32
+        # float16 only where it is fast and supported (CUDA); bfloat16 on the CPU when training asks for it.
+        dtype = block_dtype(self.use_fp16, force_fp32, ref.device, self.cpu_half)
+        use_fp16 = dtype == torch.float16
         memory_format = torch.channels_last if self.channels_last and use_fp16 else torch.contiguous_format
 
         if x is not None:

@@ -22,6 +22,7 @@ from .layers import (
     modulated_conv2d,
     normalize_2nd_moment,
 )
+from .precision import block_dtype
 
 NOISE_MODES = ("random", "const", "none")
 
@@ -201,6 +202,8 @@ class ToRGBLayer(nn.Module):
 class SynthesisBlock(nn.Module):
     """One resolution of the synthesis network: (const | upsampling conv0) + conv1 + ToRGB."""
 
+    cpu_half: torch.dtype | None = None  # set by fewshot.nets.precision.set_cpu_half
+
     def __init__(
         self,
         in_channels: int,
@@ -266,9 +269,9 @@ class SynthesisBlock(nn.Module):
         **layer_kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         w_iter = iter(ws.unbind(dim=1))
-        # fp16 only where it is fast and supported: CUDA.
-        use_fp16 = self.use_fp16 and not force_fp32 and ws.device.type == "cuda"
-        dtype = torch.float16 if use_fp16 else torch.float32
+        # float16 only where it is fast and supported (CUDA); bfloat16 on the CPU when training asks for it.
+        dtype = block_dtype(self.use_fp16, force_fp32, ws.device, self.cpu_half)
+        use_fp16 = dtype == torch.float16
         memory_format = torch.channels_last if self.channels_last and use_fp16 else torch.contiguous_format
         if fused_modconv is None:
             fused_modconv = (not self.training) and (dtype == torch.float32 or int(ws.shape[0]) == 1)

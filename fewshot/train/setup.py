@@ -82,6 +82,7 @@ def setup(cfg: TrainConfig, request: Request, echo: Any, held: ExitStack) -> Run
         if finished is not None:
             return finished
     _torch_settings(cfg, device, dist)
+    _check_cpu_bf16(cfg, device)
     cfg = _check_inputs(cfg, request, point, dist.rank == 0)
     base, resolution = _base_and_resolution(cfg, point, out, dist.rank == 0)
     if base is not None:
@@ -98,6 +99,7 @@ def setup(cfg: TrainConfig, request: Request, echo: Any, held: ExitStack) -> Run
     if cfg.disp:
         disp_bank, nets = _setup_disp(cfg, images, nets, point, device, request, out, dist.rank == 0)
     transfer = _transfer(cfg, nets, point, device)
+    _reduced_precision(cfg, nets, device, out)
     from ..augment import make_augment
 
     augment = make_augment(cfg.augment.method, cfg.augment.options, p=cfg.augment.p, target=cfg.augment.target,
@@ -169,6 +171,36 @@ def _torch_settings(cfg: TrainConfig, device: torch.device, dist: Any) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
     if device.type == "cpu":
         keep_freed_memory()  # large per-step temporaries: reuse them instead of re-faulting fresh pages
+
+
+def _check_cpu_bf16(cfg: TrainConfig, device: torch.device) -> None:
+    """``cpu_bf16`` on a CPU without bfloat16 instructions is refused before anything loads: oneDNN would
+    emulate them, about a hundred times slower than float32."""
+    from ..nets.precision import native_bf16
+
+    if cfg.cpu_bf16 and device.type == "cpu":
+        native, why = native_bf16()
+        if not native:
+            raise FewshotError(f"cpu_bf16 needs native bfloat16, and {why}",
+                               hint="train without --cpu-bf16 (float32, the default; --no-cpu-bf16 when resuming such a run)")
+
+
+def _reduced_precision(cfg: TrainConfig, nets: dict[str, nn.Module], device: torch.device, out: RunOutput) -> None:
+    """The trained G and D compute their ``num_fp16_res`` blocks in bfloat16 on the CPU when ``cpu_bf16``
+    asks; G_ema stays float32, so snapshots, grids and metrics come from the float32 network users sample."""
+    from ..nets.precision import set_cpu_half
+
+    if not cfg.cpu_bf16:
+        return
+    if device.type != "cpu":
+        out(f"note: cpu_bf16 applies to CPU runs; on {device.type} the num_fp16_res blocks run float16")
+        return
+    counts = {name: set_cpu_half(nets[name], torch.bfloat16) for name in ("G", "D")}
+    if not any(counts.values()):
+        out("note: cpu_bf16 changes nothing here: no block of G or D is in num_fp16_res "
+            f"(num_fp16_res {cfg.num_fp16_res}; StyleGAN3 generators stay float32)")
+        return
+    out(f"CPU bfloat16: {counts['G']} blocks of G and {counts['D']} of D (num_fp16_res {cfg.num_fp16_res})")
 
 
 def _check_inputs(cfg: TrainConfig, request: Request, point: ResumePoint | None, is_main: bool) -> TrainConfig:
