@@ -4,7 +4,9 @@ Training: one iteration of each training loop at equal config, from scratch (ran
 starting at p = 0.2 with target 0.6, adjusted every 4 batches, style mixing 0.9, path length 2, R1 γ of
 train.py's ``--cfg auto`` (0.0002 · res² / batch), Adam as the official lazy regularisation scales it, z/w
 512, 2 mapping layers, no fp16 and no clamp (the official code runs fp32 on the CPU), minibatch-stddev
-groups of 4, G_ema updated every batch.
+groups of 4, G_ema updated every batch. ``--cpu-bf16``: both with conv_clamp 256, and fewshot's top four
+resolutions in bfloat16 (``cpu_bf16``, on CPUs with AVX512-BF16 or AMX), the CPU counterpart of the official
+``num_fp16_res=4`` that it runs only on a GPU.
 
 - *official*: the loop body of ``training/training_loop.py`` driving the official ``Generator``,
   ``Discriminator``, ``AugmentPipe`` and ``StyleGAN2Loss``; its reals are drawn from uint8 images held in
@@ -193,9 +195,9 @@ from fewshot.train.run import TickStats
 from fewshot.train.setup import Request, setup
 overrides = dict(data=cfg["data"], outdir=cfg["outdir"], resolution=res, z_dim=512, w_dim=512,
                  map_layers=cfg.get("map", 2), channel_base=cfg["channel_base"], channel_max=cfg["channel_max"],
-                 num_fp16_res=cfg.get("fp16", 0), conv_clamp=cfg.get("clamp"), batch=batch, mbstd_group=4,
-                 gamma=gamma, aug_p=0.2, kimg=10000, tick_kimg=10000, snap=0, device=cfg["device"], seed=0,
-                 metrics=[])
+                 num_fp16_res=cfg.get("fewshot_fp16", cfg.get("fp16", 0)), conv_clamp=cfg.get("clamp"), batch=batch,
+                 mbstd_group=4, gamma=gamma, aug_p=0.2, kimg=10000, tick_kimg=10000, snap=0, device=cfg["device"],
+                 seed=0, metrics=[], cpu_bf16=cfg.get("cpu_bf16", False))
 with ExitStack() as held:
     held.enter_context(_process_torch_settings())
     run = setup(resolve_config("scratch", overrides), Request(progress=False, plan=False), lambda m: None, held)
@@ -295,14 +297,20 @@ def interleaved(rounds: int, runs: dict[str, callable]) -> dict[str, list]:
 
 def train_rows(label: str, cfg: dict, rounds: int, tmp: Path) -> None:
     cfg = dict(cfg, data=str(noise_images(tmp / f"data{cfg['res']}", cfg["res"])), outdir=str(tmp / "runs"))
-    results = interleaved(rounds, {"official": lambda: child(OFFICIAL_TRAIN, cfg),
-                                   "fewshot": lambda: child(FEWSHOT_TRAIN, cfg)})
+    runs = {"official": lambda: child(OFFICIAL_TRAIN, cfg), "fewshot": lambda: child(FEWSHOT_TRAIN, cfg)}
+    if cfg.get("cpu_bf16"):  # the lever A/B: the same fewshot run in float32
+        runs["fewshot float32"] = lambda: child(FEWSHOT_TRAIN, dict(cfg, cpu_bf16=False))
+    results = interleaved(rounds, runs)
     best = {name: min(amortised(t) for t in runs) for name, runs in results.items()}
     for name, runs in results.items():
         rounds_s = ", ".join(f"{amortised(t):.3f}" for t in runs)
         kinds = " / ".join(f"{min(t[k] for t in runs):.3f}" for k in KINDS)
         print(f"| {label} | {name} | **{best[name]:.3f}** | {rounds_s} | {kinds} |", flush=True)
     print(f"| {label} | ratio official / fewshot | **{best['official'] / best['fewshot']:.2f}x** | | |", flush=True)
+    if cfg.get("cpu_bf16"):
+        print(f"| {label} | ratio official / fewshot float32 | **{best['official'] / best['fewshot float32']:.2f}x** "
+              f"| | |\n| {label} | bfloat16 speed-up (fewshot float32 / fewshot) | "
+              f"**{best['fewshot float32'] / best['fewshot']:.2f}x** | | |", flush=True)
     if cfg.get("profile"):
         print("\n| config | code | direct convolutions s/iteration (share) | batched matmuls + Winograd transforms | "
               "everything else |\n|---|---|---:|---:|---:|")
@@ -328,6 +336,10 @@ def main() -> None:
     parser.add_argument("--skip-sampling", action="store_true")
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--with-default", action="store_true", help="also the 64 px constructor-default network")
+    parser.add_argument("--cpu-bf16", action="store_true",
+                        help="CPU training: fewshot's top 4 resolutions in bfloat16 (its cpu_bf16, where the official "
+                             "code runs float16 on a GPU), both codes with conv_clamp 256 (the official code stays "
+                             "float32 on the CPU)")
     parser.add_argument("--profile", action="store_true",
                         help="CPU: also profile each side's oneDNN direct convolutions (one more batch of each kind)")
     args = parser.parse_args()
@@ -347,6 +359,15 @@ def main() -> None:
         raise SystemExit("official_side_by_side: --profile sums CPU operator times; it is for --device cpu")
     base = {"device": args.device, "official": str(args.official), "images": 64 if args.device == "cpu" else 256,
             "profile": args.profile}
+    if args.cpu_bf16:
+        from fewshot.nets.precision import native_bf16
+
+        native, why = native_bf16()
+        if args.device != "cpu" or not native:
+            raise SystemExit(f"official_side_by_side: --cpu-bf16 is for a CPU with native bfloat16; {why or 'cuda'}")
+        base.update(clamp=256, fewshot_fp16=4, cpu_bf16=True)
+        configs = {f"{label}, clamp 256, fewshot bf16 x4": cfg for label, cfg in configs.items()}
+        args.skip_sampling = True  # sampling stays float32 in fewshot (cpu_bf16 is a training setting)
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_training:
             print("\n| config | code | s/iteration (best) | rounds | plain / +Greg / +Greg+Dreg batch (best) |")
