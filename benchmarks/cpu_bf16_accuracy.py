@@ -81,7 +81,7 @@ def networks() -> None:
     print("\n| 64 px small, num_fp16_res 4 | G image | D logits | D input gradient (R1) |\n|---|---:|---:|---:|")
     for name, dtype in (("bfloat16 (cpu_bf16)", torch.bfloat16), ("float16 (the official GPU precision)",
                                                                   torch.float16)):
-        errors = [rel(y, r) for y, r in zip(outputs(dtype), ref)]
+        errors = [rel(y, r) for y, r in zip(outputs(dtype), ref, strict=True)]
         print(f"| {name} | " + " | ".join(f"{e:.2%}" for e in errors) + " |")
 
 
