@@ -193,3 +193,20 @@ def test_resume_may_turn_cpu_bf16_on_or_off():
     assert resumed_config(stored, {"cpu_bf16": True, "kimg": 1.0}).cpu_bf16 is True
     with pytest.raises(FewshotError, match="num_fp16_res 2 -> 3"):
         resumed_config(stored, {"num_fp16_res": 3})
+
+
+@pytest.mark.parametrize("native, expected", [
+    ((True, ""), "native: train --cpu-bf16 runs the num_fp16_res blocks in bfloat16"),
+    ((False, "this CPU has no bfloat16 dot-product instructions"), "not native (this CPU has no bfloat16"),
+])
+def test_doctor_says_whether_cpu_bf16_can_run(monkeypatch, native, expected):
+    from typer.testing import CliRunner
+
+    from fewshot.cli import app, register_commands
+
+    monkeypatch.setattr(precision, "native_bf16", lambda: native)
+    register_commands()
+    result = CliRunner().invoke(app, ["doctor", "--no-build"])
+    assert result.exit_code == 0, result.output
+    (shown,) = [line for line in result.output.splitlines() if line.startswith("bfloat16 [cpu]")]
+    assert expected in shown

@@ -65,6 +65,11 @@ def doctor(
         winograd = "on for wide 3x3 convolutions, with the compiled CPU ops (FEWSHOT_WINOGRAD=0 turns it off)"
     line("winograd [cpu]", winograd)
     line("keep freed mem", "on for CPU runs (glibc)" if settings.keep_freed_memory() else "off (FEWSHOT_KEEP_FREED=0)")
+    from ..nets.precision import native_bf16
+
+    native, why = native_bf16()
+    line("bfloat16 [cpu]", "native: train --cpu-bf16 runs the num_fp16_res blocks in bfloat16" if native
+         else f"not native ({why}): train --cpu-bf16 is refused")
     if not torch.cuda.is_available():
         line("ops [cuda]", "no CUDA device (check the CUDA build with `python -m fewshot.cuda.build --check-cuda`)")
 
