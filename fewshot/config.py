@@ -164,8 +164,9 @@ class TrainConfig:
     device: str = option("auto", choices=("auto", "cpu", "cuda"))
     gpus: int = option(1, **_at_least(1))
     tf32: bool = False
-    cpu_bf16: bool = option(False, "CPU runs: the num_fp16_res blocks of G and D compute in bfloat16, as CUDA runs "
-                            "them in float16; needs AVX512-BF16 or AMX. Faster, at bfloat16's coarser rounding.")
+    cpu_bf16: bool = option(False, "CPU runs: the direct convolutions of G's and D's num_fp16_res blocks (which CUDA "
+                            "runs in float16) on bfloat16 operands; needs AVX512-BF16 or AMX. Faster, at "
+                            "bfloat16's coarser rounding.")
     deterministic: bool = False
 
     # Provenance (filled in by resolve_config).

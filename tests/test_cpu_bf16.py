@@ -1,4 +1,5 @@
-"""``cpu_bf16``: the ``num_fp16_res`` blocks of G and D in bfloat16 on the CPU (fewshot.nets.precision).
+"""``cpu_bf16``: the direct convolutions of G's and D's ``num_fp16_res`` blocks on bfloat16 operands on the CPU
+(fewshot.nets.precision, fewshot.cuda.resample.direct_convs_in).
 
 These tests run on any CPU: where oneDNN has no native bfloat16 kernels it emulates them (slowly, which tiny
 networks do not notice), and the training tests stand in for the capability check.
@@ -8,21 +9,21 @@ from __future__ import annotations
 
 import copy
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import make_tiny_D, make_tiny_G, straight_and_resumed
 
 from fewshot.config import config_from_dict, resolve_config, resumed_config
-from fewshot.cuda import bias_act, conv2d_resample, setup_filter, upfirdn2d
-from fewshot.cuda.bias_act_ref import bias_act_ref
+from fewshot.cuda import conv2d_resample, direct_convs_in, setup_filter, upfirdn2d
 from fewshot.errors import FewshotError
 from fewshot.nets import precision
-from fewshot.nets.precision import block_dtype, native_bf16, set_cpu_half
+from fewshot.nets.precision import block_dtype, cpu_conv_dtype, native_bf16, set_cpu_half
 
 # bfloat16 keeps 8 significant bits: one rounding is within 2^-9 (0.2%) of the value. A tiny network rounds
-# each activation a handful of times on its way to the output, so the image (or logit) differs from float32 by
-# about 1% of its norm; 5% leaves room for the unlucky draw, while a block computing the wrong thing is off by
+# the operands of a handful of convolutions on the way to its output, so the image (or logit) differs from
+# float32 by well under 1% of its norm; 5% leaves room for the unlucky draw, while a block computing the wrong thing is off by
 # its whole magnitude. A difference below 1e-4 would mean bfloat16 never ran (float32 alone agrees to 1e-6).
 BF16_REL_BOUND = 0.05
 BF16_MUST_DIFFER = 1e-4
@@ -43,49 +44,46 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.detach().double() - b.detach().double()).norm() / b.detach().double().norm())
 
 
-def test_block_dtype_follows_device_flag_and_setting():
+def test_block_dtype_and_the_cpu_convolution_dtype():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert block_dtype(True, False, cpu, None) == torch.float32  # the CPU default: float32, as official
-    assert block_dtype(True, False, cpu, torch.bfloat16) == torch.bfloat16
-    assert block_dtype(True, True, cpu, torch.bfloat16) == torch.float32  # force_fp32 wins
-    assert block_dtype(False, False, cpu, torch.bfloat16) == torch.float32  # a block outside num_fp16_res
-    assert block_dtype(True, False, cuda, torch.bfloat16) == torch.float16  # CUDA keeps the official float16
-    assert block_dtype(False, False, cuda, None) == torch.float32
+    assert block_dtype(True, False, cpu) == torch.float32  # activations on the CPU: float32, as official
+    assert block_dtype(True, False, cuda) == torch.float16  # CUDA keeps the official float16
+    assert block_dtype(True, True, cuda) == block_dtype(False, False, cuda) == torch.float32
+    block = SimpleNamespace(use_fp16=True, cpu_half=torch.bfloat16)
+    assert cpu_conv_dtype(block, cpu, False) == torch.bfloat16
+    assert cpu_conv_dtype(block, cpu, True) is None  # force_fp32 wins
+    assert cpu_conv_dtype(block, cuda, False) is None  # on CUDA the block is float16 already
+    assert cpu_conv_dtype(SimpleNamespace(use_fp16=False, cpu_half=torch.bfloat16), cpu, False) is None
+    assert cpu_conv_dtype(SimpleNamespace(use_fp16=True, cpu_half=None), cpu, False) is None
 
 
-def _dtypes_seen(net: torch.nn.Module, run) -> dict[str, torch.dtype]:
-    seen: dict[str, torch.dtype] = {}
+@pytest.fixture
+def conv_inputs(monkeypatch):
+    """The dtypes of the inputs of every torch convolution call, in order."""
+    seen: list[torch.dtype] = []
+    for name in ("conv2d", "conv_transpose2d"):
+        original = getattr(torch.nn.functional, name)
 
-    def record(name: str):
-        def hook(module, args, out) -> None:  # returns None: the output stays as it is
-            seen.setdefault(name, out.dtype)
-        return hook
-
-    hooks = [m.register_forward_hook(record(name)) for name, m in net.named_modules()
-             if name.endswith(("conv0", "conv1"))]
-    try:
-        run()
-    finally:
-        for hook in hooks:
-            hook.remove()
+        def wrapped(x, *args, _original=original, **kwargs):
+            seen.append(x.dtype)
+            return _original(x, *args, **kwargs)
+        monkeypatch.setattr(torch.nn.functional, name, wrapped)
     return seen
 
 
-def test_generator_blocks_in_num_fp16_res_run_bf16_and_stay_close_to_float32():
+def test_generator_direct_convolutions_in_bf16_stay_close_to_float32(conv_inputs):
     G = make_tiny_G(0, synthesis_kwargs={"channel_base": 512, "channel_max": 64, "num_fp16_res": 2,
                                          "conv_clamp": 256}).eval()
     z = torch.randn(3, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want = G(z, None, noise_mode="const")
+        assert torch.bfloat16 not in conv_inputs
         state = {k: v.clone() for k, v in G.state_dict().items()}
         assert set_cpu_half(G, torch.bfloat16) == 2  # b16 and b32 of the 32 px generator
-        seen = _dtypes_seen(G, lambda: G(z, None, noise_mode="const"))
+        conv_inputs.clear()
         got = G(z, None, noise_mode="const")
-    assert {name: dtype for name, dtype in seen.items()} == {
-        "synthesis.b4.conv1": torch.float32, "synthesis.b8.conv0": torch.float32, "synthesis.b8.conv1": torch.float32,
-        "synthesis.b16.conv0": torch.bfloat16, "synthesis.b16.conv1": torch.bfloat16,
-        "synthesis.b32.conv0": torch.bfloat16, "synthesis.b32.conv1": torch.bfloat16,
-    }
+    # b16's and b32's convolutions took bfloat16 operands; b4's and b8's stayed float32.
+    assert torch.bfloat16 in conv_inputs and torch.float32 in conv_inputs
     assert got.dtype == torch.float32
     assert BF16_MUST_DIFFER < _rel(got, want) < BF16_REL_BOUND
     assert all(torch.equal(state[k], v) for k, v in G.state_dict().items())  # a runtime setting only
@@ -95,15 +93,12 @@ def test_generator_blocks_in_num_fp16_res_run_bf16_and_stay_close_to_float32():
         assert torch.equal(G(z, None, noise_mode="const"), want)
 
 
-def test_discriminator_bf16_blocks_and_their_gradients():
+def test_discriminator_bf16_convolutions_and_their_gradients():
     D = make_tiny_D(0, num_fp16_res=2, conv_clamp=256)
     img = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2), requires_grad=True)
     want = D(img, None)
     (want_grad,) = torch.autograd.grad(want.sum(), img)
     assert set_cpu_half(D, torch.bfloat16) == 2
-    seen = _dtypes_seen(D, lambda: D(img, None))
-    assert seen["b32.conv0"] == torch.bfloat16 and seen["b16.conv1"] == torch.bfloat16
-    assert seen["b8.conv0"] == torch.float32
     got = D(img, None)
     (grad,) = torch.autograd.grad(got.sum(), img, create_graph=True)  # R1 differentiates this once more
     assert got.dtype == grad.dtype == torch.float32
@@ -113,30 +108,26 @@ def test_discriminator_bf16_blocks_and_their_gradients():
     assert torch.isfinite(second).all()
 
 
-def test_bf16_ops_are_the_float32_kernels_on_upcast_copies():
+def test_only_direct_convolutions_round_their_operands():
     gen = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 16, 12, 12, generator=gen).bfloat16()
-    b = torch.randn(16, generator=gen)
-    y = bias_act(x, b.bfloat16(), act="lrelu", gain=2**0.5, clamp=0.5)
-    assert y.dtype == torch.bfloat16
-    assert torch.equal(y, bias_act(x.float(), b.bfloat16().float(), act="lrelu", gain=2**0.5, clamp=0.5).bfloat16())
-    # torch's reference in bfloat16 rounds after each step: within a few bfloat16 steps (2^-8 relative) of it.
-    ref = bias_act_ref(x, b.bfloat16(), act="lrelu", gain=2**0.5, clamp=0.5)
-    assert torch.allclose(y.float(), ref.float(), rtol=2**-6, atol=2**-8)
-
+    x = torch.randn(4, 64, 32, 32, generator=gen, requires_grad=True)
+    w = torch.randn(64, 64, 3, 3, generator=gen).div(24)
     f = setup_filter([1, 3, 3, 1])
-    up = upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4)
-    assert up.dtype == torch.bfloat16
-    assert torch.equal(up, upfirdn2d(x.float(), f, up=2, padding=[2, 1, 2, 1], gain=4).bfloat16())
-
-    # A 3x3 convolution big enough for the CPU's Winograd path: the float32 convolution, rounded once.
-    x = torch.randn(4, 64, 32, 32, generator=gen).bfloat16().requires_grad_(True)
-    w = torch.randn(64, 64, 3, 3, generator=gen).div(24).bfloat16()
-    y = conv2d_resample(x, w, padding=1)
-    assert y.dtype == torch.bfloat16
-    assert torch.equal(y, conv2d_resample(x.detach().float(), w.float(), padding=1).bfloat16())
-    (grad,) = torch.autograd.grad(y.float().sum(), x)
-    assert grad.dtype == torch.bfloat16 and torch.isfinite(grad.float()).all()
+    with direct_convs_in(torch.bfloat16):
+        winograd = conv2d_resample(x, w, padding=1)  # big enough for the CPU's float32 Winograd
+        strided = conv2d_resample(x, w, f=f, down=2, padding=1)
+        small = conv2d_resample(x[:, :, :4, :4], w, padding=1)  # a 4x4 map: the direct convolution
+        (grad,) = torch.autograd.grad(strided.sum(), x)
+    assert winograd.dtype == strided.dtype == small.dtype == grad.dtype == torch.float32
+    assert torch.equal(winograd, conv2d_resample(x, w, padding=1))
+    with torch.no_grad():
+        padded = upfirdn2d(x, f, padding=[2, 2, 2, 2])
+        expected = torch.nn.functional.conv2d(padded.bfloat16(), w.bfloat16(), stride=2).float()
+        assert torch.equal(strided, expected)
+        expected_small = torch.nn.functional.conv2d(x[:, :, :4, :4].bfloat16(), w.bfloat16(), padding=1).float()
+        assert torch.equal(small, expected_small)
+    # Outside the context nothing is rounded.
+    assert not torch.equal(conv2d_resample(x, w, f=f, down=2, padding=1), strided)
 
 
 def test_native_bf16_needs_the_instructions_and_an_isa_cap_that_allows_them(monkeypatch):
@@ -196,7 +187,7 @@ def test_resume_may_turn_cpu_bf16_on_or_off():
 
 
 @pytest.mark.parametrize("native, expected", [
-    ((True, ""), "native: train --cpu-bf16 runs the num_fp16_res blocks in bfloat16"),
+    ((True, ""), "native: train --cpu-bf16 runs the num_fp16_res blocks' direct convolutions in bfloat16"),
     ((False, "this CPU has no bfloat16 dot-product instructions"), "not native (this CPU has no bfloat16"),
 ])
 def test_doctor_says_whether_cpu_bf16_can_run(monkeypatch, native, expected):

@@ -68,7 +68,7 @@ def doctor(
     from ..nets.precision import native_bf16
 
     native, why = native_bf16()
-    line("bfloat16 [cpu]", "native: train --cpu-bf16 runs the num_fp16_res blocks in bfloat16" if native
+    line("bfloat16 [cpu]", "native: train --cpu-bf16 runs the num_fp16_res blocks' direct convolutions in bfloat16" if native
          else f"not native ({why}): train --cpu-bf16 is refused")
     if not torch.cuda.is_available():
         line("ops [cuda]", "no CUDA device (check the CUDA build with `python -m fewshot.cuda.build --check-cuda`)")

@@ -78,7 +78,7 @@ def train(
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda", rich_help_panel=_OPT),
     allow_partial: Optional[bool] = typer.Option(None, "--allow-partial", help="Train even if base tensors do not fit.", rich_help_panel=_OPT),
     deterministic: Optional[bool] = typer.Option(None, "--deterministic", help="Deterministic GPU kernels (no cuDNN autotuning): a resumed run then equals a straight one bit for bit, as CPU runs always do.", rich_help_panel=_OPT),
-    cpu_bf16: Optional[bool] = typer.Option(None, "--cpu-bf16/--no-cpu-bf16", help="CPU: the num_fp16_res blocks in bfloat16 (needs AVX512-BF16 or AMX); faster, coarser rounding. May change on --resume.", rich_help_panel=_OPT),
+    cpu_bf16: Optional[bool] = typer.Option(None, "--cpu-bf16/--no-cpu-bf16", help="CPU: the direct convolutions of the num_fp16_res blocks in bfloat16 (needs AVX512-BF16 or AMX); faster, coarser rounding. May change on --resume.", rich_help_panel=_OPT),
     set_values: list[str] = typer.Option([], "--set", help="Any config key: --set key=value (repeatable).", rich_help_panel=_OPT),
     gpus: int = typer.Option(1, "--gpus", help="Processes to launch (torchrun) for data parallelism."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and what trains, then exit."),

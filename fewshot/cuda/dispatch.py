@@ -24,13 +24,6 @@ _KERNEL_DTYPES = {
 }
 
 
-def _cpu_bfloat16(x: torch.Tensor) -> bool:
-    """bfloat16 on the CPU (training's ``cpu_bf16`` blocks): the float32 kernel on an upcast copy, rounded
-    back. Memory-bound ops gain nothing from bfloat16 arithmetic, and torch's reference ops in bfloat16 would
-    round after every step and run several times slower."""
-    return x.dtype == torch.bfloat16 and x.device.type == "cpu"
-
-
 def _kernel_module(x: torch.Tensor) -> ModuleType | None:
     """The compiled module for ``x``, or None when the reference must run."""
     from .build import compiled_module
@@ -50,9 +43,6 @@ def bias_act(
     clamp: float | None = None,
 ) -> torch.Tensor:
     """``clamp(act(x + b) * gain, -clamp, clamp)``; see :func:`bias_act_ref` for the definition."""
-    if _cpu_bfloat16(x):
-        b = None if b is None else b.float()
-        return bias_act(x.float(), b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp).to(x.dtype)
     module = _kernel_module(x)
     if module is None:
         return bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
@@ -71,9 +61,6 @@ def upfirdn2d(
     gain: float = 1,
 ) -> torch.Tensor:
     """Upsample, pad, FIR-filter, downsample; see :func:`upfirdn2d_ref` for the definition."""
-    if _cpu_bfloat16(x):
-        y = upfirdn2d(x.float(), f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
-        return y.to(x.dtype)
     # Gradients with respect to the filter are not compiled (the networks' filters are fixed buffers).
     module = None if (f is not None and f.requires_grad) else _kernel_module(x)
     if module is None:

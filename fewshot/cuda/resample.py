@@ -6,13 +6,17 @@ padding arithmetic of StyleGAN2 so that official weights give the same images.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 import torch.nn.functional as F
 
 from .derived import derived
 from .dispatch import upfirdn2d
 from .upfirdn2d_ref import Padding, Scale, filter_size, parse_padding, parse_scaling
-from .winograd import conv3x3
+from .winograd import conv3x3, winograd_module
 
 
 def upsample2d(
@@ -49,6 +53,23 @@ def filter2d(
     return upfirdn2d(x, f, padding=p, flip_filter=flip_filter, gain=gain)
 
 
+# The dtype of the direct CPU convolutions inside a reduced-precision block (training's ``cpu_bf16``), None
+# elsewhere. Set for the duration of a block's forward, like torch.autocast; autograd records the casts, so the
+# backward (and R1's double backward) runs the same convolutions in the same dtype.
+_DIRECT_CONV_DTYPE: ContextVar[torch.dtype | None] = ContextVar("fewshot_direct_conv_dtype", default=None)
+
+
+@contextmanager
+def direct_convs_in(dtype: torch.dtype | None) -> Iterator[None]:
+    """Within it, float32 CPU convolutions that take oneDNN's direct path run in ``dtype`` (None: unchanged)
+    and return float32; Winograd convolutions stay float32."""
+    token = _DIRECT_CONV_DTYPE.set(dtype)
+    try:
+        yield
+    finally:
+        _DIRECT_CONV_DTYPE.reset(token)
+
+
 def _conv(
     x: torch.Tensor, w: torch.Tensor, stride: int = 1, padding: int | list[int] = 0, groups: int = 1,
     transpose: bool = False, flip_weight: bool = True,
@@ -56,9 +77,24 @@ def _conv(
     # flip_weight=True means "use conv2d's correlation as is"; False flips the taps to a true convolution.
     if not flip_weight and (w.shape[2] > 1 or w.shape[3] > 1):
         w = w.flip([2, 3])
+    winograd_shaped = (not transpose and stride == 1 and groups == 1 and w.shape[2:] == (3, 3)
+                       and padding in ([1, 1], 1, (1, 1)))
+    low = _DIRECT_CONV_DTYPE.get()
+    if low is not None and x.device.type == "cpu" and x.dtype == torch.float32 and not (
+            winograd_shaped and winograd_module(x, w) is not None):
+        # Only the convolution's operands are rounded; its output and everything around it stay float32.
+        # Winograd keeps float32: with bfloat16 GEMMs its transforms would amplify the rounding to ~3%.
+        return _plain_conv(x.to(low), w.to(low), stride, padding, groups, transpose, winograd_shaped).float()
+    return _plain_conv(x, w, stride, padding, groups, transpose, winograd_shaped)
+
+
+def _plain_conv(
+    x: torch.Tensor, w: torch.Tensor, stride: int, padding: int | list[int], groups: int, transpose: bool,
+    winograd_shaped: bool,
+) -> torch.Tensor:
     if transpose:
         return F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
-    if stride == 1 and groups == 1 and w.shape[2:] == (3, 3) and padding in ([1, 1], 1, (1, 1)):
+    if winograd_shaped:
         return conv3x3(x, w)  # Winograd on the CPU where it pays, else F.conv2d
     return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
 

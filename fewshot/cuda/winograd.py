@@ -54,9 +54,9 @@ def conv3x3_winograd_compiled(module, x: torch.Tensor, w: torch.Tensor) -> torch
     return _LinearMap.apply(torch.bmm(u, v), module, "winograd_output", "winograd_output_t", (n, h, width), ())
 
 
-def winograd_module(x: torch.Tensor, w: torch.Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)):
+def winograd_module(x: torch.Tensor, w: torch.Tensor):
     """The compiled CPU module when this convolution should take the Winograd path, else None."""
-    if x.device.type != "cpu" or x.dtype not in dtypes or w.dtype != x.dtype:
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or w.dtype != x.dtype:
         return None
     if w.shape[0] * w.shape[1] < MIN_CHANNEL_PRODUCT:
         return None
@@ -72,17 +72,7 @@ def winograd_module(x: torch.Tensor, w: torch.Tensor, dtypes: tuple[torch.dtype,
 
 
 def conv3x3(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``F.conv2d(x, w, padding=1)`` for a 3x3 ``w`` (groups 1), by Winograd on the CPU where it pays.
-
-    bfloat16 input (training's ``cpu_bf16`` blocks) takes the float32 Winograd on upcast copies where it pays:
-    it is as fast as oneDNN's bfloat16 direct convolution there, and a Winograd with bfloat16 GEMMs would not
-    do (F(4x4, 3x3)'s transforms amplify bfloat16's rounding to ~3% of the output; BENCHMARKS.md #26).
-    """
-    if x.dtype == torch.bfloat16:
-        module = winograd_module(x, w, dtypes=(torch.bfloat16,))
-        if module is not None:
-            return conv3x3_winograd_compiled(module, x.float(), w.float()).to(x.dtype)
-        return F.conv2d(x, w, padding=1)
+    """``F.conv2d(x, w, padding=1)`` for a 3x3 ``w`` (groups 1), by Winograd on the CPU where it pays."""
     module = winograd_module(x, w)
     if module is None:
         return F.conv2d(x, w, padding=1)

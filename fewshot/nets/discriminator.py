@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..cuda import downsample2d, setup_filter
+from ..cuda import direct_convs_in, downsample2d, setup_filter
 from ..registry import networks
 from .generator import MappingNetwork
 from .layers import DEFAULT_RESAMPLE_FILTER, Conv2dLayer, FullyConnectedLayer
-from .precision import block_dtype
+from .precision import block_dtype, cpu_conv_dtype
 
 
 class DiscriminatorBlock(nn.Module):
@@ -23,7 +23,7 @@ class DiscriminatorBlock(nn.Module):
     (the official FreezeD convention: names kept, nothing to train).
     """
 
-    cpu_half: torch.dtype | None = None  # set by fewshot.nets.precision.set_cpu_half
+    cpu_half: torch.dtype | None = None  # direct CPU convolutions' dtype: fewshot.nets.precision.set_cpu_half
 
     def __init__(
         self,
@@ -79,8 +79,14 @@ class DiscriminatorBlock(nn.Module):
         self, x: torch.Tensor | None, img: torch.Tensor | None, force_fp32: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         ref = img if img is not None else x
-        # float16 only where it is fast and supported (CUDA); bfloat16 on the CPU when training asks for it.
-        dtype = block_dtype(self.use_fp16, force_fp32, ref.device, self.cpu_half)
+        with direct_convs_in(cpu_conv_dtype(self, ref.device, force_fp32)):
+            return self._forward(x, img, ref, force_fp32)
+
+    def _forward(
+        self, x: torch.Tensor | None, img: torch.Tensor | None, ref: torch.Tensor, force_fp32: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # fp16 only where it is fast and supported: CUDA.
+        dtype = block_dtype(self.use_fp16, force_fp32, ref.device)
         use_fp16 = dtype == torch.float16
         memory_format = torch.channels_last if self.channels_last and use_fp16 else torch.contiguous_format
 

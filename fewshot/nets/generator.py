@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..cuda import ACTIVATIONS, bias_act, setup_filter, upsample2d
+from ..cuda import ACTIVATIONS, bias_act, direct_convs_in, setup_filter, upsample2d
 from ..registry import networks
 from .layers import (
     DEFAULT_RESAMPLE_FILTER,
@@ -22,7 +22,7 @@ from .layers import (
     modulated_conv2d,
     normalize_2nd_moment,
 )
-from .precision import block_dtype
+from .precision import block_dtype, cpu_conv_dtype
 
 NOISE_MODES = ("random", "const", "none")
 
@@ -202,7 +202,7 @@ class ToRGBLayer(nn.Module):
 class SynthesisBlock(nn.Module):
     """One resolution of the synthesis network: (const | upsampling conv0) + conv1 + ToRGB."""
 
-    cpu_half: torch.dtype | None = None  # set by fewshot.nets.precision.set_cpu_half
+    cpu_half: torch.dtype | None = None  # direct CPU convolutions' dtype: fewshot.nets.precision.set_cpu_half
 
     def __init__(
         self,
@@ -268,9 +268,21 @@ class SynthesisBlock(nn.Module):
         fused_modconv: bool | None = None,
         **layer_kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        with direct_convs_in(cpu_conv_dtype(self, ws.device, force_fp32)):
+            return self._forward(x, img, ws, force_fp32, fused_modconv, **layer_kwargs)
+
+    def _forward(
+        self,
+        x: torch.Tensor | None,
+        img: torch.Tensor | None,
+        ws: torch.Tensor,
+        force_fp32: bool,
+        fused_modconv: bool | None,
+        **layer_kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         w_iter = iter(ws.unbind(dim=1))
-        # float16 only where it is fast and supported (CUDA); bfloat16 on the CPU when training asks for it.
-        dtype = block_dtype(self.use_fp16, force_fp32, ws.device, self.cpu_half)
+        # fp16 only where it is fast and supported: CUDA.
+        dtype = block_dtype(self.use_fp16, force_fp32, ws.device)
         use_fp16 = dtype == torch.float16
         memory_format = torch.channels_last if self.channels_last and use_fp16 else torch.contiguous_format
         if fused_modconv is None:

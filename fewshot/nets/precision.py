@@ -1,10 +1,11 @@
-"""Which dtype a block of the networks computes in: the reduced-precision layers of ``num_fp16_res``.
+"""Which precision a block of the networks computes in: the reduced-precision layers of ``num_fp16_res``.
 
-On CUDA those blocks run float16, as in the official code. On the CPU they run float32 unless training asked
-for bfloat16 there (``cpu_bf16``): oneDNN then runs the convolutions at twice the float32 multiply-add rate on
-CPUs with bfloat16 dot products (AVX512-BF16, AMX), and the compiled element-wise ops compute in float32 on
-upcast copies. bfloat16 keeps float32's range, so unlike float16 it needs no pre-normalised weights, but its
-8-bit significand rounds each value to ~0.4%, ten times float16's rounding: a speed option, off by default.
+On CUDA those blocks run float16, as in the official code. On the CPU they run float32, unless training asked
+for bfloat16 there (``cpu_bf16``): then their direct convolutions (the strided and transposed ones, 1x1 and
+small maps) take bfloat16 operands, which oneDNN multiplies at twice the float32 rate on CPUs with bfloat16 dot
+products (AVX512-BF16, AMX), and return float32. Activations, the Winograd convolutions and the element-wise
+ops stay float32, so only those convolutions' inputs and weights are rounded. bfloat16's 8-bit significand
+rounds them to within 0.2%, eight times float16's rounding: a speed option, off by default.
 """
 
 from __future__ import annotations
@@ -31,19 +32,21 @@ def native_bf16() -> tuple[bool, str]:
     return True, ""
 
 
-def block_dtype(use_fp16: bool, force_fp32: bool, device: torch.device, cpu_half: torch.dtype | None) -> torch.dtype:
-    """The dtype of a block marked ``use_fp16``: float16 on CUDA, ``cpu_half`` (if set) on the CPU."""
-    if not use_fp16 or force_fp32:
-        return torch.float32
-    if device.type == "cuda":
-        return torch.float16
-    if device.type == "cpu" and cpu_half is not None:
-        return cpu_half
-    return torch.float32
+def block_dtype(use_fp16: bool, force_fp32: bool, device: torch.device) -> torch.dtype:
+    """The activation dtype of a block: float16 for a ``use_fp16`` block on CUDA, else float32."""
+    return torch.float16 if use_fp16 and not force_fp32 and device.type == "cuda" else torch.float32
+
+
+def cpu_conv_dtype(block: nn.Module, device: torch.device, force_fp32: bool) -> torch.dtype | None:
+    """The dtype of the block's direct CPU convolutions (``cpu_half`` of a ``use_fp16`` block), else None."""
+    if block.use_fp16 and not force_fp32 and device.type == "cpu":
+        return block.cpu_half
+    return None
 
 
 def set_cpu_half(module: nn.Module, dtype: torch.dtype | None) -> int:
-    """Make the ``use_fp16`` blocks of ``module`` compute in ``dtype`` on the CPU (None: float32 again).
+    """Make the direct convolutions of the ``use_fp16`` blocks of ``module`` run in ``dtype`` on the CPU (None:
+    float32 again).
 
     A runtime setting: parameters, ``state_dict`` and checkpoints are unchanged. Returns the blocks set."""
     count = 0

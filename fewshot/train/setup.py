@@ -186,8 +186,9 @@ def _check_cpu_bf16(cfg: TrainConfig, device: torch.device) -> None:
 
 
 def _reduced_precision(cfg: TrainConfig, nets: dict[str, nn.Module], device: torch.device, out: RunOutput) -> None:
-    """The trained G and D compute their ``num_fp16_res`` blocks in bfloat16 on the CPU when ``cpu_bf16``
-    asks; G_ema stays float32, so snapshots, grids and metrics come from the float32 network users sample."""
+    """The trained G and D run the direct convolutions of their ``num_fp16_res`` blocks in bfloat16 on the CPU
+    when ``cpu_bf16`` asks; G_ema stays float32, so snapshots, grids and metrics come from the network users
+    sample."""
     from ..nets.precision import set_cpu_half
 
     if not cfg.cpu_bf16:
@@ -200,7 +201,8 @@ def _reduced_precision(cfg: TrainConfig, nets: dict[str, nn.Module], device: tor
         out("note: cpu_bf16 changes nothing here: no block of G or D is in num_fp16_res "
             f"(num_fp16_res {cfg.num_fp16_res}; StyleGAN3 generators stay float32)")
         return
-    out(f"CPU bfloat16: {counts['G']} blocks of G and {counts['D']} of D (num_fp16_res {cfg.num_fp16_res})")
+    out(f"CPU bfloat16: the direct convolutions of {counts['G']} blocks of G and {counts['D']} of D "
+        f"(num_fp16_res {cfg.num_fp16_res})")
 
 
 def _check_inputs(cfg: TrainConfig, request: Request, point: ResumePoint | None, is_main: bool) -> TrainConfig:
