@@ -34,8 +34,15 @@ convolutions (batched matmuls and tile transforms) and everything else. The dire
 calls with the same shapes in both codes wherever fewshot does not take Winograd, so the official iteration over
 fewshot's direct-convolution time is a ceiling on the ratio that nothing else fewshot does can raise.
 
+``--macs`` runs one more batch of each kind in every training child under a dispatcher mode that counts the
+multiply-adds of every convolution pass (forward, data and weight gradients, of any order) and matrix product, by
+kind, and times float32 matrix products to find the machine's multiply-add rate. From those it bounds the ratio:
+the shortest iteration fewshot's own multiply-adds could take at that rate with nothing else costing any time, and
+the same for the fewest multiply-adds any published fast algorithm needs for each kind of convolution (Winograd
+F(6x6, 3x3), polyphase F(4x4, 2x2) for the strided and transposed ones), their transforms taken as free.
+
     .venv/bin/python benchmarks/official_side_by_side.py [--official /tmp/upstream/sg2ada] [--rounds 3]
-        [--only 32px] [--device cpu|cuda] [--skip-sampling] [--with-default] [--profile]
+        [--only 32px] [--device cpu|cuda] [--skip-sampling] [--with-default] [--profile] [--macs]
 
 The official checkout is fetched with the project's fetch tool (NVlabs/stylegan2-ada-pytorch) into an ignored
 folder; without one the script says so and exits 0 (``make bench`` on a machine without it).
@@ -56,8 +63,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OFFICIAL = Path(os.environ.get("FEWSHOT_OFFICIAL_SG2ADA", "/tmp/upstream/sg2ada"))
 
 CONFIGS = {  # label -> resolution, channel_base, channel_max, batch
-    "64px small (cb 8192, cm 256, batch 8)": dict(res=64, channel_base=8192, channel_max=256, batch=8),
-    "32px (cb 2048, cm 128, batch 16)": dict(res=32, channel_base=2048, channel_max=128, batch=16),
+    "64px small (cb 8192, cm 256, batch 8)": dict(res=64, channel_base=8192, channel_max=256, batch=8, target=4),
+    "32px (cb 2048, cm 128, batch 16)": dict(res=32, channel_base=2048, channel_max=128, batch=16, target=3),
 }
 # The constructor-default network (8 mapping layers, all 512 channels) at 64 px, batch 4: the setting of the
 # earlier "official 23.7 s per step" figure in BENCHMARKS.md; with --with-default (slow: ~25 s per official batch).
@@ -97,7 +104,52 @@ def op_seconds(fn):
         fn()
     events = prof.key_averages()
     return [sum(e.self_cpu_time_total for e in events if e.key in ops) / 1e6 for ops in (CONV_OPS, WINOGRAD_OPS)]
+from torch.utils._python_dispatch import TorchDispatchMode
+def conv_kind(w, stride, transposed):
+    k = tuple(w.shape[2:])
+    if k == (1, 1):
+        return "conv 1x1"
+    if k == (3, 3) and transposed and tuple(stride) == (2, 2):
+        return "transposed 3x3 s2"
+    if k == (3, 3) and tuple(stride) == (2, 2):
+        return "conv 3x3 s2"
+    if k == (3, 3) and tuple(stride) == (1, 1):
+        return "conv 3x3 s1"
+    return "conv other"
+class MacCount(TorchDispatchMode):
+    # Counts the multiply-adds of every convolution (forward, data and weight gradient, any order) and matrix
+    # product the dispatcher sees, by kind. Ops below the dispatcher (oneDNN's kernels) are not seen twice.
+    def __init__(self):
+        super().__init__()
+        self.macs = {}
+    def add(self, kind, macs):
+        self.macs[kind] = self.macs.get(kind, 0) + int(macs)
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if name == "convolution":
+            x, w, stride, transposed, groups = args[0], args[1], args[3], args[6], args[8]
+            per = (x if transposed else out).numel() // (x if transposed else out).shape[1]  # pixels x batch
+            channels = w.shape[0] * w.shape[1]  # (C/groups) x O or C x (O/groups): the weight's two channel axes
+            self.add(conv_kind(w, stride, transposed), per * channels * w.shape[2] * w.shape[3])
+        elif name == "convolution_backward":
+            grad, x, w, stride, transposed = args[0], args[1], args[2], args[4], args[7]
+            mask = args[10]
+            per = (x if transposed else grad).numel() // (x if transposed else grad).shape[1]
+            macs = per * w.shape[0] * w.shape[1] * w.shape[2] * w.shape[3]
+            self.add(conv_kind(w, stride, transposed), macs * (int(mask[0]) + int(mask[1])))
+        elif name in ("mm", "addmm", "bmm", "baddbmm"):
+            a, b = args[-2:] if name in ("mm", "bmm") else args[1:3]
+            self.add("bmm" if name in ("bmm", "baddbmm") else "mm", a.numel() * b.shape[-1])
+        return out
+def macs_of(fn):
+    with MacCount() as counter:
+        fn()
+    return counter.macs
 def report(times, at):
+    if cfg.get("macs"):
+        kinds = (("plain", 1), ("greg", 4), ("all", 16))
+        times["macs"] = {kind: macs_of(lambda: at(index)) for kind, index in kinds}
     if cfg.get("profile"):
         kinds = (("plain", 1), ("greg", 4), ("all", 16))
         shares = {kind: op_seconds(lambda: at(index)) for kind, index in kinds}
@@ -249,6 +301,75 @@ n = cfg["images"]
 print(json.dumps({"sec": timed(lambda: generate_images(G, list(range(n)), psi=0.7, batch_size=16)), "images": n}))
 """
 
+# The machine's multiply-add rate: float32 matrix products at 2048^3 and at the Winograd GEMM shapes of the two
+# configs, with fewshot's malloc settings as in training, best of 5.
+PEAK = COMMON + r"""
+from fewshot.host_memory import keep_freed_memory
+keep_freed_memory()
+torch.manual_seed(0)
+rates = {}
+for a_shape, b_shape in (([2048, 2048], [2048, 2048]), ([36, 256, 256], [36, 256, 512]),
+                         ([36, 128, 128], [36, 128, 2048]), ([36, 128, 128], [36, 128, 1024])):
+    a, b = torch.randn(a_shape, device=device), torch.randn(b_shape, device=device)
+    out = torch.matmul(a, b)
+    best = min(timed(lambda: torch.matmul(a, b, out=out)) for _ in range(5))
+    rates["x".join(map(str, a_shape)) + " @ " + "x".join(map(str, b_shape))] = a.numel() * b.shape[-1] / best
+if cfg.get("cpu_bf16"):  # the rate of cpu_bf16's direct convolutions' operands
+    a, b = torch.randn([2048, 2048]).bfloat16(), torch.randn([2048, 2048]).bfloat16()
+    rates["bf16"] = a.numel() * b.shape[-1] / min(timed(lambda: torch.matmul(a, b)) for _ in range(5))
+print(json.dumps(rates))
+"""
+
+# With --macs: the fewest multiply-adds per kind of work that a published fast algorithm needs, as a fraction of
+# what each code does (the direct algorithm's count for convolutions, F(4x4, 3x3)'s for fewshot's batched
+# matmuls), all taken at their most favourable, transforms and tile padding free:
+BEST_KNOWN = {
+    "conv 3x3 s1": (64 / 36) / 9,  # Winograd F(6x6, 3x3): 64 products per 36 outputs
+    "conv 3x3 s2": (81 / 16) / 9,  # polyphase F(4x4, 2x2) Winograd: 25 + 20 + 20 + 16 products per 16 outputs
+    "transposed 3x3 s2": (81 / 16) / 9,  # the same, adjoint
+    "bmm": (64 / 36) / (36 / 16),  # fewshot's F(4x4, 3x3) GEMMs as F(6x6, 3x3)
+    "conv 1x1": 1.0, "conv other": 1.0, "mm": 1.0,
+}
+MAC_KINDS = ("conv 3x3 s1", "conv 3x3 s2", "transposed 3x3 s2", "conv 1x1", "conv other", "bmm", "mm")
+
+
+def mac_rows(label: str, cfg: dict, results: dict[str, list], best: dict[str, float]) -> None:
+    """With --macs: each side's multiply-adds per iteration by kind, and what the machine's multiply-add rate allows:
+    the shortest iteration fewshot's own multiplies, and then the best-known algorithms', could take if they all ran
+    at the best matrix-product rate measured here and nothing else took any time."""
+    rates = child(PEAK, cfg)
+    bf16 = rates.pop("bf16", None)
+    peak = max(rates.values())
+    # With cpu_bf16, every direct convolution is given bfloat16's rate (only the top blocks' are bfloat16: generous).
+    conv_peak = max(peak, bf16 or 0)
+    macs = {}
+    for name, runs in results.items():
+        counted = runs[0]["macs"]
+        macs[name] = {k: sum(WEIGHTS[b] * counted[b].get(k, 0) for b in WEIGHTS) for k in MAC_KINDS}
+    print("\n| config | code | " + " | ".join(MAC_KINDS) + " | total GMAC | s/iteration | GMAC/s |")
+    print("|---|---|" + "---:|" * (len(MAC_KINDS) + 3))
+    for name, m in macs.items():
+        total = sum(m.values())
+        print(f"| {label} | {name} | " + " | ".join(f"{m[k] / 1e9:.2f}" for k in MAC_KINDS)
+              + f" | {total / 1e9:.2f} | {best[name]:.3f} | {total / best[name] / 1e9:.1f} |")
+    print("\nmatrix-product rates here: " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in rates.items()) + " GMAC/s"
+          + (f"; bfloat16 2048^3 {bf16 / 1e9:.1f} GMAC/s" if bf16 else ""))
+    target = cfg.get("target")
+    if target is None:
+        return
+    fewshot = macs["fewshot"]
+
+    def floor(factors: dict[str, float]) -> float:
+        return sum(factors.get(k, 1.0) * v / (peak if k in ("bmm", "mm") else conv_peak) for k, v in fewshot.items())
+
+    floor_own, floor_best = floor({}), floor(BEST_KNOWN)
+    rate = f"{peak / 1e9:.1f}" + (f" / {conv_peak / 1e9:.1f} (bf16 convs)" if bf16 else "")
+    print(f"\n| {label} | official s/iteration | target ({target}x) | fewshot's multiplies at {rate} GMAC/s "
+          "| ratio at most | best-known algorithms at that rate | ratio at most |\n|---|---:|---:|---:|---:|---:|---:|")
+    print(f"| {label} | {best['official']:.3f} | {best['official'] / target:.3f} | {floor_own:.3f} | "
+          f"**{best['official'] / floor_own:.2f}x** | {floor_best:.3f} | **{best['official'] / floor_best:.2f}x** |\n",
+          flush=True)
+
 
 def child(code: str, cfg: dict, env: dict[str, str] | None = None) -> dict:
     out = subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], capture_output=True, text=True,
@@ -311,6 +432,8 @@ def train_rows(label: str, cfg: dict, rounds: int, tmp: Path) -> None:
         print(f"| {label} | ratio official / fewshot float32 | **{best['official'] / best['fewshot float32']:.2f}x** "
               f"| | |\n| {label} | bfloat16 speed-up (fewshot float32 / fewshot) | "
               f"**{best['fewshot float32'] / best['fewshot']:.2f}x** | | |", flush=True)
+    if cfg.get("macs"):
+        mac_rows(label, cfg, results, best)
     if cfg.get("profile"):
         print("\n| config | code | direct convolutions s/iteration (share) | batched matmuls + Winograd transforms | "
               "everything else |\n|---|---|---:|---:|---:|")
@@ -342,6 +465,9 @@ def main() -> None:
                              "float32 on the CPU)")
     parser.add_argument("--profile", action="store_true",
                         help="CPU: also profile each side's oneDNN direct convolutions (one more batch of each kind)")
+    parser.add_argument("--macs", action="store_true",
+                        help="also count each side's multiply-adds by kind (one more batch of each kind) and bound the "
+                             "ratio by this machine's matrix-product rate")
     args = parser.parse_args()
     if not (args.official / "training" / "networks.py").is_file():
         print(f"official_side_by_side: no stylegan2-ada-pytorch checkout at {args.official} (fetch "
@@ -358,7 +484,7 @@ def main() -> None:
     if args.profile and args.device != "cpu":
         raise SystemExit("official_side_by_side: --profile sums CPU operator times; it is for --device cpu")
     base = {"device": args.device, "official": str(args.official), "images": 64 if args.device == "cpu" else 256,
-            "profile": args.profile}
+            "profile": args.profile, "macs": args.macs}
     if args.cpu_bf16:
         from fewshot.nets.precision import native_bf16
 
