@@ -82,7 +82,7 @@ KINDS = {"plain": 1, "greg": 4, "all": 16}
 WEIGHTS = {"plain": 12 / 16, "greg": 3 / 16, "all": 1 / 16}
 
 COMMON = r"""
-import json, sys, time, torch
+import json, os, sys, time, torch
 cfg = json.loads(sys.argv[1])
 device = torch.device(cfg["device"])
 res, batch = cfg["res"], cfg["batch"]
@@ -97,7 +97,8 @@ def timed(fn):
 # its Winograd path, so their time is a floor under fewshot's iteration that neither code's own work can lower.
 CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution",
             "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward", "aten::slow_conv_transpose2d")
-WINOGRAD_OPS = ("aten::bmm", "_LinearMap")  # fewshot's Winograd convolutions: the GEMMs and the tile transforms
+# fewshot's Winograd convolutions: the GEMMs (torch's, or its AVX-512 kernel's) and the tile transforms
+WINOGRAD_OPS = ("aten::bmm", "_BatchedMatmulAVX512", "_LinearMap")
 def op_seconds(fn):
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -143,8 +144,18 @@ class MacCount(TorchDispatchMode):
             self.add("bmm" if name in ("bmm", "baddbmm") else "mm", a.numel() * b.shape[-1])
         return out
 def macs_of(fn):
-    with MacCount() as counter:
-        fn()
+    # fewshot's AVX-512 GEMM is called below the dispatcher, out of the counter's sight: count with torch's bmm
+    # (the same products, so the same multiply-adds).
+    saved = os.environ.get("FEWSHOT_CPU_MATMUL")
+    os.environ["FEWSHOT_CPU_MATMUL"] = "mkl"
+    try:
+        with MacCount() as counter:
+            fn()
+    finally:
+        if saved is None:
+            del os.environ["FEWSHOT_CPU_MATMUL"]
+        else:
+            os.environ["FEWSHOT_CPU_MATMUL"] = saved
     return counter.macs
 def report(times, at):
     if cfg.get("macs"):
@@ -314,6 +325,20 @@ for a_shape, b_shape in (([2048, 2048], [2048, 2048]), ([36, 256, 256], [36, 256
     out = torch.matmul(a, b)
     best = min(timed(lambda: torch.matmul(a, b, out=out)) for _ in range(5))
     rates["x".join(map(str, a_shape)) + " @ " + "x".join(map(str, b_shape))] = a.numel() * b.shape[-1] / best
+from fewshot.cuda.build import compiled_module
+ops = compiled_module("cpu") if device.type == "cpu" else None
+if ops is not None and ops.bmm_avx512_supported():  # fewshot's own AVX-512 GEMM (fewshot.cuda.cpu_matmul)
+    for a_shape, b_shape in (([1, 2048, 2048], [1, 2048, 2048]), ([36, 256, 256], [36, 256, 512]),
+                             ([36, 128, 128], [36, 128, 2048])):
+        a, b = torch.randn(a_shape), torch.randn(b_shape)
+        ops.bmm_avx512(a, b)
+        best = min(timed(lambda: ops.bmm_avx512(a, b)) for _ in range(5))
+        rates["bmm_avx512 " + "x".join(map(str, a_shape)) + " @ " + "x".join(map(str, b_shape))] = (
+            a.numel() * b.shape[-1] / best)
+x, w = torch.randn([8, 256, 32, 32], device=device), torch.randn([256, 256, 3, 3], device=device)
+torch.nn.functional.conv2d(x, w, padding=1)  # a large direct convolution: oneDNN's rate, which the official code has
+best = min(timed(lambda: torch.nn.functional.conv2d(x, w, padding=1)) for _ in range(5))
+rates["direct conv 3x3 [8, 256, 32, 32] -> 256"] = x.numel() * 256 * 9 / best
 if cfg.get("cpu_bf16"):  # the rate of cpu_bf16's direct convolutions' operands
     a, b = torch.randn([2048, 2048]).bfloat16(), torch.randn([2048, 2048]).bfloat16()
     rates["bf16"] = a.numel() * b.shape[-1] / min(timed(lambda: torch.matmul(a, b)) for _ in range(5))
@@ -421,6 +446,9 @@ def train_rows(label: str, cfg: dict, rounds: int, tmp: Path) -> None:
     runs = {"official": lambda: child(OFFICIAL_TRAIN, cfg), "fewshot": lambda: child(FEWSHOT_TRAIN, cfg)}
     if cfg.get("cpu_bf16"):  # the lever A/B: the same fewshot run in float32
         runs["fewshot float32"] = lambda: child(FEWSHOT_TRAIN, dict(cfg, cpu_bf16=False))
+    ab_env = cfg.get("ab_env")
+    if ab_env:  # an environment lever's A/B: the same fewshot run with these variables set
+        runs[f"fewshot {ab_label(ab_env)}"] = lambda: child(FEWSHOT_TRAIN, cfg, env=ab_env)
     results = interleaved(rounds, runs)
     best = {name: min(amortised(t) for t in runs) for name, runs in results.items()}
     for name, runs in results.items():
@@ -432,6 +460,11 @@ def train_rows(label: str, cfg: dict, rounds: int, tmp: Path) -> None:
         print(f"| {label} | ratio official / fewshot float32 | **{best['official'] / best['fewshot float32']:.2f}x** "
               f"| | |\n| {label} | bfloat16 speed-up (fewshot float32 / fewshot) | "
               f"**{best['fewshot float32'] / best['fewshot']:.2f}x** | | |", flush=True)
+    if ab_env:
+        other = f"fewshot {ab_label(ab_env)}"
+        print(f"| {label} | ratio official / {other} | **{best['official'] / best[other]:.2f}x** | | |\n"
+              f"| {label} | fewshot / {other} (above 1: the variables slow it) | "
+              f"**{best[other] / best['fewshot']:.2f}x** | | |", flush=True)
     if cfg.get("macs"):
         mac_rows(label, cfg, results, best)
     if cfg.get("profile"):
@@ -441,9 +474,16 @@ def train_rows(label: str, cfg: dict, rounds: int, tmp: Path) -> None:
         print()
 
 
+def ab_label(env: dict[str, str]) -> str:
+    return " ".join(f"{key}={value}" for key, value in env.items())
+
+
 def sample_rows(label: str, cfg: dict, rounds: int) -> None:
-    results = interleaved(rounds, {"official": lambda: child(OFFICIAL_SAMPLE, cfg),
-                                   "fewshot": lambda: child(FEWSHOT_SAMPLE, cfg)})
+    runs = {"official": lambda: child(OFFICIAL_SAMPLE, cfg), "fewshot": lambda: child(FEWSHOT_SAMPLE, cfg)}
+    ab_env = cfg.get("ab_env")
+    if ab_env:
+        runs[f"fewshot {ab_label(ab_env)}"] = lambda: child(FEWSHOT_SAMPLE, cfg, env=ab_env)
+    results = interleaved(rounds, runs)
     best = {name: min(r["sec"] / r["images"] for r in runs) for name, runs in results.items()}
     for name in results:
         print(f"| {label} | {name} | {1 / best[name]:.1f} img/s | {best[name] * 1000:.1f} ms/img |", flush=True)
@@ -468,7 +508,16 @@ def main() -> None:
     parser.add_argument("--macs", action="store_true",
                         help="also count each side's multiply-adds by kind (one more batch of each kind) and bound the "
                              "ratio by this machine's matrix-product rate")
+    parser.add_argument("--ab-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="also run fewshot with this environment variable set (repeatable), interleaved, for a "
+                             "lever's A/B in the same rounds (e.g. FEWSHOT_CPU_MATMUL=mkl)")
     args = parser.parse_args()
+    ab_env = {}
+    for item in args.ab_env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"official_side_by_side: --ab-env takes KEY=VALUE, got {item!r}")
+        ab_env[key] = value
     if not (args.official / "training" / "networks.py").is_file():
         print(f"official_side_by_side: no stylegan2-ada-pytorch checkout at {args.official} (fetch "
               "NVlabs/stylegan2-ada-pytorch there, or pass --official DIR); skipped")
@@ -484,7 +533,7 @@ def main() -> None:
     if args.profile and args.device != "cpu":
         raise SystemExit("official_side_by_side: --profile sums CPU operator times; it is for --device cpu")
     base = {"device": args.device, "official": str(args.official), "images": 64 if args.device == "cpu" else 256,
-            "profile": args.profile, "macs": args.macs}
+            "profile": args.profile, "macs": args.macs, "ab_env": ab_env}
     if args.cpu_bf16:
         from fewshot.nets.precision import native_bf16
 

@@ -62,6 +62,21 @@ def winograd_enabled() -> bool:
     return value is None or value.strip() == "" or _truthy(value)
 
 
+CPU_MATMUL_CHOICES = ("auto", "mkl", "avx512")
+
+
+def cpu_matmul_choice() -> str:
+    """``FEWSHOT_CPU_MATMUL``: what multiplies the Winograd convolutions' float32 matrices on the CPU: auto (the
+    compiled AVX-512 kernel where MKL would run narrower vectors than the CPU has, fewshot.cuda.cpu_matmul), mkl,
+    avx512 (wherever the CPU has AVX-512)."""
+    value = (os.environ.get("FEWSHOT_CPU_MATMUL") or "auto").strip().lower()
+    if value not in CPU_MATMUL_CHOICES:
+        from .errors import FewshotError
+
+        raise FewshotError(f"FEWSHOT_CPU_MATMUL must be one of {', '.join(CPU_MATMUL_CHOICES)}, got {value!r}")
+    return value
+
+
 def keep_freed_memory() -> bool:
     """``FEWSHOT_KEEP_FREED`` (default on): CPU runs keep freed memory for reuse (fewshot.host_memory)."""
     value = os.environ.get("FEWSHOT_KEEP_FREED")

@@ -12,6 +12,8 @@ from .app import PANEL_SETUP, app
     epilog="[bold]Examples[/bold]\n\n  fewshot doctor\n\n  fewshot doctor --no-build\n\n"
     "  FEWSHOT_OPS=reference fewshot doctor",
 )
+
+
 def doctor(
     build: bool = typer.Option(
         True, "--build/--no-build", help="Build (or load from the cache) the compiled ops to report their state."
@@ -64,6 +66,7 @@ def doctor(
     else:
         winograd = "on for wide 3x3 convolutions, with the compiled CPU ops (FEWSHOT_WINOGRAD=0 turns it off)"
     line("winograd [cpu]", winograd)
+    line("matmul [cpu]", cpu_matmul_state())
     line("keep freed mem", "on for CPU runs (glibc)" if settings.keep_freed_memory() else "off (FEWSHOT_KEEP_FREED=0)")
     from ..nets.precision import native_bf16
 
@@ -109,3 +112,17 @@ def optional_module_state(module: str, distribution: str, install: str, purpose:
     except importlib.metadata.PackageNotFoundError:
         version = "version unknown"
     return f"installed ({distribution} {version}), for {purpose}"
+
+
+def cpu_matmul_state() -> str:
+    """What multiplies the Winograd GEMMs in float32 on this CPU, and why (fewshot.cuda.cpu_matmul)."""
+    from .. import settings
+    from ..cuda import cpu_matmul
+
+    choice = settings.cpu_matmul_choice()
+    wanted, why = cpu_matmul.auto_prefers_avx512()
+    if choice == "mkl" or (choice == "auto" and not wanted):
+        return f"MKL ({'FEWSHOT_CPU_MATMUL=mkl' if choice == 'mkl' else why})"
+    if cpu_matmul.avx512_module() is None:
+        return "MKL (the compiled AVX-512 kernel cannot run here: no AVX-512, or no compiled CPU ops)"
+    return f"fewshot's AVX-512 kernel ({'FEWSHOT_CPU_MATMUL=avx512' if choice == 'avx512' else why})"

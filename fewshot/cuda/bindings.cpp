@@ -34,6 +34,9 @@ at::Tensor winograd_output_cpu(const at::Tensor&, int64_t, int64_t, int64_t);
 at::Tensor winograd_output_t_cpu(const at::Tensor&);
 at::Tensor winograd_weight_cpu(const at::Tensor&);
 at::Tensor winograd_weight_t_cpu(const at::Tensor&);
+// The Winograd GEMMs with AVX-512 where MKL would run AVX2 (cpu_gemm.cpp, cpu_matmul.py).
+bool bmm_avx512_supported();
+at::Tensor bmm_avx512_cpu(const at::Tensor&, const at::Tensor&);
 #endif
 }  // namespace fewshot
 
@@ -55,6 +58,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("px0"), py::arg("px1"), py::arg("py0"), py::arg("py1"), py::arg("gain"), py::arg("slope"),
         py::arg("flip_filter"));
 #ifndef FEWSHOT_CUDA
+  m.def("bmm_avx512_supported", &fewshot::bmm_avx512_supported, "whether this CPU runs bmm_avx512");
+  m.def("bmm_avx512", &fewshot::bmm_avx512_cpu, "float32 [P,m,k] x [P,k,n] -> [P,m,n] (any strides)", py::arg("a"),
+        py::arg("b"));
   m.def("winograd_input", &fewshot::winograd_input_cpu, "x [N,C,H,W] -> V [36,C,tiles]", py::arg("x"));
   m.def("winograd_input_t", &fewshot::winograd_input_t_cpu, "adjoint of winograd_input", py::arg("v"), py::arg("n"),
         py::arg("h"), py::arg("w"));

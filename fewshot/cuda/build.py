@@ -2,7 +2,7 @@
 
 Two extension modules are built from the sources in this folder with
 ``torch.utils.cpp_extension.load`` (ninja): ``cpu`` (bindings.cpp + bias_act.cpp + upfirdn2d.cpp + winograd.cpp +
-filtered_lrelu.cpp) and ``cuda`` (bindings.cpp + bias_act.cu + upfirdn2d.cu + filtered_lrelu.cu). Each lands in
+cpu_gemm.cpp + filtered_lrelu.cpp) and ``cuda`` (bindings.cpp + bias_act.cu + upfirdn2d.cu + filtered_lrelu.cu). Each lands in
 ``ops_build_dir()/<kind>-<hash>`` where the hash covers the sources, the flags and the torch and
 Python versions, so a cached build is reused across processes and an edit builds afresh. A
 finished build leaves a ``built.ok`` marker; later processes import the ``.so`` directly, without
@@ -36,7 +36,7 @@ from ..errors import FewshotError
 SOURCE_DIR = Path(__file__).resolve().parent
 HEADERS = ("ops_common.h", "ops_checks.h", "filtered_lrelu.h")
 SOURCES = {
-    "cpu": ("bindings.cpp", "bias_act.cpp", "upfirdn2d.cpp", "winograd.cpp", "filtered_lrelu.cpp"),
+    "cpu": ("bindings.cpp", "bias_act.cpp", "upfirdn2d.cpp", "winograd.cpp", "cpu_gemm.cpp", "filtered_lrelu.cpp"),
     "cuda": ("bindings.cpp", "bias_act.cu", "upfirdn2d.cu", "filtered_lrelu.cu"),
 }
 OPS = ("bias_act", "upfirdn2d", "filtered_lrelu")

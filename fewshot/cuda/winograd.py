@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import settings
+from .cpu_matmul import batched_matmul  # torch.bmm, on oneDNN where MKL runs narrower vectors
 from .derived import derived  # U(W) [36, O, C] computed once per weight at inference
 
 # Where the transforms cost more than the smaller GEMMs save, the direct convolution stays:
@@ -51,7 +52,7 @@ def conv3x3_winograd_compiled(module, x: torch.Tensor, w: torch.Tensor) -> torch
     n, _, h, width = x.shape
     u = derived(w, "winograd_u", lambda t: _LinearMap.apply(t, module, "winograd_weight", "winograd_weight_t", (), ()))
     v = _LinearMap.apply(x, module, "winograd_input", "winograd_input_t", (), (n, h, width))  # [36, C, tiles]
-    return _LinearMap.apply(torch.bmm(u, v), module, "winograd_output", "winograd_output_t", (n, h, width), ())
+    return _LinearMap.apply(batched_matmul(u, v), module, "winograd_output", "winograd_output_t", (n, h, width), ())
 
 
 def winograd_module(x: torch.Tensor, w: torch.Tensor):
