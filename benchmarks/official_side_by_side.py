@@ -39,10 +39,15 @@ multiply-adds of every convolution pass (forward, data and weight gradients, of 
 kind, and times float32 matrix products to find the machine's multiply-add rate. From those it bounds the ratio:
 the shortest iteration fewshot's own multiply-adds could take at that rate with nothing else costing any time, and
 the same for the fewest multiply-adds any published fast algorithm needs for each kind of convolution (Winograd
-F(6x6, 3x3), polyphase F(4x4, 2x2) for the strided and transposed ones), their transforms taken as free.
+F(6x6, 3x3), polyphase F(4x4, 2x2) for the strided and transposed ones), their transforms taken as free. The rate
+is the best of torch's matrix products, fewshot's AVX-512 GEMM where it runs, and a large direct convolution.
+
+``--ab-env KEY=VALUE`` (repeatable) adds a third child, fewshot with those environment variables set, to every
+round, for a lever's A/B measured in the same rounds as the ratio (``FEWSHOT_CPU_MATMUL=mkl``: MKL's GEMMs).
 
     .venv/bin/python benchmarks/official_side_by_side.py [--official /tmp/upstream/sg2ada] [--rounds 3]
         [--only 32px] [--device cpu|cuda] [--skip-sampling] [--with-default] [--profile] [--macs]
+        [--ab-env FEWSHOT_CPU_MATMUL=mkl]
 
 The official checkout is fetched with the project's fetch tool (NVlabs/stylegan2-ada-pytorch) into an ignored
 folder; without one the script says so and exits 0 (``make bench`` on a machine without it).
