@@ -74,8 +74,9 @@ def test_bmm_avx512_edge_cases_and_bad_input(avx512_ops):
 
 
 def test_bmm_avx512_does_not_depend_on_the_thread_count(avx512_ops):
-    """Each batch entry is one thread's, summed in one order: a run resumed with other threads multiplies alike."""
-    a, b = operand(36, 64, 300, "contiguous", 3), operand(36, 300, 80, "transposed", 4)
+    """Each column panel of a batch entry is one thread's, summed in one order: a run resumed with other threads
+    multiplies alike."""
+    a, b = operand(36, 64, 300, "contiguous", 3), operand(36, 300, 600, "transposed", 4)  # two column panels
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

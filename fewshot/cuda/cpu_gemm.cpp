@@ -10,8 +10,8 @@
 // is packed into MR-row slivers, a panel of B into NR-column slivers (both k-major, zero-padded to whole
 // slivers), and a micro-kernel keeps an MR x NR tile of C in 24 zmm registers, adding one broadcast
 // element of A times two 16-lane rows of B per step. Packing reads any strides, so the transposed
-// operands of the backward (b^T, a^T) cost no copies. Each batch entry p is computed by one thread in a
-// fixed order, so the result does not depend on the thread count, unlike MKL's.
+// operands of the backward (b^T, a^T) cost no copies. Each panel of 512 columns of each batch entry is computed by
+// one thread in a fixed order, so the result does not depend on the thread count, unlike MKL's.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -105,16 +105,16 @@ struct Operand {
   int64_t row_stride, col_stride;
 };
 
-// c (m x n, contiguous) = a (m x k) b (k x n); a_pack and b_pack are this thread's packing buffers.
-__attribute__((target("avx512f,fma"))) void gemm(Operand a, Operand b, float* c, int64_t m, int64_t n, int64_t k,
-                                                 float* a_pack, float* b_pack) {
+// c (m x n, row stride ldc) = a (m x k) b (k x n); a_pack and b_pack are this thread's packing buffers.
+__attribute__((target("avx512f,fma"))) void gemm(Operand a, Operand b, float* c, int64_t ldc, int64_t m, int64_t n,
+                                                 int64_t k, float* a_pack, float* b_pack) {
   alignas(64) float edge[kMR * kNR];
   if (k == 0) {
-    std::fill(c, c + m * n, 0.f);
+    for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.f);
     return;
   }
-  // With m <= kMC (every Winograd shape up to 144 channels) A's panel is packed once per k-block and reused for
-  // all of B's panels; larger m packs it per (k-block, column panel, row block).
+  // With m <= kMC (every Winograd shape up to 144 channels) A's panel is packed once per k-block; larger m packs
+  // it per (k-block, row block). n <= kNC when called for one task's panel.
   const bool a_once = m <= kMC;
   for (int64_t pc = 0; pc < k; pc += kKC) {
     const int64_t kc = std::min(kKC, k - pc);
@@ -132,15 +132,15 @@ __attribute__((target("avx512f,fma"))) void gemm(Operand a, Operand b, float* c,
           for (int64_t ir = 0; ir < mc; ir += kMR) {
             const int64_t rows = std::min(kMR, mc - ir);
             const float* a_sliver = a_pack + (ir / kMR) * kc * kMR;
-            float* tile = c + (ic + ir) * n + jc + jr;
+            float* tile = c + (ic + ir) * ldc + jc + jr;
             if (rows == kMR && cols == kNR) {
-              micro_kernel(kc, a_sliver, b_sliver, tile, n, accumulate);
+              micro_kernel(kc, a_sliver, b_sliver, tile, ldc, accumulate);
               continue;
             }
             micro_kernel(kc, a_sliver, b_sliver, edge, kNR, false);  // a partial tile: through a full-size buffer
             for (int64_t i = 0; i < rows; ++i)
               for (int64_t j = 0; j < cols; ++j)
-                tile[i * n + j] = (accumulate ? tile[i * n + j] : 0.f) + edge[i * kNR + j];
+                tile[i * ldc + j] = (accumulate ? tile[i * ldc + j] : 0.f) + edge[i * kNR + j];
           }
         }
       }
@@ -167,11 +167,17 @@ at::Tensor bmm_avx512_cpu(const at::Tensor& a, const at::Tensor& b) {
   float* c_data = c.data_ptr<float>();
   const int64_t a_pack_size = (std::min(m, kMC) + kMR - 1) / kMR * kMR * kKC;
   const int64_t b_pack_size = kKC * ((kNC + kNR - 1) / kNR * kNR);
-  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+  // A task is one batch entry's panel of kNC columns of C: enough tasks for many threads (36 entries x up to 4
+  // panels at the Winograd shapes), each C entry summed by one task in one order whatever the thread count.
+  const int64_t panels = (n + kNC - 1) / kNC;
+  at::parallel_for(0, batch * panels, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> a_pack(a_pack_size), b_pack(b_pack_size);
-    for (int64_t p = begin; p < end; ++p)
-      gemm({a_data + p * a.stride(0), a.stride(1), a.stride(2)}, {b_data + p * b.stride(0), b.stride(1), b.stride(2)},
-           c_data + p * m * n, m, n, k, a_pack.data(), b_pack.data());
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t p = task / panels, jc = task % panels * kNC;
+      gemm({a_data + p * a.stride(0), a.stride(1), a.stride(2)},
+           {b_data + p * b.stride(0) + jc * b.stride(2), b.stride(1), b.stride(2)}, c_data + p * m * n + jc, n, m,
+           std::min(kNC, n - jc), k, a_pack.data(), b_pack.data());
+    }
   });
   return c;
 }

@@ -10,7 +10,7 @@ On Zen 4 (AVX-512 on 256-bit units: MKL's AVX2 is the same rate) and on Intel CP
 itself), and under ``ONEDNN_MAX_CPU_ISA`` caps below AVX-512 (the AVX2 emulation), ``auto`` keeps MKL;
 ``FEWSHOT_CPU_MATMUL`` (auto, mkl, avx512) overrides. The choice is fixed by the hardware and the environment,
 never by a timing, so a run that resumes on the same machine multiplies the same way and stays exact; and each
-batch entry of ``bmm_avx512`` is one thread's, so its result does not depend on the thread count.
+column panel of each batch entry of ``bmm_avx512`` is one thread's, so its result does not depend on the thread count.
 """
 
 from __future__ import annotations
