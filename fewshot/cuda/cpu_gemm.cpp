@@ -16,7 +16,10 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FEWSHOT_GEMM_AVX512 1  // elsewhere (ARM, other compilers) the kernel is absent and MKL/torch multiplies
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cstdint>
@@ -25,6 +28,7 @@
 
 namespace fewshot {
 namespace {
+#ifdef FEWSHOT_GEMM_AVX512
 
 constexpr int64_t kMR = 12;   // rows of the register tile: 12 x 2 accumulators + 2 rows of B + 1 broadcast <= 32 zmm
 constexpr int64_t kNR = 32;   // columns: two 16-lane vectors
@@ -148,9 +152,16 @@ __attribute__((target("avx512f,fma"))) void gemm(Operand a, Operand b, float* c,
   }
 }
 
+#endif  // FEWSHOT_GEMM_AVX512
 }  // namespace
 
-bool bmm_avx512_supported() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma"); }
+bool bmm_avx512_supported() {
+#ifdef FEWSHOT_GEMM_AVX512
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
 
 at::Tensor bmm_avx512_cpu(const at::Tensor& a, const at::Tensor& b) {
   TORCH_CHECK(bmm_avx512_supported(), "bmm_avx512: this CPU has no AVX-512");
@@ -159,9 +170,10 @@ at::Tensor bmm_avx512_cpu(const at::Tensor& a, const at::Tensor& b) {
               a.scalar_type(), " and ", b.scalar_type());
   TORCH_CHECK(a.dim() == 3 && b.dim() == 3 && a.size(0) == b.size(0) && a.size(2) == b.size(1),
               "bmm_avx512: shapes ", a.sizes(), " and ", b.sizes(), " do not multiply as [P, m, k] x [P, k, n]");
-  const int64_t batch = a.size(0), m = a.size(1), k = a.size(2), n = b.size(2);
+  [[maybe_unused]] const int64_t batch = a.size(0), m = a.size(1), k = a.size(2), n = b.size(2);
   at::Tensor c = at::empty({batch, m, n}, a.options());
   if (c.numel() == 0) return c;
+#ifdef FEWSHOT_GEMM_AVX512
   const float* a_data = a.data_ptr<float>();
   const float* b_data = b.data_ptr<float>();
   float* c_data = c.data_ptr<float>();
@@ -179,6 +191,7 @@ at::Tensor bmm_avx512_cpu(const at::Tensor& a, const at::Tensor& b) {
            std::min(kNC, n - jc), k, a_pack.data(), b_pack.data());
     }
   });
+#endif
   return c;
 }
 
