@@ -801,6 +801,31 @@ def test_two_gloo_processes_keep_identical_weights(tmp_path):
     assert (run / "final.safetensors").exists()
 
 
+def test_the_process_group_is_torn_down_by_the_run_not_at_exit(tmp_path, monkeypatch):
+    """setup() puts distributed.shutdown on the run's exit stack: left to exit-time destructors, gloo's threads
+    could abort a finished rank ("terminate called without an active exception"), failing the whole run."""
+    from contextlib import ExitStack
+
+    import torch.distributed as tdist
+
+    import fewshot.train.setup as setup_module
+    from fewshot.train import distributed
+    from fewshot.train.setup import Request, setup
+
+    calls = []
+    monkeypatch.setattr(distributed, "init_from_env", lambda: distributed.DistInfo(0, 2, 0))
+    monkeypatch.setattr(distributed, "shutdown", lambda: calls.append("shutdown"))
+    monkeypatch.setattr(setup_module, "pick_device", lambda *a: calls.append("device") or 1 / 0)
+    with pytest.raises(ZeroDivisionError), ExitStack() as held:
+        setup(resolve_config("scratch", dict(TINY, outdir=str(tmp_path / "runs"))), Request(progress=False), print, held)
+    assert calls == ["device", "shutdown"]  # registered before anything else could fail, run when the stack closes
+    monkeypatch.undo()
+    tdist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    distributed.shutdown()
+    assert not tdist.is_initialized()
+    distributed.shutdown()  # without a group: nothing to do
+
+
 def test_reg_dgm_term_enters_the_generator_loss(tmp_path, monkeypatch):
     """The loop builds the regulariser from the config and adds its term in Gmain (toy extractor)."""
     import fewshot.regularizers.reg_dgm as reg_dgm

@@ -41,6 +41,14 @@ def init_from_env() -> DistInfo:
     return DistInfo(rank, world, local)
 
 
+def shutdown() -> None:
+    """Tear the process group down before the interpreter exits. Left to exit-time destructors, gloo's worker
+    threads can be destroyed while still joinable, and the process aborts ("terminate called without an active
+    exception") after the run has finished."""
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.destroy_process_group()
+
+
 def broadcast_modules(modules: list[nn.Module], dist: DistInfo) -> None:
     """Make every rank start from rank 0's parameters and buffers."""
     if not dist.enabled:

@@ -74,6 +74,8 @@ def setup(cfg: TrainConfig, request: Request, echo: Any, held: ExitStack) -> Run
     """A :class:`Run` ready to train; None after a dry run or an augmentation preview; the run folder of a
     resumed run that has already finished."""
     dist = distributed.init_from_env()
+    if dist.enabled:
+        held.callback(distributed.shutdown)  # last out: after the run's own cleanup, which may still synchronise
     device = pick_device(cfg.device, dist.local_rank)
     stop, out = _output(echo, dist.rank == 0)
     point = None
